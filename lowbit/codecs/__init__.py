@@ -1,0 +1,3 @@
+"""Built-in codecs, one module per family. Importing this package registers them all."""
+
+from . import minifloat  # noqa: F401

@@ -1,0 +1,1 @@
+"""Numba CPU kernels. Never ``fastmath=True``: it reorders float operations and breaks parity."""
