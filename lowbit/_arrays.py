@@ -36,8 +36,8 @@ def to_numpy(x: Any) -> np.ndarray:
         x = x.detach()
         if x.device.type != "cpu":
             x = x.cpu()
-        return np.ascontiguousarray(x.numpy())
-    return np.ascontiguousarray(x)
+        return np.asarray(x.numpy(), order="C")
+    return np.asarray(x, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
 
 
 def _torch_from_numpy(a: np.ndarray, device: Any) -> Any:

@@ -231,6 +231,8 @@ class FloatFormat:
             v = m * _pow2(1 - self.bias - M) if self.subnormals else 0.0
         else:
             v = (1.0 + m * _pow2(-M)) * _pow2(ef - self.bias)
+        if v == 0.0 and self.special is Special.FNUZ:
+            return 0.0  # fnuz has no negative zero (flushed codes included)
         return -v if sign else v
 
     @functools.cache
@@ -539,7 +541,7 @@ class KernelParams:
     nan_code: int        # positive NaN code, -1 when none
     neg_nan_code: int    # NaN code for negative NaN inputs, -1 when none
     inf_mag: int         # magnitude code of +Inf, -1 when none
-    negzero_ok: int      # 1 when -0 has its own code
+    negzero_ok: int      # 1 when magnitude code 0 keeps the sign: it is -0, or -min without a zero
     overflow: int        # OVF_* policy
     on_nan: int          # NAN_* policy
     width: int           # storage bits per code
@@ -580,7 +582,7 @@ class KernelParams:
             is_int=0, mbits=f.mbits, min_binade=f.min_binade, zero=int(f.zero),
             subnormals=int(bool(f.subnormals)), signed=int(f.signed), sign_shift=EM,
             max_mag=f.max_mag_code, neg_max_mag=f.max_mag_code, nan_code=nan, neg_nan_code=neg_nan,
-            inf_mag=inf, negzero_ok=int(f.has_negative_zero), **common,
+            inf_mag=inf, negzero_ok=int(f.signed and f.special is not Special.FNUZ), **common,
         )
 
     def as_array(self) -> np.ndarray:

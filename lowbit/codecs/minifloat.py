@@ -12,8 +12,10 @@ Optional scaling stores float32 scales in ``aux["scale"]`` and encodes ``x / sca
 ``scale="tensor"`` (one scale), ``"channel"`` (one per row: every index but the last),
 ``"block:RxC"`` (one per R×C tile of the last two axes — the DeepSeek-V3 FP8 checkpoint layout is
 ``"block:128x128"``). The scale of a group is ``amax / max`` (float32, correctly rounded), with
-``amax`` the largest finite |x| in the group and 1.0 for groups without one; decoding computes
-``code_value * scale``. Scaled finite values are clamped to the format's range before rounding.
+``amax`` the largest finite |x| in the group and 1.0 for groups without one, then nudged (by at
+most one ulp) to a fixed point of ``s -> (max * s) / max`` so that re-encoding a decoded tensor
+reproduces every scale and code. Decoding computes ``code_value * scale``. Scaled finite values
+are clamped to the format's range before rounding.
 """
 
 from __future__ import annotations
@@ -110,7 +112,14 @@ class ElementCodec(Codec):
             Mb, Kb = -(-M // self._R), -(-K // self._C)
             t = _pad(a.reshape(-1, M, K), (math.prod(shape[:-2]), Mb * self._R, Kb * self._C), torch_mode)
             amax = _amax(t.reshape(-1, Mb, self._R, Kb, self._C), (2, 4), torch_mode).reshape(shape[:-2] + (Mb, Kb))
-        s = amax / np.float32(self._fmt.max)  # float32 / float32: correctly rounded
+        vmax = np.float32(self._fmt.max)
+        s = amax / vmax  # float32 / float32: correctly rounded
+        # Nudge s to a fixed point of s -> (max * s) / max: re-encoding the decoded tensor then
+        # finds the same amax and scale, so encode(decode(q)) == q. One step always suffices
+        # (it moves s by at most one ulp); the second is insurance.
+        for _ in range(2):
+            t = (s * vmax) / vmax
+            s = xp.where((t > 0) & xp.isfinite(t), t, s)
         return xp.where((s > 0) & xp.isfinite(s), s, xp.ones_like(s))
 
     def _row_scales(self, scale: Any, shape: tuple[int, ...]) -> tuple[Any, int]:

@@ -1,0 +1,230 @@
+"""Independent reference implementations, used as test oracles and to write golden vectors.
+
+Nothing here calls lowbit's kernels or its value tables. The element reference works in
+float64 on the *set of representable values*, enumerated from the spec text: round to the
+nearest value; on a tie, take the neighbour that is an even multiple of the spacing between the
+two (that is round-half-to-even in the destination's units); beyond ``max`` the grid continues
+with the top binade's spacing, so a value overflows only if it rounds past ``max``. This is a
+different algorithm from the kernels' integer bit manipulation, so agreement is evidence.
+
+Where a real peer exists, :func:`ml_dtypes_cast` runs it (ml_dtypes, float32 in).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..numerics import ElementEncoding, FloatFormat, IntFormat, Special
+
+__all__ = ["reference_values", "ReferenceQuantizer", "pack_codes", "unpack_codes", "ml_dtypes_type",
+           "ml_dtypes_cast", "reference_scale", "REFUSED_NAN", "REFUSED_RANGE"]
+
+REFUSED_NAN = -1
+REFUSED_RANGE = -2
+
+
+def reference_values(fmt: FloatFormat | IntFormat) -> np.ndarray:
+    """float64 value of every code, straight from the spec text (vectorised, no lowbit code)."""
+    n = 1 << fmt.bits
+    c = np.arange(n, dtype=np.int64)
+    if isinstance(fmt, IntFormat):
+        half = 1 << (fmt.bits - 1)
+        return np.where(fmt.signed & (c >= half), c - n, c).astype(np.float64)
+    E, M = fmt.ebits, fmt.mbits
+    s = (c >> (E + M)) & 1 if fmt.signed else np.zeros_like(c)
+    ef = (c >> M) & ((1 << E) - 1)
+    m = c & ((1 << M) - 1)
+    frac = m / float(1 << M)
+    normal = (1.0 + frac) * np.exp2(ef.astype(np.float64) - fmt.bias)
+    if fmt.zero:
+        low = frac * 2.0 ** (1 - fmt.bias) if fmt.subnormals else np.zeros(n)
+        v = np.where(ef == 0, low, normal)
+    else:
+        v = (1.0 + frac) * np.exp2(ef.astype(np.float64) - fmt.bias)
+    all_e = ef == (1 << E) - 1
+    special = Special(fmt.special)
+    if special is Special.FNUZ:
+        s = np.where(v == 0, 0, s)  # no negative zero, not even from flushed codes
+    if special is Special.IEEE:
+        v = np.where(all_e & (m == 0), np.inf, v)
+        v = np.where(all_e & (m != 0), np.nan, v)
+    elif special is Special.FN:
+        v = np.where(all_e & (m == (1 << M) - 1), np.nan, v)
+    elif special is Special.FNUZ:
+        v = np.where((s == 1) & (ef == 0) & (m == 0), np.nan, v)
+    return np.where(s == 1, -v, v)
+
+
+@dataclass
+class ReferenceQuantizer:
+    """float32 → code by nearest-value search; the independent twin of the kernels."""
+
+    enc: ElementEncoding
+
+    def __post_init__(self) -> None:
+        fmt = self.enc.fmt
+        v = reference_values(fmt)
+        codes = np.arange(v.size)
+        finite = np.isfinite(v)
+        if isinstance(fmt, IntFormat) and fmt.symmetric:
+            finite &= v != -(1 << (fmt.bits - 1))  # decodes, but is never produced
+        # the sorted finite values (±0 merged), each with the code that holds it (+0 for 0)
+        self.values, first = np.unique(np.where(v == 0, 0.0, v)[finite], return_index=True)
+        self.code_of = codes[finite][first]
+        mag0 = (codes & ((1 << (fmt.bits - 1)) - 1 if fmt.signed else -1)) == 0  # canonical zeros only
+        pz = codes[finite & (v == 0) & ~np.signbit(v) & mag0]
+        nz = codes[finite & (v == 0) & np.signbit(v) & mag0]
+        self.pos_zero = int(pz[0]) if pz.size else -1
+        self.neg_zero = int(nz[0]) if nz.size else self.pos_zero  # no -0: negatives round to +0
+        if self.pos_zero >= 0:
+            self.code_of[np.searchsorted(self.values, 0.0)] = self.pos_zero
+        V = self.values
+        # past both ends the grid continues with the spacing inside the top binade,
+        # 2**(floor(log2 max) - mbits) (for integers: 1)
+        if isinstance(fmt, FloatFormat):
+            top = math.ldexp(1.0, math.frexp(float(V[-1]))[1] - 1 - fmt.mbits)
+        else:
+            top = 1.0
+        self.step_lo = self.step_hi = top
+        # special codes, as the spec text names them
+        self.nan_pos = self.nan_neg = self.inf_pos = self.inf_neg = -1
+        if isinstance(fmt, FloatFormat):
+            E, M, sbit = fmt.ebits, fmt.mbits, (1 << (fmt.ebits + fmt.mbits)) if fmt.signed else 0
+            sp = Special(fmt.special)
+            if sp is Special.IEEE:
+                self.inf_pos, self.inf_neg = ((1 << E) - 1) << M, (((1 << E) - 1) << M) | sbit
+                if M:  # the quiet NaN: exponent all ones, top mantissa bit set
+                    self.nan_pos = (((1 << E) - 1) << M) | (1 << (M - 1))
+                    self.nan_neg = self.nan_pos | sbit
+            elif sp is Special.FN:
+                self.nan_pos = (1 << (E + M)) - 1
+                self.nan_neg = self.nan_pos | sbit
+            elif sp is Special.FNUZ:
+                self.nan_pos = self.nan_neg = sbit
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Codes (int64) for float32 ``x``; REFUSED_NAN / REFUSED_RANGE where a policy refuses."""
+        x = np.asarray(x, dtype=np.float32)
+        enc, fmt, V = self.enc, self.enc.fmt, self.values
+        xd = x.astype(np.float64)
+        neg = np.signbit(x)
+        nan, inf = np.isnan(xd), np.isinf(xd)
+        fin = ~nan & ~inf
+        xf = np.where(fin, xd, 0.0)
+
+        # neighbours lo <= x < hi on the extended grid (index -1 and len(V) are the extensions)
+        i = np.searchsorted(V, xf, side="right") - 1
+        lo = np.where(i >= 0, V[np.clip(i, 0, V.size - 1)], V[0] - self.step_lo)
+        hi = np.where(i + 1 < V.size, V[np.clip(i + 1, 0, V.size - 1)], V[-1] + self.step_hi)
+        step = hi - lo
+        lo_even = np.mod(np.round(lo / step), 2) == 0
+        mid = (lo + hi) / 2  # exact: grid values have few significant bits (no x - lo rounding)
+        j = np.where((xf > mid) | ((xf == mid) & ~lo_even), i + 1, i)
+        zero_less = isinstance(fmt, FloatFormat) and not fmt.zero
+        if zero_less and not fmt.signed:  # nothing below the smallest value: round up to it
+            j = np.where((xf > 0) & (j < 0), 0, j)
+        over_hi = fin & (j >= V.size)
+        over_lo = fin & (j < 0)
+        code = self.code_of[np.clip(j, 0, V.size - 1)]
+        rounded_zero = fin & (V[np.clip(j, 0, V.size - 1)] == 0)
+        code = np.where(rounded_zero & neg, self.neg_zero, code)
+
+        # out of range: too big (either sign, Inf included) and "below" (negatives in unsigned
+        # formats, zero in formats without a zero)
+        signed = fmt.signed
+        below = (~signed & neg & ~nan & ((xf != 0) | inf)) | (zero_less & fin & (xf == 0))
+        big_pos = (over_hi | (inf & ~neg)) & ~below
+        big_neg = (over_lo | (inf & neg)) & ~below
+        ovf = enc.overflow
+        if ovf == "saturate":  # to ±max; "below" to the smallest non-negative value (0 or min)
+            cbelow = self.code_of[min(np.searchsorted(V, 0.0), V.size - 1)]
+            cbig_pos, cbig_neg = self.code_of[-1], self.code_of[0]
+        elif ovf == "nan":
+            cbig_pos, cbig_neg, cbelow = self.nan_pos, self.nan_neg, self.nan_pos
+        elif ovf == "inf":
+            cbig_pos, cbig_neg, cbelow = self.inf_pos, self.inf_neg, self.nan_pos
+        else:
+            cbig_pos = cbig_neg = cbelow = REFUSED_RANGE
+        if cbelow < 0:
+            cbelow = REFUSED_RANGE
+        code = np.where(big_pos, cbig_pos, code)
+        code = np.where(big_neg, cbig_neg, code)
+        code = np.where(below, cbelow, code)
+        if enc.on_nan == "raise" or self.nan_pos < 0:
+            code = np.where(nan, REFUSED_NAN, code)
+        else:
+            code = np.where(nan, np.where(neg, self.nan_neg, self.nan_pos), code)
+        return code.astype(np.int64)
+
+
+def pack_codes(codes: np.ndarray, w: int) -> np.ndarray:
+    """Pack non-negative codes (..., K) LSB-first, w bits each → uint8 (..., K*w/8)."""
+    codes = np.asarray(codes, dtype=np.uint64)
+    *lead, K = codes.shape
+    bits = ((codes[..., None] >> np.arange(w, dtype=np.uint64)) & 1).astype(np.uint8)  # (..., K, w)
+    bits = bits.reshape(*lead, K * w)
+    return np.packbits(bits, axis=-1, bitorder="little")
+
+
+def unpack_codes(data: np.ndarray, w: int, K: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`."""
+    data = np.asarray(data, dtype=np.uint8)
+    bits = np.unpackbits(data, axis=-1, bitorder="little")[..., : K * w]
+    bits = bits.reshape(*data.shape[:-1], K, w).astype(np.int64)
+    return (bits << np.arange(w)).sum(-1)
+
+
+def ml_dtypes_type(fmt: FloatFormat | IntFormat) -> Any:
+    """The ml_dtypes scalar type with exactly this format, or None."""
+    import ml_dtypes
+
+    if isinstance(fmt, IntFormat):
+        return None  # ml_dtypes' float->int casts truncate and wrap: not a rounding oracle
+    return getattr(ml_dtypes, fmt.name, None)
+
+
+def ml_dtypes_cast(x: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """Codes that ml_dtypes produces for float32 ``x`` (int64, one per element)."""
+    t = ml_dtypes_type(fmt)
+    with np.errstate(all="ignore"):
+        y = np.asarray(x, dtype=np.float32).astype(t)
+    raw = y.view(np.uint8).astype(np.int64)
+    return raw & ((1 << fmt.bits) - 1)
+
+
+def reference_scale(x: np.ndarray, mode: str, fmax: float, R: int = 0, C: int = 0) -> np.ndarray:
+    """The scale the spec defines (float32 arithmetic in numpy), for ``x`` of shape (..., K)."""
+    a = np.abs(x.astype(np.float32))
+    a = np.where(np.isfinite(a), a, np.float32(0))
+    if mode == "tensor":
+        amax = np.float32(a.max(initial=0))
+    elif mode == "channel":
+        amax = a.max(axis=-1, initial=0).astype(np.float32)
+    else:
+        *b, M, K = a.shape
+        Mb, Kb = -(-M // R), -(-K // C)
+        p = np.zeros((*b, Mb * R, Kb * C), np.float32)
+        p[..., :M, :K] = a
+        amax = p.reshape(*b, Mb, R, Kb, C).max(axis=(-3, -1))
+    m = np.float32(fmax)
+    with np.errstate(all="ignore"):
+        s = np.asarray(amax / m, dtype=np.float32)
+        for _ in range(2):
+            t = (s * m) / m
+            s = np.where((t > 0) & np.isfinite(t), t, s)
+    return np.where((s > 0) & np.isfinite(s), s, np.float32(1)).astype(np.float32)
+
+
+def to_hex(a: np.ndarray) -> str:
+    return np.ascontiguousarray(a).tobytes().hex()
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=False) + "\n"
+
+
