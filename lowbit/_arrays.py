@@ -6,6 +6,7 @@ torch is imported only when a torch tensor shows up or the gpu backend is asked 
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -43,7 +44,7 @@ def to_numpy(x: Any) -> np.ndarray:
 def _torch_from_numpy(a: np.ndarray, device: Any) -> Any:
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = torch.from_numpy(np.require(a, requirements=["C", "W"]))  # keeps 0-d arrays 0-d
     return t if device is None or str(device) == "cpu" else t.to(device)
 
 
@@ -79,6 +80,7 @@ class Input:
     def float32_2d(self, backend: str) -> Any:
         """The input as contiguous float32 of shape (rows, K), as the backend's array type."""
         K = self.shape[-1]
+        rows = math.prod(self.shape[:-1])
         x = self.x
         if backend == "cpu":
             if self.torch:
@@ -88,10 +90,10 @@ class Input:
                 a = to_numpy(x)
             else:
                 a = np.ascontiguousarray(x, dtype=np.float32)  # exact widening from f16/bf16
-            return a.reshape(-1, K) if K else a.reshape(-1, 0)
+            return a.reshape(rows, K)
         t = gpu_tensor(x)
         t = t.detach().float().contiguous()
-        return t.reshape(-1, K)
+        return t.reshape(rows, K)
 
     def restore(self, a: Any) -> Any:
         """Give a backend result back as the caller's array type, on the caller's device."""
@@ -110,7 +112,7 @@ def gpu_tensor(x: Any) -> Any:
     from .kernels.registry import interpreting
 
     torch = _torch()
-    t = x if is_torch(x) else torch.from_numpy(np.ascontiguousarray(x))
+    t = x if is_torch(x) else torch.from_numpy(np.require(x, requirements=["C", "W"]))
     if interpreting():
         return t.cpu() if t.device.type != "cpu" else t
     if t.device.type != "cuda":

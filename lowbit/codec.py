@@ -245,11 +245,16 @@ class Codec:
         on_cuda = torch_out and data.device.type == "cuda"
         be = resolve_backend(backend, on_cuda=on_cuda, codec=self.codec_id)
         K = shape[-1]
-        data2d = _arrays.native(data, be).reshape(-1, self.row_bytes(K))
+        data2d = _arrays.native(data, be).reshape(math.prod(shape[:-1]), self.row_bytes(K))
         naux = {k: _arrays.native(v, be) for k, v in aux.items()}
         y = self._decode(data2d, naux, shape, be).reshape(shape)
         y = _arrays.restore(y, torch_out=torch_out, device=data.device if torch_out else None)
-        return y if (y.dtype == out_dtype) else (y.to(out_dtype) if torch_out else y.astype(out_dtype))
+        if y.dtype == out_dtype:
+            return y
+        if torch_out:
+            return y.to(out_dtype)
+        with np.errstate(over="ignore"):  # float32 -> float16 overflows to ±Inf, as a cast does
+            return y.astype(out_dtype)
 
     # ---- subclass hooks -------------------------------------------------------------------
     def _encode(self, x2d: Any, shape: tuple[int, ...], backend: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -263,6 +268,22 @@ class Codec:
     def examples(cls) -> list[dict[str, Any]]:
         """Configurations the harness checks (the default one unless a class lists more)."""
         return [{}]
+
+    def error_bound(self, x: np.ndarray, q: "QTensor") -> np.ndarray:
+        """Per element of float32 ``x``, the largest ``|decode(q) - x|`` this codec promises for
+        ``q = encode(x)`` (float64; ``inf`` where the policy gives a non-finite value)."""
+        raise NotImplementedError(f"{self.codec_id}: error_bound is part of the codec contract")
+
+    def interesting_values(self) -> np.ndarray:
+        """float32 values at or next to rounding boundaries (ties, ±max, the smallest values),
+        mixed into the harness' random inputs."""
+        return np.zeros(0, dtype=np.float32)
+
+    def input_policy(self) -> dict[str, str]:
+        """What the encoder does with each kind of awkward input: ``{"nan": ..., "inf": ...,
+        "overflow": ..., "negative": ...}`` with values ``"nan"``, ``"inf"``, ``"saturate"``,
+        ``"raise"`` or ``"encode"`` (represented as is)."""
+        return {"nan": "raise", "inf": "raise", "overflow": "raise", "negative": "encode"}
 
 
 # ---- registry ----------------------------------------------------------------------------------

@@ -462,6 +462,16 @@ class ElementEncoding:
         """Bytes per packing group."""
         return _lcm8(self.storage_bits) // 8
 
+    @property
+    def clamp_range(self) -> tuple[float, float]:
+        """[lo, hi]: the smallest and largest values the encoder produces. Scaled encoders clamp
+        finite inputs to it (for unsigned formats lo is 0, or the smallest value without a zero)."""
+        f = self.fmt
+        if isinstance(f, IntFormat):
+            return f.min, f.max
+        lo = -f.max if f.signed else f.code_value(0)
+        return lo, f.max
+
     # ---- the decode table -----------------------------------------------------------------
     @functools.cached_property
     def lut(self) -> np.ndarray:

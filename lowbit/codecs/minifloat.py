@@ -12,9 +12,10 @@ Optional scaling stores float32 scales in ``aux["scale"]`` and encodes ``x / sca
 ``scale="tensor"`` (one scale), ``"channel"`` (one per row: every index but the last),
 ``"block:RxC"`` (one per R×C tile of the last two axes — the DeepSeek-V3 FP8 checkpoint layout is
 ``"block:128x128"``). The scale of a group is ``amax / max`` (float32, correctly rounded), with
-``amax`` the largest finite |x| in the group and 1.0 for groups without one, then nudged (by at
-most one ulp) to a fixed point of ``s -> (max * s) / max`` so that re-encoding a decoded tensor
-reproduces every scale and code. Decoding computes ``code_value * scale``. Scaled finite values
+``amax`` the largest finite |x| in the group (the largest finite x for unsigned formats), then nudged (by at most one ulp) to a fixed point of ``s -> (max * s) / max`` so that re-encoding a decoded tensor
+reproduces every scale and code, and floored at ``2**-126 / min_positive`` so that decoded values
+are never float32 subnormals (this only touches groups with amax below about ``max * 2**-126 /
+min_positive``, 3e-33 for FP8 E4M3; all-zero groups get the floor). Decoding computes ``code_value * scale``. Scaled finite values
 are clamped to the format's range before rounding.
 """
 
@@ -57,6 +58,12 @@ class ElementCodec(Codec):
         self._mode, self._R, self._C = parse_scale(scale, self.codec_id)
         self._fmt = fmt
         self._encoding = enc = ElementEncoding(fmt, overflow, on_nan, storage_bits)
+        if self._mode is not None:
+            lo = min(v for v in self._grid() if v > 0)
+            if fmt.max / lo > 2.0**253:
+                raise ConfigError(
+                    f"{self.codec_id}: scale={scale!r}: {fmt.name} spans 2**{math.log2(fmt.max / lo):.0f}, more "
+                    f"than float32 can hold after scaling (at most 2**253); use it unscaled")
         # the configuration, normalised so equal codecs have equal configs
         self.overflow, self.on_nan, self.storage_bits, self.scale = enc.overflow, enc.on_nan, enc.storage_bits, scale
 
@@ -98,11 +105,12 @@ class ElementCodec(Codec):
             raise ConfigError(f"{self.codec_id}: scale={self.scale!r}: expected a tensor of at least 2 dimensions, got shape {shape}")
 
     def _compute_scale(self, x2d: Any, shape: tuple[int, ...]) -> Any:
-        """float32 scales in the aux layout: amax / max per group, 1.0 where amax is 0."""
+        """float32 scales in the aux layout (see the module docstring for the rule)."""
         torch_mode = _arrays.is_torch(x2d)
         xp: Any = _torch() if torch_mode else np
-        a = xp.abs(x2d)
-        a = xp.where(xp.isfinite(a), a, xp.zeros_like(a))  # amax over finite values only
+        # amax over finite values only; unsigned formats clamp negatives to 0, so only x > 0 count
+        a = xp.abs(x2d) if self._fmt.signed else xp.where(x2d > 0, x2d, xp.zeros_like(x2d))
+        a = xp.where(xp.isfinite(a), a, xp.zeros_like(a))
         if self._mode == "tensor":
             amax = _amax(a.reshape(1, -1), (1,), torch_mode).reshape(())
         elif self._mode == "channel":
@@ -110,8 +118,9 @@ class ElementCodec(Codec):
         else:
             M, K = shape[-2], shape[-1]
             Mb, Kb = -(-M // self._R), -(-K // self._C)
-            t = _pad(a.reshape(-1, M, K), (math.prod(shape[:-2]), Mb * self._R, Kb * self._C), torch_mode)
-            amax = _amax(t.reshape(-1, Mb, self._R, Kb, self._C), (2, 4), torch_mode).reshape(shape[:-2] + (Mb, Kb))
+            B = math.prod(shape[:-2])
+            t = _pad(a.reshape(B, M, K), (B, Mb * self._R, Kb * self._C), torch_mode)
+            amax = _amax(t.reshape(B, Mb, self._R, Kb, self._C), (2, 4), torch_mode).reshape(shape[:-2] + (Mb, Kb))
         vmax = np.float32(self._fmt.max)
         s = amax / vmax  # float32 / float32: correctly rounded
         # Nudge s to a fixed point of s -> (max * s) / max: re-encoding the decoded tensor then
@@ -120,7 +129,17 @@ class ElementCodec(Codec):
         for _ in range(2):
             t = (s * vmax) / vmax
             s = xp.where((t > 0) & xp.isfinite(t), t, s)
-        return xp.where((s > 0) & xp.isfinite(s), s, xp.ones_like(s))
+        # Floor: the smallest non-zero code times the scale stays a normal float32, so decoded
+        # values keep every bit. All-zero groups get the floor too, so a group whose values all
+        # round to zero re-encodes with the same scale. (A power of two: a fixed point as well.)
+        floor = xp.full_like(s, self.min_scale)
+        return xp.where((s > 0) & xp.isfinite(s), xp.maximum(s, floor), floor)
+
+    @property
+    def min_scale(self) -> float:
+        """2**-126 / (smallest positive value of the format): the floor of every scale."""
+        lo = min(v for v in self._grid() if v > 0)
+        return math.ldexp(1.0, -126) / lo
 
     def _row_scales(self, scale: Any, shape: tuple[int, ...]) -> tuple[Any, int]:
         """Scales expanded to one row per data row: (rows, groups) and the column block width."""
@@ -134,9 +153,9 @@ class ElementCodec(Codec):
             return scale.reshape(rows, 1), max(K, 1)
         M = shape[-2]
         B = math.prod(shape[:-2])
-        s = scale.reshape(B, -1, scale.shape[-1])
+        s = scale.reshape(B, scale.shape[-2], scale.shape[-1])
         s = s.repeat_interleave(self._R, dim=1)[:, :M] if torch_mode else np.repeat(s, self._R, axis=1)[:, :M]
-        s = s.reshape(rows, -1)
+        s = s.reshape(rows, scale.shape[-1])
         return (s.contiguous() if torch_mode else np.ascontiguousarray(s)), self._C
 
     # ---- the codec hooks ------------------------------------------------------------------
@@ -160,7 +179,7 @@ class ElementCodec(Codec):
             get_kernel(self.family, backend, "encode")(x2d, srows, cb, self._encoding, out, flags)
             f = [int(v) for v in (flags.tolist() if torch_mode else flags)]
             if f[0] or f[1]:
-                self._raise_refused(x2d, srows, cb, nan=bool(f[0]))
+                self._raise_refused(x2d, srows, cb, shape, nan=bool(f[0]))
         return out, aux
 
     def _decode(self, data2d: Any, aux: Mapping[str, Any], shape: tuple[int, ...], backend: str) -> Any:
@@ -177,31 +196,108 @@ class ElementCodec(Codec):
             get_kernel(self.family, backend, "decode")(data2d, srows, cb, self._encoding, out)
         return out
 
-    def _raise_refused(self, x2d: Any, srows: Any, cb: int, *, nan: bool) -> None:
-        """Name the first refused element (found on the host: this is the error path)."""
+    def _raise_refused(self, x2d: Any, srows: Any, cb: int, shape: tuple[int, ...], *, nan: bool) -> None:
+        """Name the first refused element by its index in the input (host side: the error path)."""
         x = _arrays.to_numpy(x2d)
         fmt = self._fmt
         if nan:
             bad = np.isnan(x)
-            why = f"NaN, but on_nan='raise' ({fmt.name} " + ("has no NaN)" if not fmt.has_nan else "NaN encoding was refused)")
         else:
             v = x
             if srows is not None:
                 s = _arrays.to_numpy(srows)
-                col = np.arange(x.shape[1]) // cb
-                v = np.where(np.isfinite(x), x / s[:, col], x)
-            lo = fmt.min if isinstance(fmt, IntFormat) else (-fmt.max if fmt.signed else 0.0)
-            bad = ~np.isnan(v) & ((v > fmt.max) | (v < lo) | ((v == 0) & (not getattr(fmt, "zero", True))))
-            if not bad.any():  # values that only exceed the range after rounding
-                bad = ~np.isnan(v) & (np.abs(v) >= fmt.max)
-            why = f"outside the range of {fmt.name} [{lo}, {fmt.max}], and overflow='raise'"
-        idx = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ("?",)
-        value = x[idx] if bad.any() else "?"
-        raise RangeError(f"{self.codec_id}: input value {value} at row/column {idx} is {why}; nothing was encoded")
+                with np.errstate(all="ignore"):
+                    v = np.where(np.isfinite(x), x / s[:, np.arange(x.shape[1]) // cb], x)
+            lo, hi = self._encoding.clamp_range
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isnan(v) & ((v > hi) | (v < lo) | ((v == 0) & (not getattr(fmt, "zero", True))))
+                if not bad.any():  # values that only leave the range by rounding up
+                    bad = ~np.isnan(v) & (np.abs(v) >= hi)
+        flat = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+        idx = tuple(int(i) for i in np.unravel_index(flat, shape))
+        if nan:
+            why = "has no NaN" if not fmt.has_nan else "has a NaN, but this codec refuses NaN input"
+            msg = f"input has NaN at index {idx}, but on_nan='raise' ({fmt.name} {why})"
+        else:
+            msg = (f"input value {x.reshape(-1)[flat]!r} at index {idx} is outside the range of {fmt.name} "
+                   f"[{self._encoding.clamp_range[0]}, {fmt.max}] and overflow='raise'")
+        raise RangeError(f"{self.codec_id}: {msg}; nothing was encoded")
 
     @classmethod
     def examples(cls) -> list[dict[str, Any]]:
-        return [{}, {"scale": "channel"}, {"scale": "tensor"}, {"scale": "block:2x8"}]
+        out = []
+        for cfg in ({}, {"scale": "channel"}, {"scale": "tensor"}, {"scale": "block:2x8"}):
+            try:
+                cls(**cfg)
+            except ConfigError:
+                continue  # e.g. E8M0 cannot be scaled
+            out.append(cfg)
+        return out
+
+    # ---- contract details the harness checks ------------------------------------------------
+    def _grid(self) -> np.ndarray:
+        """Sorted finite values the encoder can produce (float64; ±0 merged)."""
+        v = self._fmt.values()
+        v = v[np.isfinite(v)]
+        if isinstance(self._fmt, IntFormat) and self._fmt.symmetric:
+            v = v[v != self._fmt.min - 1]
+        return np.unique(np.where(v == 0, 0.0, v))
+
+    def input_policy(self) -> dict[str, str]:
+        enc = self._encoding
+        return {
+            "nan": enc.on_nan,
+            "inf": enc.overflow,
+            "overflow": "saturate" if self._mode else enc.overflow,
+            "negative": "encode" if self._fmt.signed else ("saturate" if self._mode else enc.overflow),
+        }
+
+    def error_bound(self, x: np.ndarray, q: Any) -> np.ndarray:
+        """Half the local spacing of the grid (round to nearest), the distance to the nearest end
+        for saturated values, and, when scaled, the float32 errors of ``x / s`` and ``code * s``.
+        ``inf`` where the policy makes the result non-finite (or refuses it)."""
+        x = np.asarray(x, dtype=np.float32)
+        G = self._grid()
+        half_top = (G[-1] - G[-2]) / 2 if G.size > 1 else 0.5
+        clamped = np.zeros(x.shape)
+        if self._mode is None:
+            v = x.astype(np.float64)
+        else:
+            srows, cb = self._row_scales(_arrays.to_numpy(q.aux["scale"]), x.shape)
+            s = srows[:, np.arange(x.shape[-1]) // cb].reshape(x.shape) if x.size else np.ones(x.shape, np.float32)
+            with np.errstate(all="ignore"):
+                vs = (x / s).astype(np.float32).astype(np.float64)
+                v = np.clip(vs, G[0], G[-1])  # the encoder's clamp, and how far it moved x
+                clamped = np.where(vs != v, np.abs(x.astype(np.float64) - v * s), 0.0) / s
+        i = np.clip(np.searchsorted(G, v, side="right") - 1, 0, G.size - 1)
+        hi = G[np.minimum(i + 1, G.size - 1)]
+        bound = np.where(v <= G[0], G[0] - v, np.where(v >= G[-1], v - G[-1], (hi - G[i]) / 2)) + clamped
+        if self._encoding.overflow != "saturate":
+            fmt = self._fmt
+            nonfinite = (v >= G[-1] + half_top) | (fmt.signed & (v <= G[0] - half_top))
+            if not fmt.signed:
+                nonfinite |= v < 0
+            if not getattr(fmt, "zero", True):
+                nonfinite |= v == 0
+            bound = np.where(nonfinite, np.inf, bound)
+        if self._mode is not None:
+            # fl(x/s) is off by eps/2 relative, or 2**-150 absolute if it underflows (times s
+            # after decoding); fl(code*s) by eps/2 relative or 2**-150 absolute
+            eps = 2.0 ** -23
+            bound = bound * s * (1 + eps) + eps * np.abs(x.astype(np.float64)) + 2.0 ** -149 * (1 + s)
+        return np.where(np.isfinite(x), bound, np.inf)
+
+    def interesting_values(self) -> np.ndarray:
+        G = self._grid()
+        mids = (G[1:] + G[:-1]) / 2
+        top = G[-1] - G[-2] if G.size > 1 else 1.0
+        cand = np.concatenate([G, mids, [G[-1] + top / 2, G[-1] + top, -G[-1] - top / 2]]).astype(np.float32)
+        cand = np.concatenate([cand, np.nextafter(cand, np.float32(np.inf)), np.nextafter(cand, np.float32(-np.inf))])
+        cand = np.unique(cand[np.isfinite(cand)])
+        if cand.size > 768:  # keep the ends, subsample the middle
+            keep = np.linspace(0, cand.size - 1, 768).astype(int)
+            cand = np.unique(np.concatenate([cand[keep], cand[:32], cand[-32:]]))
+        return cand
 
 
 def _torch() -> Any:
@@ -289,7 +385,8 @@ class Integer(ElementCodec, codec_id="integer"):
 
     Values are rounded half to even and saturated (``overflow="saturate"``, the default) or
     refused (``"raise"``); integers have no NaN, so NaN input raises. With ``scale=...`` this is
-    symmetric absmax quantization: ``x / (amax / max)`` is rounded, e.g. per-channel int8.
+    symmetric absmax quantization: ``x / (amax / max)`` is rounded, e.g. per-channel int8, and
+    ``symmetric`` defaults to True (codes −max … max; the most negative code is never written).
 
     >>> import numpy as np, lowbit
     >>> c = lowbit.get_codec("integer", bits=4)
@@ -299,9 +396,11 @@ class Integer(ElementCodec, codec_id="integer"):
 
     generic_spec = "integer"
 
-    def __init__(self, *, bits: int = 8, signed: bool = True, symmetric: bool = False,
+    def __init__(self, *, bits: int = 8, signed: bool = True, symmetric: bool | None = None,
                  overflow: str = "saturate", on_nan: str = "raise", storage_bits: int | None = None,
                  scale: str | None = None) -> None:
+        if symmetric is None:  # absmax scaling is symmetric: -max ... max around zero
+            symmetric = scale is not None and signed and bits >= 2
         given = _apply_preset(self, dict(bits=bits, signed=signed, symmetric=symmetric), Integer.__init__)
         fmt = IntFormat(**given)
         self.bits, self.signed, self.symmetric = fmt.bits, fmt.signed, fmt.symmetric

@@ -48,8 +48,6 @@ def reference_values(fmt: FloatFormat | IntFormat) -> np.ndarray:
         v = (1.0 + frac) * np.exp2(ef.astype(np.float64) - fmt.bias)
     all_e = ef == (1 << E) - 1
     special = Special(fmt.special)
-    if special is Special.FNUZ:
-        s = np.where(v == 0, 0, s)  # no negative zero, not even from flushed codes
     if special is Special.IEEE:
         v = np.where(all_e & (m == 0), np.inf, v)
         v = np.where(all_e & (m != 0), np.nan, v)
@@ -57,6 +55,7 @@ def reference_values(fmt: FloatFormat | IntFormat) -> np.ndarray:
         v = np.where(all_e & (m == (1 << M) - 1), np.nan, v)
     elif special is Special.FNUZ:
         v = np.where((s == 1) & (ef == 0) & (m == 0), np.nan, v)
+        s = np.where(v == 0, 0, s)  # no negative zero, not even from flushed codes
     return np.where(s == 1, -v, v)
 
 
@@ -197,9 +196,14 @@ def ml_dtypes_cast(x: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     return raw & ((1 << fmt.bits) - 1)
 
 
-def reference_scale(x: np.ndarray, mode: str, fmax: float, R: int = 0, C: int = 0) -> np.ndarray:
-    """The scale the spec defines (float32 arithmetic in numpy), for ``x`` of shape (..., K)."""
-    a = np.abs(x.astype(np.float32))
+def reference_scale(x: np.ndarray, mode: str, fmax: float, min_positive: float, R: int = 0,
+                    C: int = 0, *, signed: bool = True) -> np.ndarray:
+    """The scale the spec defines (float32 arithmetic in numpy), for ``x`` of shape (..., K):
+    amax/max, nudged to a fixed point of s -> (max*s)/max, and at least (all-zero groups:
+    exactly) 2**-126 / min_positive, min_positive being the format's smallest positive value.
+    amax is the largest finite |x|, or the largest finite x > 0 for unsigned formats."""
+    x = x.astype(np.float32)
+    a = np.abs(x) if signed else np.where(x > 0, x, np.float32(0))
     a = np.where(np.isfinite(a), a, np.float32(0))
     if mode == "tensor":
         amax = np.float32(a.max(initial=0))
@@ -217,7 +221,8 @@ def reference_scale(x: np.ndarray, mode: str, fmax: float, R: int = 0, C: int = 
         for _ in range(2):
             t = (s * m) / m
             s = np.where((t > 0) & np.isfinite(t), t, s)
-    return np.where((s > 0) & np.isfinite(s), s, np.float32(1)).astype(np.float32)
+    floor = np.float32(2.0**-126 / min_positive)
+    return np.where((s > 0) & np.isfinite(s), np.maximum(s, floor), floor).astype(np.float32)
 
 
 def to_hex(a: np.ndarray) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ...numerics import NAN_RAISE, OVF_INF, OVF_NAN, OVF_SATURATE, ElementEncoding, IntFormat
+from ...numerics import NAN_RAISE, OVF_INF, OVF_NAN, OVF_SATURATE, ElementEncoding
 from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 
@@ -251,19 +251,11 @@ def _decode_flat(data, scale, K, col_block, has_scale, p, lut, out):
 _NO_SCALE = np.ones((1, 1), dtype=np.float32)
 
 
-def _range(enc: ElementEncoding) -> tuple[np.float32, np.float32]:
-    """[lo, hi] that scaled finite values are clamped to before rounding."""
-    f = enc.fmt
-    if isinstance(f, IntFormat):
-        return np.float32(f.min), np.float32(f.max)
-    return np.float32(-f.max if f.signed else 0.0), np.float32(f.max)
-
-
 @kernel("minifloat", "cpu", "encode")
 def encode_codes(x, scale, col_block, enc: ElementEncoding, out, flags) -> None:
     """Encode float32 ``x[n, K]`` into ``out[n, K*w/8]``; see the module docstring."""
     n, K = x.shape
-    vlo, vhi = _range(enc)
+    vlo, vhi = (np.float32(v) for v in enc.clamp_range)
     s = _NO_SCALE if scale is None else scale
     _encode_flat(x.reshape(-1).view(np.uint32), s, max(K, 1), max(col_block, 1), scale is not None,
                  enc.params.as_array(), enc.exponent_tables, vlo, vhi, out.reshape(-1), flags)

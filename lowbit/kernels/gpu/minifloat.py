@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...numerics import NAN_RAISE, OVF_INF, OVF_NAN, OVF_RAISE, OVF_SATURATE, ElementEncoding, IntFormat
+from ...numerics import NAN_RAISE, OVF_INF, OVF_NAN, OVF_RAISE, OVF_SATURATE, ElementEncoding
 from ..registry import interpreting, kernel
 
 _OVF_SATURATE: tl.constexpr = tl.constexpr(OVF_SATURATE)
@@ -234,13 +234,6 @@ def _lut(enc: ElementEncoding, device: str) -> torch.Tensor:
     return torch.from_numpy(np.array(enc.lut)).to(device)
 
 
-def _range(enc: ElementEncoding) -> tuple[float, float]:
-    f = enc.fmt
-    if isinstance(f, IntFormat):
-        return f.min, f.max
-    return (-f.max if f.signed else 0.0), f.max
-
-
 @kernel("minifloat", "gpu", "encode")
 def encode_codes(x: torch.Tensor, scale: Any, col_block: int, enc: ElementEncoding, out: torch.Tensor,
                  flags: torch.Tensor) -> None:
@@ -251,7 +244,7 @@ def encode_codes(x: torch.Tensor, scale: Any, col_block: int, enc: ElementEncodi
     block = _block(n_groups, gc)
     s = x if scale is None else scale  # any valid pointer when unused
     G = 1 if scale is None else scale.shape[1]
-    vlo, vhi = _range(enc)
+    vlo, vhi = enc.clamp_range
     _encode_kernel[(triton.cdiv(n_groups, block),)](
         x, s, out, flags, n_groups, max(K, 1), G, max(col_block, 1), vlo, vhi,
         HAS_SCALE=scale is not None, W=enc.storage_bits, GC=gc, GB=enc.group_bytes, BLOCK=block,

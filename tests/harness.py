@@ -1,0 +1,267 @@
+"""Checks every registered codec must pass (DESIGN.md §5). ``tests/test_codecs.py`` runs them
+over ``lowbit.list_codecs()`` and each class's ``examples()``, so a new codec needs no new test code.
+
+Every check raises AssertionError with the codec, the first differing block and the differing
+bits, so a failure says where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pytest
+
+import lowbit
+from lowbit import _arrays
+from lowbit.codec import QTensor
+
+# ---- comparison helpers -------------------------------------------------------------------------
+
+
+def assert_same_bytes(a: Any, b: Any, codec: lowbit.Codec, what: str) -> None:
+    """uint8 arrays equal; else name the first differing (row, block) and the differing bits."""
+    a, b = _arrays.to_numpy(a), _arrays.to_numpy(b)
+    assert a.shape == b.shape, f"{codec!r}: {what}: shapes {a.shape} != {b.shape}"
+    if np.array_equal(a, b):
+        return
+    rows_a, rows_b = a.reshape(-1, a.shape[-1] if a.ndim else 1), b.reshape(-1, b.shape[-1] if b.ndim else 1)
+    r, c = (int(v) for v in np.argwhere(rows_a != rows_b)[0])
+    ts = codec.type_size
+    blk = c // ts
+    ba = rows_a[r, blk * ts:(blk + 1) * ts].tobytes().hex()
+    bb = rows_b[r, blk * ts:(blk + 1) * ts].tobytes().hex()
+    n_bad = int((rows_a.reshape(rows_a.shape[0], -1, ts) != rows_b.reshape(rows_b.shape[0], -1, ts)).any(-1).sum()) if rows_a.shape[-1] % ts == 0 else -1
+    raise AssertionError(f"{codec!r}: {what}: {n_bad} block(s) differ; first at row {r}, block {blk}: {ba} != {bb} "
+                         f"(xor {int(ba, 16) ^ int(bb, 16):0{len(ba)}x})")
+
+
+def assert_same_bits(a: Any, b: Any, codec: lowbit.Codec, what: str) -> None:
+    """float arrays bit-identical (NaN payloads and signed zeros included)."""
+    a, b = _arrays.to_numpy(a), _arrays.to_numpy(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{codec!r}: {what}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
+    ua, ub = a.view(np.uint32 if a.itemsize == 4 else np.uint16), b.view(np.uint32 if b.itemsize == 4 else np.uint16)
+    if np.array_equal(ua, ub):
+        return
+    idx = tuple(int(i) for i in np.argwhere(ua != ub)[0])
+    raise AssertionError(f"{codec!r}: {what}: {int((ua != ub).sum())} element(s) differ; first at {idx}: "
+                         f"{a[idx]!r} (0x{int(ua[idx]):08x}) != {b[idx]!r} (0x{int(ub[idx]):08x})")
+
+
+def gpu_tensor(x: np.ndarray) -> Any:
+    """A torch tensor on the device the gpu backend uses here (CUDA, or CPU in the interpreter)."""
+    import torch
+
+    t = torch.from_numpy(np.require(x, requirements=["C", "W"]))  # (0-d stays 0-d)
+    return t.cuda() if torch.cuda.is_available() else t
+
+
+def _same_q(q1: QTensor, q2: QTensor, codec: lowbit.Codec, what: str) -> None:
+    assert_same_bytes(q1.data, q2.data, codec, f"{what}: data")
+    assert set(q1.aux) == set(q2.aux), f"{codec!r}: {what}: aux keys {sorted(q1.aux)} != {sorted(q2.aux)}"
+    for k in q1.aux:
+        assert_same_bits(q1.aux[k], q2.aux[k], codec, f"{what}: aux[{k!r}]")
+
+
+# ---- the checks ---------------------------------------------------------------------------------
+
+
+def check_config_roundtrip(codec: lowbit.Codec) -> None:
+    cfg = codec.get_config()
+    again = json.loads(json.dumps(cfg))
+    assert again == cfg, f"{codec!r}: config is not JSON-clean: {cfg}"
+    c2 = lowbit.get_codec(**again)
+    assert c2 == codec and hash(c2) == hash(codec), f"{codec!r}: get_codec(**config) gave {c2!r}"
+    assert lowbit.get_codec(again) == codec
+    assert c2.get_config() == cfg
+    assert eval(repr(codec), {"lowbit": lowbit}) == codec, f"repr does not evaluate back: {codec!r}"
+
+
+def check_layout(codec: lowbit.Codec) -> None:
+    lay = codec.layout
+    assert lay.block_size == codec.block_size >= 1 and lay.type_size == codec.type_size >= 1
+    assert sum(f.nbytes for f in lay.fields) == lay.type_size
+    assert codec.row_bytes(lay.block_size * 3) == 3 * lay.type_size
+
+
+def check_roundtrip_bound(codec: lowbit.Codec, x: np.ndarray) -> None:
+    q = codec.encode(x, backend="cpu")
+    assert isinstance(q, QTensor) and q.shape == x.shape and q.codec == codec
+    assert q.data.dtype == np.uint8 and q.data.shape == x.shape[:-1] + (codec.row_bytes(x.shape[-1]),)
+    y = codec.decode(q, backend="cpu")
+    assert y.dtype == np.float32 and y.shape == x.shape
+    bound = codec.error_bound(x, q)
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    check = np.isfinite(bound)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(yd - xd)
+    bad = check & ~(err <= bound)
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise AssertionError(f"{codec!r}: |decode - x| = {err[i]!r} > bound {bound[i]!r} at {i} (x={x[i]!r}, y={y[i]!r})")
+    policy = codec.input_policy()
+    if policy["nan"] == "nan":
+        nan_in = np.isnan(x)
+        assert np.isnan(y[nan_in]).all(), f"{codec!r}: NaN input did not decode to NaN"
+
+
+def check_idempotent(codec: lowbit.Codec, x: np.ndarray) -> None:
+    q = codec.encode(x, backend="cpu")
+    q2 = codec.encode(codec.decode(q, backend="cpu"), backend="cpu")
+    _same_q(q, q2, codec, "encode(decode(encode(x))) vs encode(x)")
+
+
+def random_aux(codec: lowbit.Codec, shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Plausible side arrays: positive finite floats, random integers."""
+    out = {}
+    for name, (ashape, dt) in codec._aux_spec(shape).items():
+        if np.dtype(dt).kind == "f":
+            out[name] = np.asarray(np.exp2(rng.uniform(-20, 20, ashape)) * rng.random(ashape), dtype=dt)
+        else:
+            info = np.iinfo(dt)
+            out[name] = np.asarray(rng.integers(max(info.min, -(2**31)), min(info.max, 2**31 - 1), ashape, dtype=dt))
+    return out
+
+
+def check_decode_total(codec: lowbit.Codec, shape: tuple[int, ...], seed: int, *, gpu: bool = True) -> None:
+    """Random bytes decode without error, deterministically, identically on both backends."""
+    rng = np.random.default_rng(seed)
+    nb = math.prod(shape[:-1]) * codec.row_bytes(shape[-1])
+    raw = rng.integers(0, 256, nb, dtype=np.uint8)
+    aux = random_aux(codec, shape, rng)
+    y1 = codec.decode_bytes(raw.tobytes(), shape, aux=aux, backend="cpu")
+    y2 = codec.decode_bytes(raw, shape, aux=aux, backend="cpu")
+    assert y1.shape == shape and y1.dtype == np.float32
+    assert_same_bits(y1, y2, codec, "decode of random bytes, twice")
+    if gpu:
+        yg = codec.decode_bytes(gpu_tensor(raw), shape, aux={k: gpu_tensor(v) for k, v in aux.items()}, backend="gpu")
+        assert_same_bits(y1, yg, codec, "decode of random bytes, cpu vs gpu")
+
+
+def check_cpu_gpu(codec: lowbit.Codec, x: np.ndarray) -> None:
+    """Identical encode bytes and decode bits on the Numba and Triton backends."""
+    qc = codec.encode(x, backend="cpu")
+    qg = codec.encode(gpu_tensor(x), backend="gpu")
+    _same_q(qc, qg, codec, "encode cpu vs gpu")
+    assert_same_bits(codec.decode(qc, backend="cpu"), codec.decode(qg, backend="gpu"), codec, "decode cpu vs gpu")
+
+
+def load_vectors(codec_id: str) -> dict[str, Any]:
+    path = resources.files("lowbit") / "spec" / "vectors" / f"{codec_id}.json"
+    assert path.is_file(), f"{codec_id}: no golden vectors at lowbit/spec/vectors/{codec_id}.json (python -m lowbit.tools.regen_vectors {codec_id})"
+    return json.loads(path.read_text())
+
+
+def check_golden(codec_id: str, *, backends: tuple[str, ...] = ("cpu", "gpu")) -> int:
+    """Every case of spec/vectors/<codec_id>.json: our bytes, side arrays and decoded bits equal the
+    oracle's, on each backend. Returns the number of cases."""
+    doc = load_vectors(codec_id)
+    assert doc["cases"], f"{codec_id}: no cases in the golden vector file"
+    for n, case in enumerate(doc["cases"]):
+        codec = lowbit.get_codec(case["config"])
+        assert codec.codec_id == codec_id
+        shape = tuple(case["shape"])
+        x = np.frombuffer(bytes.fromhex(case["input"]), dtype=np.float32).reshape(shape)
+        want = np.frombuffer(bytes.fromhex(case["data"]), dtype=np.uint8).reshape(shape[:-1] + (-1,))
+        want_y = np.frombuffer(bytes.fromhex(case["decoded"]), dtype=np.float32).reshape(shape)
+        for be in backends:
+            xin = x if be == "cpu" else gpu_tensor(x)
+            q = codec.encode(xin, backend=be)
+            assert_same_bytes(q.data, want, codec, f"golden case {n} ({case.get('name')}) on {be}: data")
+            for k, ent in case.get("aux", {}).items():
+                a = np.frombuffer(bytes.fromhex(ent["hex"]), dtype=ent["dtype"]).reshape(ent["shape"])
+                assert_same_bits(q.aux[k], a, codec, f"golden case {n} on {be}: aux[{k!r}]")
+            assert_same_bits(codec.decode(q, backend=be), want_y, codec, f"golden case {n} on {be}: decoded")
+    return len(doc["cases"])
+
+
+def check_bad_inputs(codec: lowbit.Codec) -> None:
+    from lowbit.errors import ConfigError, DTypeError, RangeError, ShapeError
+
+    bs = codec.block_size
+    good = np.zeros((2, 2 * bs), np.float32) + 0.5
+    if bs > 1:
+        with pytest.raises(ShapeError, match=codec.codec_id):
+            codec.encode(np.zeros((2, 2 * bs + 1), np.float32))
+    with pytest.raises(DTypeError, match="float64"):
+        codec.encode(good.astype(np.float64))
+    with pytest.raises(DTypeError, match="int32"):
+        codec.encode(good.astype(np.int32))
+    with pytest.raises(DTypeError):
+        codec.encode(good.tolist())
+    with pytest.raises(ShapeError):
+        codec.encode(np.array(1.0, dtype=np.float32))
+    with pytest.raises(ConfigError, match="no_such_kwarg"):
+        codec.encode(good, no_such_kwarg=1)
+    with pytest.raises(ConfigError):
+        codec.encode(good, backend="tpu")
+    q = codec.encode(good)
+    raw = q.data.tobytes()
+    with pytest.raises(ShapeError, match="truncated"):
+        codec.decode_bytes(raw[:-1], good.shape, aux=q.aux)
+    with pytest.raises(ShapeError, match="oversized"):
+        codec.decode_bytes(raw + b"\0", good.shape, aux=q.aux)
+    with pytest.raises(DTypeError):
+        codec.decode(raw)
+    if codec.input_policy()["nan"] == "raise":
+        bad = good.copy()
+        bad[1, -1] = np.nan
+        with pytest.raises(RangeError, match=r"NaN at index \(1, " + str(2 * bs - 1) + r"\)"):
+            codec.encode(bad)
+    for aux_bad in ({"bogus": np.zeros(1, np.float32)},):
+        with pytest.raises(lowbit.LowbitError):
+            codec.decode_bytes(raw, good.shape, aux=aux_bad)
+
+
+def check_qtensor_bytes(codec: lowbit.Codec, x: np.ndarray) -> None:
+    q = codec.encode(x, backend="cpu")
+    b = q.tobytes()
+    q2 = QTensor.frombytes(b)
+    assert q2.codec == codec and q2.shape == q.shape
+    _same_q(q, q2, codec, "QTensor.frombytes(tobytes())")
+    assert_same_bits(codec.decode(q), lowbit.decode(q2), codec, "decode after frombytes")
+    for cut in (0, 3, 15, len(b) // 2, len(b) - 1):
+        with pytest.raises(lowbit.FormatError):
+            QTensor.frombytes(b[:cut])
+
+
+def check_array_types(codec: lowbit.Codec, x: np.ndarray) -> None:
+    """numpy in → numpy out, torch in → torch out; float16/bfloat16 inputs equal their float32 upcast."""
+    import ml_dtypes
+    import torch
+
+    q = codec.encode(x, backend="cpu")
+    qt = codec.encode(torch.from_numpy(x), backend="cpu")
+    assert isinstance(qt.data, torch.Tensor) and qt.data.dtype == torch.uint8
+    _same_q(q, qt.numpy(), codec, "torch vs numpy input")
+    yt = codec.decode(qt)
+    assert isinstance(yt, torch.Tensor) and yt.dtype == torch.float32
+    assert_same_bits(codec.decode(q), yt.numpy(), codec, "torch vs numpy decode")
+    assert codec.decode(qt, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert codec.decode(q, dtype=np.float16).dtype == np.float16
+    assert codec.decode(q, dtype="bfloat16").dtype == ml_dtypes.bfloat16
+    with np.errstate(all="ignore"):
+        for low in (x.astype(np.float16), x.astype(ml_dtypes.bfloat16)):
+            ql = codec.encode(low, backend="cpu")
+            _same_q(ql, codec.encode(low.astype(np.float32), backend="cpu"), codec, f"{low.dtype} input")
+        xb = torch.from_numpy(x).to(torch.bfloat16)
+        _same_q(codec.encode(xb).numpy(), codec.encode(xb.float().numpy()), codec, "torch bfloat16 input")
+
+
+def check_empty(codec: lowbit.Codec) -> None:
+    bs = codec.block_size
+    for shape in ((0, bs), (3, 0), (2, 0, bs)):
+        x = np.zeros(shape, np.float32)
+        q = codec.encode(x)
+        assert q.shape == shape and q.data.shape == shape[:-1] + (codec.row_bytes(shape[-1]),)
+        assert codec.decode(q).shape == shape
+
+
+def check_bits_per_element(codec: lowbit.Codec, x: np.ndarray) -> None:
+    q = codec.encode(x, backend="cpu")
+    bpe = codec.bits_per_element(x.shape)
+    assert math.isclose(bpe, q.bits_per_element, rel_tol=0, abs_tol=1e-12), f"{codec!r}: bits_per_element {bpe} != actual {q.bits_per_element}"
+    assert bpe >= codec.layout.bits_per_element
