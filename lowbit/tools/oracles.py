@@ -110,7 +110,8 @@ class ReferenceQuantizer:
         """Codes (int64) for float32 ``x``; REFUSED_NAN / REFUSED_RANGE where a policy refuses."""
         x = np.asarray(x, dtype=np.float32)
         enc, fmt, V = self.enc, self.enc.fmt, self.values
-        xd = x.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            xd = x.astype(np.float64)
         neg = np.signbit(x)
         nan, inf = np.isnan(xd), np.isinf(xd)
         fin = ~nan & ~inf
