@@ -104,23 +104,27 @@ class ElementCodec(Codec):
         if self._mode == "block" and len(shape) < 2:
             raise ConfigError(f"{self.codec_id}: scale={self.scale!r}: expected a tensor of at least 2 dimensions, got shape {shape}")
 
-    def _compute_scale(self, x2d: Any, shape: tuple[int, ...]) -> Any:
+    def _compute_scale(self, x2d: Any, shape: tuple[int, ...], backend: str) -> Any:
         """float32 scales in the aux layout (see the module docstring for the rule)."""
         torch_mode = _arrays.is_torch(x2d)
         xp: Any = _torch() if torch_mode else np
+        K = shape[-1]
         # amax over finite values only; unsigned formats clamp negatives to 0, so only x > 0 count
-        a = xp.abs(x2d) if self._fmt.signed else xp.where(x2d > 0, x2d, xp.zeros_like(x2d))
-        a = xp.where(xp.isfinite(a), a, xp.zeros_like(a))
+        C = self._C if self._mode == "block" else max(K, 1)
+        am = get_kernel(self.family, backend, "absmax")(x2d, C, not self._fmt.signed)  # (rows, G)
+        if K == 0 and self._mode != "block":  # empty rows still get their (floor) scale
+            am = xp.zeros((x2d.shape[0], 1), dtype=xp.float32) if not torch_mode else _torch().zeros(
+                (x2d.shape[0], 1), dtype=_torch().float32, device=x2d.device)
         if self._mode == "tensor":
-            amax = _amax(a.reshape(1, -1), (1,), torch_mode).reshape(())
+            amax = _amax(am.reshape(1, -1), (1,), torch_mode).reshape(())
         elif self._mode == "channel":
-            amax = _amax(a, (1,), torch_mode).reshape(shape[:-1])
+            amax = am.reshape(shape[:-1])
         else:
-            M, K = shape[-2], shape[-1]
-            Mb, Kb = -(-M // self._R), -(-K // self._C)
+            M = shape[-2]
+            Mb, Kb = -(-M // self._R), am.shape[1]
             B = math.prod(shape[:-2])
-            t = _pad(a.reshape(B, M, K), (B, Mb * self._R, Kb * self._C), torch_mode)
-            amax = _amax(t.reshape(B, Mb, self._R, Kb, self._C), (2, 4), torch_mode).reshape(shape[:-2] + (Mb, Kb))
+            t = _pad(am.reshape(B, M, Kb), (B, Mb * self._R, Kb), torch_mode)
+            amax = _amax(t.reshape(B, Mb, self._R, Kb), (2,), torch_mode).reshape(shape[:-2] + (Mb, Kb))
         vmax = np.float32(self._fmt.max)
         s = amax / vmax  # float32 / float32: correctly rounded
         # Nudge s to a fixed point of s -> (max * s) / max: re-encoding the decoded tensor then
@@ -173,7 +177,7 @@ class ElementCodec(Codec):
         aux: dict[str, Any] = {}
         srows, cb = None, 1
         if self._mode is not None:
-            aux["scale"] = self._compute_scale(x2d, shape)
+            aux["scale"] = self._compute_scale(x2d, shape, backend)
             srows, cb = self._row_scales(aux["scale"], shape)
         if rows and K:
             get_kernel(self.family, backend, "encode")(x2d, srows, cb, self._encoding, out, flags)

@@ -173,7 +173,13 @@ def _encode_flat(xbits, scale, K, col_block, has_scale, p, tab, vlo, vhi, out, f
     ngroups = xbits.size // g
     nchunks = (ngroups + _CHUNK - 1) // _CHUNK
     for ch in prange(nchunks):
-        for grp in range(ch * _CHUNK, min(ngroups, (ch + 1) * _CHUNK)):
+        g0 = ch * _CHUNK
+        # scale cursor: row, column, column block j and position in it, advanced per element
+        row = (g0 * g) // K
+        col = g0 * g - row * K
+        j = col // col_block
+        cin = col - j * col_block
+        for grp in range(g0, min(ngroups, g0 + _CHUNK)):
             acc = np.uint64(0)  # LSB-first bit stream of the group
             nacc = 0
             ob = grp * nb
@@ -181,13 +187,19 @@ def _encode_flat(xbits, scale, K, col_block, has_scale, p, tab, vlo, vhi, out, f
             for i in range(g):
                 u = xbits[base + i]
                 if has_scale:
-                    row = (base + i) // K
-                    s = scale[row, ((base + i) - row * K) // col_block]
                     v = bits_f32(u)
                     if v - v == 0.0:  # finite: scale (correctly rounded division), then clamp
-                        v = np.float32(v / s)
+                        v = np.float32(v / scale[row, j])
                         v = min(max(v, vlo), vhi)
                         u = f32_bits(np.float32(v))
+                    col += 1
+                    cin += 1
+                    if cin == col_block:
+                        cin = 0
+                        j += 1
+                    if col == K:
+                        col = cin = j = 0
+                        row += 1
                 # fast path: a finite normal float32 through the exponent tables. Everything
                 # here is branch-free in the sign: a sign branch mispredicts half the time.
                 c = np.int64(-3)
@@ -229,7 +241,12 @@ def _decode_flat(data, scale, K, col_block, has_scale, p, lut, out):
     ngroups = out.size // g
     nchunks = (ngroups + _CHUNK - 1) // _CHUNK
     for ch in prange(nchunks):
-        for grp in range(ch * _CHUNK, min(ngroups, (ch + 1) * _CHUNK)):
+        g0 = ch * _CHUNK
+        row = (g0 * g) // K  # the scale cursor, as in _encode_flat
+        col = g0 * g - row * K
+        j = col // col_block
+        cin = col - j * col_block
+        for grp in range(g0, min(ngroups, g0 + _CHUNK)):
             acc = np.uint64(0)
             nacc = 0
             ib = grp * nb
@@ -242,13 +259,43 @@ def _decode_flat(data, scale, K, col_block, has_scale, p, lut, out):
                 v = lut[acc & mask]
                 acc >>= np.uint64(w)
                 nacc -= w
-                if has_scale and v == v:  # NaN codes keep their exact bits
-                    row = (base + i) // K
-                    v = np.float32(v * scale[row, ((base + i) - row * K) // col_block])
+                if has_scale:
+                    if v == v:  # NaN codes keep their exact bits
+                        v = np.float32(v * scale[row, j])
+                    col += 1
+                    cin += 1
+                    if cin == col_block:
+                        cin = 0
+                        j += 1
+                    if col == K:
+                        col = cin = j = 0
+                        row += 1
                 out[base + i] = v
 
 
 _NO_SCALE = np.ones((1, 1), dtype=np.float32)
+
+
+@njit(cache=True, parallel=True)
+def _absmax(x, col_block, positive_only, out):
+    rows, K = x.shape
+    for r in prange(rows):
+        for j in range(out.shape[1]):
+            m = np.float32(0.0)
+            for c in range(j * col_block, min(K, (j + 1) * col_block)):
+                a = x[r, c] if positive_only else abs(x[r, c])
+                if a > m and a - a == 0.0:  # finite values only (NaN and Inf fail one test)
+                    m = a
+            out[r, j] = m
+
+
+@kernel("minifloat", "cpu", "absmax")
+def absmax(x, col_block: int, positive_only: bool):
+    """float32 ``[n, ceil(K/col_block)]``: the largest finite |x| (or x > 0) of each row block."""
+    n, K = x.shape
+    out = np.zeros((n, -(-K // max(col_block, 1)) if K else 0), dtype=np.float32)
+    _absmax(x, max(col_block, 1), positive_only, out)
+    return out
 
 
 @kernel("minifloat", "cpu", "encode")

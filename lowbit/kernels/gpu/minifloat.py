@@ -234,6 +234,21 @@ def _lut(enc: ElementEncoding, device: str) -> torch.Tensor:
     return torch.from_numpy(np.array(enc.lut)).to(device)
 
 
+@kernel("minifloat", "gpu", "absmax")
+def absmax(x: torch.Tensor, col_block: int, positive_only: bool) -> torch.Tensor:
+    """float32 ``[n, ceil(K/col_block)]``: the largest finite |x| (or x > 0) of each row block.
+    (A reduction torch does at bandwidth; no kernel of our own needed.)"""
+    n, K = x.shape
+    G = -(-K // max(col_block, 1)) if K else 0
+    a = torch.where(x > 0, x, torch.zeros_like(x)) if positive_only else x.abs()
+    a = torch.where(torch.isfinite(a), a, torch.zeros_like(a))
+    if G * col_block != K:
+        a = torch.nn.functional.pad(a, (0, G * col_block - K))
+    if not a.numel():
+        return torch.zeros((n, G), dtype=torch.float32, device=x.device)
+    return a.reshape(n, G, col_block).amax(dim=2)
+
+
 @kernel("minifloat", "gpu", "encode")
 def encode_codes(x: torch.Tensor, scale: Any, col_block: int, enc: ElementEncoding, out: torch.Tensor,
                  flags: torch.Tensor) -> None:
