@@ -486,9 +486,17 @@ class QTensor:
 # ---- module-level shortcuts ----------------------------------------------------------------------
 
 def encode(x: Any, codec: str | Codec | Mapping[str, Any], /, *, backend: str = "auto", **kwargs: Any) -> QTensor:
-    """``get_codec(codec).encode(x, ...)``; ``codec`` may be an id, a config dict or a Codec."""
-    c = codec if isinstance(codec, Codec) else get_codec(codec)
-    return c.encode(x, backend=backend, **kwargs)
+    """Encode ``x`` with a codec given as an id, a config dict or a :class:`Codec`.
+
+    With an id or a config, keyword arguments that are codec parameters configure the codec and
+    the rest go to ``encode`` (``lowbit.encode(x, "fp8_e4m3", scale="channel")``).
+    """
+    if isinstance(codec, Codec):
+        return codec.encode(x, backend=backend, **kwargs)
+    cfg = dict(codec) if isinstance(codec, Mapping) else {"id": codec}
+    params = codec_parameters(codec_class(cfg["id"])) if "id" in cfg else []
+    cfg.update({k: v for k, v in kwargs.items() if k in params})
+    return get_codec(cfg).encode(x, backend=backend, **{k: v for k, v in kwargs.items() if k not in params})
 
 
 def decode(q: QTensor, /, *, backend: str = "auto", dtype: Any = None) -> Any:
