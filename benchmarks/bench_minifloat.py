@@ -138,6 +138,10 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def _num(v: float | None) -> str:
+    return f"{v:.0f}" if v else "-"
+
+
 def print_cpu(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
     print(f"\nCPU: {env['elements']:,} float32 elements; single-thread numpy copy {env['copy_GBps']:.1f} GB/s (read+write)")
     print("Melem/s; 'vs' = lowbit / peer at the same thread count; 'BW' = fraction of the copy bandwidth (1 thread)\n")
@@ -147,10 +151,10 @@ def print_cpu(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
         for op in ("enc", "dec"):
             md = r.get(f"ml_dtypes_{op}")
             t1, t2 = r.get(f"torch_{op}_1t"), r.get(f"torch_{op}_2t")
-            print(f"| {r['format']} | {'encode' if op == 'enc' else 'decode'} | {r[f'{op}_1t']:.0f} | {r[f'{op}_2t']:.0f} | "
-                  f"{md and f'{md:.0f}' or '-'} | {_ratio(r[f'{op}_1t'], md)} | {t1 and f'{t1:.0f}' or '-'} | "
-                  f"{t2 and f'{t2:.0f}' or '-'} | {_ratio(r[f'{op}_1t'], t1)} / {_ratio(r[f'{op}_2t'], t2)} | "
-                  f"{r[f'{op}_1t_bw']:.0%} |")
+            name = "encode" if op == "enc" else "decode"
+            print(f"| {r['format']} | {name} | {_num(r[op + '_1t'])} | {_num(r[op + '_2t'])} | {_num(md)} | "
+                  f"{_ratio(r[op + '_1t'], md)} | {_num(t1)} | {_num(t2)} | "
+                  f"{_ratio(r[op + '_1t'], t1)} / {_ratio(r[op + '_2t'], t2)} | {r[op + '_1t_bw']:.0%} |")
     notes = {r["format"]: r["note"] for r in rows if r["note"]}
     for k, v in notes.items():
         print(f"- {k}: {v}")
@@ -161,9 +165,9 @@ def print_gpu(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
     print("| format | encode Melem/s | % copy BW | torch cast | vs torch | decode Melem/s | % copy BW | torch | vs torch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['format']} | {r['enc']:.0f} | {r['enc_bw']:.0%} | {r.get('torch_enc', 0) and f'{r['torch_enc']:.0f}' or '-'} | "
-              f"{_ratio(r['enc'], r.get('torch_enc'))} | {r['dec']:.0f} | {r['dec_bw']:.0%} | "
-              f"{r.get('torch_dec', 0) and f'{r['torch_dec']:.0f}' or '-'} | {_ratio(r['dec'], r.get('torch_dec'))} |")
+        print(f"| {r['format']} | {_num(r['enc'])} | {r['enc_bw']:.0%} | {_num(r.get('torch_enc'))} | "
+              f"{_ratio(r['enc'], r.get('torch_enc'))} | {_num(r['dec'])} | {r['dec_bw']:.0%} | "
+              f"{_num(r.get('torch_dec'))} | {_ratio(r['dec'], r.get('torch_dec'))} |")
 
 
 def main() -> int:

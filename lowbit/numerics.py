@@ -491,45 +491,6 @@ class ElementEncoding:
     def params(self) -> "KernelParams":
         return KernelParams.from_encoding(self)
 
-    @functools.cached_property
-    def exponent_tables(self) -> np.ndarray:
-        """Per float32 exponent field ``e32`` (rows 0–255): ``[shift, offset, kshift]`` (int32).
-
-        For a finite, normal float32 ``|x| = sig * 2**(e32 - 150)`` (``sig`` with its implicit
-        bit) the magnitude code is ``offset + (round_half_even(sig / 2**shift) << kshift)``:
-
-        * a normal binade of the format: ``shift = 23 - M``, ``offset`` = the binade's first
-          code minus ``2**M`` (so a rounding carry into ``2**(M+1)`` moves to the next binade);
-        * the subnormal range: one fixed step, ``offset = 0``;
-        * flush-to-zero: the step is the smallest normal, ``kshift = M`` (k is 0 or 1);
-        * no zero (E8M0): below the smallest value everything rounds up to code 0;
-        * integers: the step is 1 and ``offset = 0``.
-
-        A result above the largest magnitude code is an overflow. ``shift`` is clamped to
-        [1, 25]: at 25 every ``sig < 2**24`` rounds to 0. Rows 0 and 255 (zero, float32
-        subnormals, Inf, NaN) are unused: kernels send those to the general routine.
-        """
-        P = self.params
-        out = np.zeros((256, 3), dtype=np.int32)
-        big = 1 << 30  # an offset that overflows every format
-        for e32 in range(1, 255):
-            te, e = e32 - 127, e32 - 150  # floor(log2|x|) and the exponent of sig's LSB
-            kshift = 0
-            if P.is_int:
-                qe, off = 0, (0 if e32 < 150 else big)
-            elif te >= P.min_binade:
-                qe = te - P.mbits
-                off = min(((te - P.min_binade + P.zero) << P.mbits) - (1 << P.mbits), big)
-            elif P.subnormals:
-                qe, off = P.min_binade - P.mbits, 0
-            elif P.zero:
-                qe, off, kshift = P.min_binade, 0, P.mbits
-            else:
-                qe, off = e + 25, 0  # no zero: k is always 0 and the code is the smallest value
-            out[e32] = (min(max(qe - e, 1), 25), off, kshift)
-        out.setflags(write=False)
-        return out
-
 
 @dataclass(frozen=True)
 class KernelParams:

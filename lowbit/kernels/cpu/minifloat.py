@@ -10,19 +10,32 @@ Entry points (same names and arguments as :mod:`lowbit.kernels.gpu.minifloat`):
 * ``decode_codes(data, scale, col_block, enc, out)``: the inverse, through the format's value
   table, multiplied by the scale (NaN codes keep their bit pattern).
 
-Rounding is done on the float32 bit pattern with integers only, as the spec describes
-(round to nearest, ties to even *in units of the destination's spacing*), so the Triton
-kernels can do exactly the same steps.
+Each chunk of 8192 elements goes through four passes, the first three written so that LLVM
+vectorizes them (no calls, no data-dependent branches):
+
+0. scaled codecs only: ``v = clamp(x / s)`` for finite ``x`` (correctly rounded division);
+1. the fast path for every element — a normal-binade result rebiases the float32 exponent and
+   rounds with one constant shift; a subnormal result is ``rint(|v| * 2**(M - tmin))`` in
+   float64 (exact: a power-of-two product, then round-half-even); lanes the fast path cannot
+   settle (NaN, Inf, overflow, refused signs, float32 subnormals in formats reaching below
+   2**-126, zero without a zero) get code -1 and are counted;
+2. only if that count is not 0: :func:`_quantize`, the general routine that reads like the spec;
+3. packing, specialised for 8-, 4-, 2- and 16-bit codes, a bit stream otherwise.
+
+:func:`_quantize` is also the reference for the fast path: the tests run both on every float32
+exponent and compare them with ml_dtypes and an independent oracle.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
 
 from ...numerics import NAN_RAISE, OVF_INF, OVF_NAN, OVF_SATURATE, ElementEncoding
 from ..registry import kernel
-from ._bits import bits_f32, f32_bits
+from ._bits import f32_bits
 
 # Indices into the int64 parameter array (KernelParams field order).
 (P_IS_INT, P_MBITS, P_MIN_BINADE, P_ZERO, P_SUBNORMALS, P_SIGNED, P_SIGN_SHIFT, P_MAX_MAG,
@@ -33,8 +46,9 @@ from ._bits import bits_f32, f32_bits
 REFUSED_NAN = -1
 REFUSED_RANGE = -2
 
-# Groups per parallel chunk: big enough that thread start-up is amortised.
-_CHUNK = 1 << 15
+# Elements per chunk: a multiple of every packing group (1, 2, 4 or 8 codes), small enough that
+# a chunk's temporaries stay in L1/L2, large enough to amortise the parallel loop's overhead.
+_CHUNK = 8192
 
 
 @njit(inline="always")
@@ -156,124 +170,199 @@ def _quantize_general(u, p):
     return _quantize(u, p)
 
 
-@njit(cache=True, parallel=True)
-def _encode_flat(xbits, scale, K, col_block, has_scale, p, tab, vlo, vhi, out, flags):
-    # Hoist every parameter into a local: Numba cannot prove the stores to `out` leave `p`
-    # alone, and reloading it each element costs 4x.
-    w = p[P_WIDTH]
-    g = p[P_GROUP_CODES]
-    nb = p[P_GROUP_BYTES]
-    signed = p[P_SIGNED]
-    is_int = p[P_IS_INT]
-    max_mag = p[P_MAX_MAG]
-    neg_lim = p[P_NEG_MAX_MAG]
-    negzero = p[P_NEGZERO_OK]
-    ss = p[P_SIGN_SHIFT]
-    mask = (np.int64(1) << (ss + 1)) - 1  # all code bits, for two's complement integers
-    ngroups = xbits.size // g
-    nchunks = (ngroups + _CHUNK - 1) // _CHUNK
-    for ch in prange(nchunks):
-        g0 = ch * _CHUNK
-        # scale cursor: row, column, column block j and position in it, advanced per element
-        row = (g0 * g) // K
-        col = g0 * g - row * K
+@njit(inline="always")
+def _scale_chunk(x, e0, e1, K, scale, col_block, vlo, vhi, v):
+    """v[e - e0] = clamp(x[e] / s) for finite x[e] (pass 0), segment by segment: within one
+    row and column block the scale is a loop constant and the inner loop vectorizes."""
+    row = e0 // K
+    col = e0 - row * K
+    e = e0
+    while e < e1:
         j = col // col_block
-        cin = col - j * col_block
-        for grp in range(g0, min(ngroups, g0 + _CHUNK)):
-            acc = np.uint64(0)  # LSB-first bit stream of the group
-            nacc = 0
-            ob = grp * nb
-            base = grp * g
-            for i in range(g):
-                u = xbits[base + i]
-                if has_scale:
-                    v = bits_f32(u)
-                    if v - v == 0.0:  # finite: scale (correctly rounded division), then clamp
-                        v = np.float32(v / scale[row, j])
-                        v = min(max(v, vlo), vhi)
-                        u = f32_bits(np.float32(v))
-                    col += 1
-                    cin += 1
-                    if cin == col_block:
-                        cin = 0
-                        j += 1
-                    if col == K:
-                        col = cin = j = 0
-                        row += 1
-                # fast path: a finite normal float32 through the exponent tables. Everything
-                # here is branch-free in the sign: a sign branch mispredicts half the time.
-                c = np.int64(-3)
-                e32 = (u >> 23) & 0xFF
-                sign = np.int64(u >> 31)
-                if e32 != 0 and e32 != 255 and ((sign ^ 1) | signed) != 0:
-                    sig = np.int64((u & 0x7FFFFF) | 0x800000)
-                    sh = np.int64(tab[e32, 0])
-                    # round half to even: add half a step minus one, plus the kept LSB
-                    k = (sig + ((np.int64(1) << (sh - 1)) - 1) + ((sig >> sh) & 1)) >> sh
-                    mag = np.int64(tab[e32, 1]) + (k << np.int64(tab[e32, 2]))
-                    lim = max_mag ^ ((max_mag ^ neg_lim) & -sign)  # sign ? neg_lim : max_mag
-                    if mag <= lim:
-                        if is_int:
-                            c = ((mag ^ -sign) + sign) & mask  # sign ? -mag : mag, in `bits` bits
-                        else:
-                            # the sign bit, except -0 in formats without negative zero
-                            c = ((sign & (negzero | (mag != 0))) << ss) | mag
-                if c == -3:
-                    c = _quantize_general(u, p)
-                if c < 0:
-                    flags[-c - 1] = 1
-                    c = 0
-                acc |= np.uint64(c) << np.uint64(nacc)
-                nacc += w
-                while nacc >= 8:
-                    out[ob] = np.uint8(acc & np.uint64(0xFF))
-                    ob += 1
-                    acc >>= np.uint64(8)
-                    nacc -= 8
+        stop = min(e1, e + min(K - col, (j + 1) * col_block - col))
+        s = scale[row, j]
+        for t in range(e, stop):
+            xv = x[t]
+            q = np.float32(xv / s)
+            q = min(max(q, vlo), vhi)
+            v[t - e0] = q if xv - xv == 0.0 else xv  # NaN and Inf stay for the policies
+        col += stop - e
+        e = stop
+        if col == K:
+            col = 0
+            row += 1
+
+
+@njit(inline="always")
+def _fast_float(v, codes, SH, REBIAS, subscale, ksub, tmin, z, small_ok, signed, ss, max_mag, negzero):
+    """Pass 1 for float formats; returns the number of lanes left for the general routine."""
+    half = (np.int64(1) << (SH - 1)) - 1
+    # Ties go to the even multiple of the spacing, i.e. to even k = significand / step. With
+    # mantissa bits, k's parity is the kept mantissa LSB; with none (SH == 23), k is the implicit
+    # 1, always odd, so ties always go up (1.5 -> 2, 3 -> 4: what ml_dtypes and torch do).
+    odd = np.int64(1) if SH == 23 else np.int64(0)
+    nslow = 0
+    for i in range(v.size):
+        u = np.int64(f32_bits(v[i]))
+        a = u & 0x7FFFFFFF
+        e32 = a >> 23
+        sign = u >> 31
+        # normal binade: exponent field moved to the format's bias, one RNE shift (a mantissa
+        # carry moves into the exponent by itself)
+        r = a - REBIAS
+        mag_n = (r + half + (((r >> SH) | odd) & 1)) >> SH
+        # below the smallest normal: subnormal (or flush) code, exact in float64
+        mag_s = np.int64(np.rint(np.float64(abs(v[i])) * subscale)) << ksub
+        mag = mag_n if e32 - 127 >= tmin else mag_s * z
+        ok = (e32 != 255) & ((e32 != 0) | small_ok) & ((sign == 0) | signed) & (mag <= max_mag)
+        codes[i] = (((sign & (negzero | (mag != 0))) << ss) | mag) if ok else -1
+        nslow += not ok
+    return nslow
+
+
+@njit(inline="always")
+def _fast_int(v, codes, signed, bits, max_mag, neg_lim):
+    """Pass 1 for integer formats (round half to even with rint, two's complement)."""
+    mask = (np.int64(1) << bits) - 1
+    nslow = 0
+    for i in range(v.size):
+        u = np.int64(f32_bits(v[i]))
+        e32 = (u >> 23) & 0xFF
+        sign = u >> 31
+        k = np.int64(np.rint(np.float64(abs(v[i]))))  # only used when |v| < 2**24 (e32 < 151)
+        lim = max_mag ^ ((max_mag ^ neg_lim) & -sign)  # sign ? neg_lim : max_mag
+        ok = (e32 < 151) & ((sign == 0) | signed) & (k <= lim)
+        codes[i] = (((k ^ -sign) + sign) & mask) if ok else -1  # sign ? -k : k, in `bits` bits
+        nslow += not ok
+    return nslow
+
+
+@njit(inline="always")
+def _pack(codes, w, out, ob):
+    """Pass 3: codes (non-negative) into out[ob:], LSB-first, w bits each."""
+    n = codes.size
+    if w == 8:
+        for i in range(n):
+            out[ob + i] = codes[i]
+    elif w == 4:  # even element in the low nibble
+        for i in range(n // 2):
+            out[ob + i] = codes[2 * i] | (codes[2 * i + 1] << 4)
+    elif w == 2:
+        for i in range(n // 4):
+            out[ob + i] = codes[4 * i] | (codes[4 * i + 1] << 2) | (codes[4 * i + 2] << 4) | (codes[4 * i + 3] << 6)
+    elif w == 16:  # little-endian
+        for i in range(n):
+            out[ob + 2 * i] = codes[i] & 0xFF
+            out[ob + 2 * i + 1] = codes[i] >> 8
+    else:  # a bit stream: fill an accumulator, spill whole bytes
+        acc = np.uint64(0)
+        nacc = 0
+        for i in range(n):
+            acc |= np.uint64(codes[i]) << np.uint64(nacc)
+            nacc += w
+            while nacc >= 8:
+                out[ob] = np.uint8(acc & np.uint64(0xFF))
+                ob += 1
+                acc >>= np.uint64(8)
+                nacc -= 8
+
+
+@njit(inline="always")
+def _unpack(data, ib, w, codes):
+    """The inverse of _pack: codes[i] for i < codes.size from data[ib:]."""
+    n = codes.size
+    if w == 8:
+        for i in range(n):
+            codes[i] = data[ib + i]
+    elif w == 4:
+        for i in range(n // 2):
+            b = np.int32(data[ib + i])
+            codes[2 * i] = b & 15
+            codes[2 * i + 1] = b >> 4
+    elif w == 2:
+        for i in range(n // 4):
+            b = np.int32(data[ib + i])
+            codes[4 * i] = b & 3
+            codes[4 * i + 1] = (b >> 2) & 3
+            codes[4 * i + 2] = (b >> 4) & 3
+            codes[4 * i + 3] = b >> 6
+    elif w == 16:
+        for i in range(n):
+            codes[i] = np.int32(data[ib + 2 * i]) | (np.int32(data[ib + 2 * i + 1]) << 8)
+    else:
+        mask = np.uint64((1 << w) - 1)
+        acc = np.uint64(0)
+        nacc = 0
+        for i in range(n):
+            while nacc < w:
+                acc |= np.uint64(data[ib]) << np.uint64(nacc)
+                ib += 1
+                nacc += 8
+            codes[i] = np.int32(acc & mask)
+            acc >>= np.uint64(w)
+            nacc -= w
 
 
 @njit(cache=True, parallel=True)
-def _decode_flat(data, scale, K, col_block, has_scale, p, lut, out):
-    w = p[P_WIDTH]
-    g = p[P_GROUP_CODES]
-    nb = p[P_GROUP_BYTES]
-    mask = np.uint64((1 << w) - 1)
-    ngroups = out.size // g
-    nchunks = (ngroups + _CHUNK - 1) // _CHUNK
-    for ch in prange(nchunks):
-        g0 = ch * _CHUNK
-        row = (g0 * g) // K  # the scale cursor, as in _encode_flat
-        col = g0 * g - row * K
-        j = col // col_block
-        cin = col - j * col_block
-        for grp in range(g0, min(ngroups, g0 + _CHUNK)):
-            acc = np.uint64(0)
-            nacc = 0
-            ib = grp * nb
-            base = grp * g
-            for i in range(g):
-                while nacc < w:
-                    acc |= np.uint64(data[ib]) << np.uint64(nacc)
-                    ib += 1
-                    nacc += 8
-                v = lut[acc & mask]
-                acc >>= np.uint64(w)
-                nacc -= w
-                if has_scale:
-                    if v == v:  # NaN codes keep their exact bits
-                        v = np.float32(v * scale[row, j])
-                    col += 1
-                    cin += 1
-                    if cin == col_block:
-                        cin = 0
-                        j += 1
-                    if col == K:
-                        col = cin = j = 0
-                        row += 1
-                out[base + i] = v
+def _encode(x, K, scale, col_block, has_scale, p, fast, vlo, vhi, subscale, out, flags):
+    # every parameter is hoisted into a local: Numba cannot prove the stores to `out` leave
+    # `p` alone, and reloading it in the loops costs several times the work
+    w, g, nb = p[P_WIDTH], p[P_GROUP_CODES], p[P_GROUP_BYTES]
+    is_int, signed, ss = p[P_IS_INT], p[P_SIGNED], p[P_SIGN_SHIFT]
+    max_mag, neg_lim, negzero = p[P_MAX_MAG], p[P_NEG_MAX_MAG], p[P_NEGZERO_OK]
+    SH, REBIAS, ksub, tmin, z, small_ok = fast[0], fast[1], fast[2], fast[3], fast[4], fast[5]
+    n = x.size
+    for ch in prange((n + _CHUNK - 1) // _CHUNK):
+        e0 = ch * _CHUNK
+        e1 = min(n, e0 + _CHUNK)
+        if has_scale:
+            v = np.empty(e1 - e0, dtype=np.float32)
+            _scale_chunk(x, e0, e1, K, scale, col_block, vlo, vhi, v)
+        else:
+            v = x[e0:e1]
+        codes = np.empty(e1 - e0, dtype=np.int32)
+        if is_int:
+            nslow = _fast_int(v, codes, signed, ss + 1, max_mag, neg_lim)
+        else:
+            nslow = _fast_float(v, codes, SH, REBIAS, subscale, ksub, tmin, z, small_ok, signed, ss, max_mag, negzero)
+        if nslow:
+            for i in range(codes.size):
+                if codes[i] < 0:
+                    c = _quantize_general(f32_bits(v[i]), p)
+                    if c < 0:
+                        flags[-c - 1] = 1
+                        c = 0
+                    codes[i] = c
+        _pack(codes, w, out, e0 // g * nb)
 
 
-_NO_SCALE = np.ones((1, 1), dtype=np.float32)
+@njit(cache=True, parallel=True)
+def _decode(data, K, scale, col_block, has_scale, p, lut, out):
+    w, g, nb = p[P_WIDTH], p[P_GROUP_CODES], p[P_GROUP_BYTES]
+    n = out.size
+    for ch in prange((n + _CHUNK - 1) // _CHUNK):
+        e0 = ch * _CHUNK
+        e1 = min(n, e0 + _CHUNK)
+        codes = np.empty(e1 - e0, dtype=np.int32)
+        _unpack(data, e0 // g * nb, w, codes)
+        for i in range(codes.size):
+            out[e0 + i] = lut[codes[i]]
+        if has_scale:  # segment by segment, as in _scale_chunk
+            row = e0 // K
+            col = e0 - row * K
+            e = e0
+            while e < e1:
+                j = col // col_block
+                stop = min(e1, e + min(K - col, (j + 1) * col_block - col))
+                s = scale[row, j]
+                for t in range(e, stop):
+                    y = out[t]
+                    out[t] = np.float32(y * s) if y == y else y  # NaN codes keep their exact bits
+                col += stop - e
+                e = stop
+                if col == K:
+                    col = 0
+                    row += 1
 
 
 @njit(cache=True, parallel=True)
@@ -298,20 +387,34 @@ def absmax(x, col_block: int, positive_only: bool):
     return out
 
 
+def _fast_constants(enc: ElementEncoding) -> tuple[np.ndarray, np.float64]:
+    """The fast path's constants (see the module docstring), derived from the format."""
+    P = enc.params
+    M, tmin, z = P.mbits, P.min_binade, P.zero
+    SH = 23 - M
+    REBIAS = (127 + tmin - z) << 23  # moves float32's exponent field onto the format's
+    ksub = 0 if P.subnormals else M  # flush-to-zero: the only step below min normal is min normal
+    subscale = math.ldexp(1.0, (M if P.subnormals else 0) - tmin)
+    small_ok = int(bool(z) and tmin > -127)  # zero and float32 subnormals land below tmin
+    return np.array([SH, REBIAS, ksub, tmin, z, small_ok], dtype=np.int64), np.float64(subscale)
+
+
+_NO_SCALE = np.ones((1, 1), dtype=np.float32)
+
+
 @kernel("minifloat", "cpu", "encode")
 def encode_codes(x, scale, col_block, enc: ElementEncoding, out, flags) -> None:
     """Encode float32 ``x[n, K]`` into ``out[n, K*w/8]``; see the module docstring."""
     n, K = x.shape
     vlo, vhi = (np.float32(v) for v in enc.clamp_range)
-    s = _NO_SCALE if scale is None else scale
-    _encode_flat(x.reshape(-1).view(np.uint32), s, max(K, 1), max(col_block, 1), scale is not None,
-                 enc.params.as_array(), enc.exponent_tables, vlo, vhi, out.reshape(-1), flags)
+    fast, subscale = _fast_constants(enc)
+    _encode(x.reshape(-1), max(K, 1), _NO_SCALE if scale is None else scale, max(col_block, 1),
+            scale is not None, enc.params.as_array(), fast, vlo, vhi, subscale, out.reshape(-1), flags)
 
 
 @kernel("minifloat", "cpu", "decode")
 def decode_codes(data, scale, col_block, enc: ElementEncoding, out) -> None:
     """Decode ``data[n, K*w/8]`` into float32 ``out[n, K]``; see the module docstring."""
     n, K = out.shape
-    s = _NO_SCALE if scale is None else scale
-    _decode_flat(data.reshape(-1), s, max(K, 1), max(col_block, 1), scale is not None,
-                 enc.params.as_array(), enc.lut, out.reshape(-1))
+    _decode(data.reshape(-1), max(K, 1), _NO_SCALE if scale is None else scale, max(col_block, 1),
+            scale is not None, enc.params.as_array(), enc.lut, out.reshape(-1))
