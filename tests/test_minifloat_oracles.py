@@ -284,20 +284,12 @@ def test_scaled_match_reference(cid: str, scale: str) -> None:
     x[0, :7, :50] = 0.0  # an all-zero 128x128 block corner and zero rows
     x[1, 200, 5] = 1e6  # an outlier
     mode, R, C = codec._mode, codec._R, codec._C
-    g = O.reference_values(fmt)
-    g = g[np.isfinite(g)]
-    if isinstance(fmt, IntFormat) and fmt.symmetric:
-        g = g[g != fmt.min - 1]
+    g = O.producible_values(fmt)
     s = O.reference_scale(x, mode, fmt.max, float(g[g > 0].min()), R, C, signed=fmt.signed)
     q = codec.encode(x)
     assert_same_bits(q.aux["scale"], s, codec, "scales")
-    if mode == "tensor":
-        s_el = np.broadcast_to(s, x.shape)
-    elif mode == "channel":
-        s_el = np.broadcast_to(s[..., None], x.shape)
-    else:
-        s_el = np.repeat(np.repeat(s, R, axis=-2), C, axis=-1)[..., : x.shape[-2], : x.shape[-1]]
-    v = np.clip((x / s_el).astype(np.float32), np.float32(g.min()), np.float32(g.max()))
+    s_el = O.expand_scale(s, x.shape, mode, R, C)
+    v = np.clip((x / s_el).astype(np.float32), np.float32(g[0]), np.float32(g[-1]))
     want = O.ReferenceQuantizer(codec.encoding)(v.reshape(-1))
     ours = O.unpack_codes(q.data.reshape(-1, q.data.shape[-1]), codec.encoding.storage_bits, x.shape[-1]).reshape(-1)
     assert (ours == want).all(), f"{codec!r}: {(ours != want).sum()} codes differ"

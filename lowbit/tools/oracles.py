@@ -226,6 +226,25 @@ def reference_scale(x: np.ndarray, mode: str, fmax: float, min_positive: float, 
     return np.where((s > 0) & np.isfinite(s), np.maximum(s, floor), floor).astype(np.float32)
 
 
+def producible_values(fmt: FloatFormat | IntFormat) -> np.ndarray:
+    """The finite values an encoder produces (float64, sorted; symmetric integers lose their
+    most negative code, which decodes but is never written)."""
+    v = reference_values(fmt)
+    v = v[np.isfinite(v)]
+    if isinstance(fmt, IntFormat) and fmt.symmetric:
+        v = v[v != fmt.min - 1]
+    return np.unique(v)
+
+
+def expand_scale(s: np.ndarray, shape: tuple[int, ...], mode: str, R: int = 0, C: int = 0) -> np.ndarray:
+    """The scale of every element of a tensor of ``shape``, from the stored scales."""
+    if mode == "tensor":
+        return np.broadcast_to(s, shape)
+    if mode == "channel":
+        return np.broadcast_to(s[..., None], shape)
+    return np.repeat(np.repeat(s, R, axis=-2), C, axis=-1)[..., : shape[-2], : shape[-1]]
+
+
 def to_hex(a: np.ndarray) -> str:
     return np.ascontiguousarray(a).tobytes().hex()
 

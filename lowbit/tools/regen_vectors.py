@@ -46,7 +46,8 @@ def _inputs(codec: ElementCodec, shape: tuple[int, ...], rng: np.random.Generato
     x = np.where(rng.random(n) < 0.35, rnd, x)
     if codec.scale is not None:  # give rows different magnitudes so the scales differ
         x = x * np.exp2(rng.integers(-20, 20, shape[:-1] + (1,))).reshape(-1).repeat(shape[-1])[:n]
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # values past float32's range become ±Inf on purpose
+        x = x.astype(np.float32)
     policy = codec.input_policy()
     specials = [0.0, -0.0]
     if policy["nan"] != "raise":
@@ -71,22 +72,13 @@ def element_oracle(codec: ElementCodec, x: np.ndarray) -> dict[str, Any]:
     s_el = None
     if codec.scale is not None:
         mode, R, C = codec._mode, codec._R, codec._C
-        vals = O.reference_values(fmt)
-        s = O.reference_scale(x, mode, fmt.max, float(vals[vals > 0].min()), R, C, signed=fmt.signed)
+        grid = O.producible_values(fmt)
+        s = O.reference_scale(x, mode, fmt.max, float(grid[grid > 0].min()), R, C, signed=fmt.signed)
         aux["scale"] = s
-        if mode == "tensor":
-            s_el = np.broadcast_to(s, x.shape)
-        elif mode == "channel":
-            s_el = np.broadcast_to(s[..., None], x.shape)
-        else:
-            s_el = np.repeat(np.repeat(s, R, axis=-2), C, axis=-1)[..., : x.shape[-2], : x.shape[-1]]
-        grid = O.reference_values(fmt)
-        grid = grid[np.isfinite(grid)]
-        if isinstance(fmt, IntFormat) and fmt.symmetric:
-            grid = grid[grid != fmt.min - 1]
+        s_el = O.expand_scale(s, x.shape, mode, R, C)
         with np.errstate(all="ignore"):
             vs = (x / s_el).astype(np.float32)
-        v = np.where(np.isfinite(x), np.clip(vs, np.float32(grid.min()), np.float32(grid.max())), x).astype(np.float32)
+        v = np.where(np.isfinite(x), np.clip(vs, np.float32(grid[0]), np.float32(grid[-1])), x).astype(np.float32)
     ref = O.ReferenceQuantizer(enc)(v)
     assert (ref >= 0).all(), f"{codec!r}: the inputs contain values the policy refuses"
     codes = ref

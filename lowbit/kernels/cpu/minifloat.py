@@ -171,26 +171,39 @@ def _quantize_general(u, p):
 
 
 @njit(inline="always")
-def _scale_chunk(x, e0, e1, K, scale, col_block, vlo, vhi, v):
-    """v[e - e0] = clamp(x[e] / s) for finite x[e] (pass 0), segment by segment: within one
-    row and column block the scale is a loop constant and the inner loop vectorizes."""
+def _segments(e0, e1, K, col_block):
+    """Split the flat element range [e0, e1) into runs that share one scale: rows of (start,
+    stop, row, column block). Within a run the scale is a loop constant, so loops vectorize."""
     row = e0 // K
     col = e0 - row * K
+    # a run ends at a column-block boundary (all but two are whole blocks), a row end or e1
+    seg = np.empty(((e1 - e0) // min(col_block, K) + (e1 - e0) // K + 3, 4), dtype=np.int64)
+    n = 0
     e = e0
     while e < e1:
         j = col // col_block
         stop = min(e1, e + min(K - col, (j + 1) * col_block - col))
-        s = scale[row, j]
-        for t in range(e, stop):
-            xv = x[t]
-            q = np.float32(xv / s)
-            q = min(max(q, vlo), vhi)
-            v[t - e0] = q if xv - xv == 0.0 else xv  # NaN and Inf stay for the policies
+        seg[n, 0], seg[n, 1], seg[n, 2], seg[n, 3] = e, stop, row, j
+        n += 1
         col += stop - e
         e = stop
         if col == K:
             col = 0
             row += 1
+    return seg[:n]
+
+
+@njit(inline="always")
+def _scale_chunk(x, e0, e1, K, scale, col_block, vlo, vhi, v):
+    """Pass 0: v[e - e0] = clamp(x[e] / s) for finite x[e]; NaN and Inf stay for the policies."""
+    seg = _segments(e0, e1, K, col_block)
+    for r in range(seg.shape[0]):
+        s = scale[seg[r, 2], seg[r, 3]]
+        for t in range(seg[r, 0], seg[r, 1]):
+            xv = x[t]
+            q = np.float32(xv / s)  # correctly rounded
+            q = min(max(q, vlo), vhi)
+            v[t - e0] = q if xv - xv == 0.0 else xv
 
 
 @njit(inline="always")
@@ -347,22 +360,13 @@ def _decode(data, K, scale, col_block, has_scale, p, lut, out):
         _unpack(data, e0 // g * nb, w, codes)
         for i in range(codes.size):
             out[e0 + i] = lut[codes[i]]
-        if has_scale:  # segment by segment, as in _scale_chunk
-            row = e0 // K
-            col = e0 - row * K
-            e = e0
-            while e < e1:
-                j = col // col_block
-                stop = min(e1, e + min(K - col, (j + 1) * col_block - col))
-                s = scale[row, j]
-                for t in range(e, stop):
+        if has_scale:
+            seg = _segments(e0, e1, K, col_block)
+            for r in range(seg.shape[0]):
+                s = scale[seg[r, 2], seg[r, 3]]
+                for t in range(seg[r, 0], seg[r, 1]):
                     y = out[t]
                     out[t] = np.float32(y * s) if y == y else y  # NaN codes keep their exact bits
-                col += stop - e
-                e = stop
-                if col == K:
-                    col = 0
-                    row += 1
 
 
 @njit(cache=True, parallel=True)
