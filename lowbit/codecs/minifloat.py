@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _arrays
 from ..codec import Codec
-from ..errors import ConfigError, RangeError
+from ..errors import ConfigError, RangeError, ShapeError
 from ..kernels.registry import get_kernel
 from ..layout import BlockLayout
 from ..numerics import ElementEncoding, ElementFormat, FloatFormat, IntFormat
@@ -102,7 +102,7 @@ class ElementCodec(Codec):
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         super()._check_shape(shape)
         if self._mode == "block" and len(shape) < 2:
-            raise ConfigError(f"{self.codec_id}: scale={self.scale!r}: expected a tensor of at least 2 dimensions, got shape {shape}")
+            raise ShapeError(f"{self.codec_id}: scale={self.scale!r}: expected a tensor of at least 2 dimensions, got shape {shape}")
 
     def _compute_scale(self, x2d: Any, shape: tuple[int, ...], backend: str) -> Any:
         """float32 scales in the aux layout (see the module docstring for the rule)."""
