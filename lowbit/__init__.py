@@ -19,13 +19,13 @@ from .errors import (
     ShapeError,
     UnknownCodecError,
 )
-from .formats import load, save
+from .formats import load, open_file, save
 from .numerics import FloatFormat, IntFormat
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Codec", "QTensor", "get_codec", "list_codecs", "codec_class", "encode", "decode", "save", "load",
+    "Codec", "QTensor", "get_codec", "list_codecs", "codec_class", "encode", "decode", "save", "load", "open_file",
     "FloatFormat", "IntFormat",
     "LowbitError", "ConfigError", "UnknownCodecError", "ShapeError", "DTypeError", "FormatError",
     "RangeError", "BackendUnavailable",

@@ -50,16 +50,117 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     p = tmp_path / "m.safetensors"
     lowbit.save(p, {"x": np.zeros(4, np.float32)})
     before = p.read_bytes()
-    import safetensors.numpy
+    from lowbit.formats import safetensors as st
 
-    def boom(*a, **k):
-        raise OSError("disk full")
+    real = st.Writer.write
+    calls = []
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", boom)
+    def failing(self, name, data):
+        calls.append(name)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real(self, name, data)
+
+    monkeypatch.setattr(st.Writer, "write", failing)
     with pytest.raises(OSError, match="disk full"):
         lowbit.save(p, sample())
     assert p.read_bytes() == before  # the old file is untouched
     assert [q.name for q in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
+
+
+def test_killed_writer_leaves_nothing(tmp_path: Path) -> None:
+    """SIGKILL in the middle of a write: the target never appears and no temporary remains."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "big.safetensors"
+    code = f"""
+import numpy as np, sys
+from lowbit.formats.safetensors import Writer
+w = Writer({str(target)!r}, [("a", "F32", (1 << 20,)), ("b", "F32", (1 << 20,))])
+w.write("a", np.ones(1 << 20, np.float32))
+print("half", flush=True)
+sys.stdin.readline()  # wait to be killed
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "half"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(0.1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_native_dtypes_read_by_safetensors(tmp_path: Path) -> None:
+    """FP8 and FP4 codes are stored under safetensors' own dtypes, readable by torch directly."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    t = {"e4m3": lowbit.encode(x, "fp8_e4m3", overflow="saturate"), "e5m2": lowbit.encode(x, "fp8_e5m2"),
+         "fp4": lowbit.encode(x, "fp4_e2m1"), "i8": lowbit.encode(x * 10, "int8"),
+         "e4m3_ch": lowbit.encode(x, "fp8_e4m3", scale="channel")}
+    p = tmp_path / "n.safetensors"
+    lowbit.save(p, t)
+    with lowbit.open_file(p) as f:
+        assert [f.info(k)["dtype"] for k in ("e4m3", "e5m2", "fp4", "i8")] == ["F8_E4M3", "F8_E5M2", "F4", "I8"]
+        assert f.info("fp4")["shape"] == (4, 32)  # the logical shape
+    theirs = load_file(str(p))
+    assert torch.equal(theirs["e4m3"].float(), torch.from_numpy(x).to(torch.float8_e4m3fn).float())
+    assert torch.equal(theirs["e5m2"].float(), torch.from_numpy(x).to(torch.float8_e5m2).float())
+    assert np.array_equal(theirs["fp4"].view(torch.uint8).numpy().reshape(-1), t["fp4"].data.reshape(-1))
+    assert np.array_equal(theirs["i8"].numpy(), t["i8"].data.view(np.int8))
+    back = lowbit.load(p)
+    for k, q in t.items():
+        assert_same_bits(lowbit.decode(back[k]), lowbit.decode(q), q.codec, k)
+
+
+def test_lazy_access_reads_one_tensor(tmp_path: Path) -> None:
+    p = tmp_path / "m.safetensors"
+    lowbit.save(p, sample())
+    with lowbit.open_file(p) as f:
+        assert f.names() == ["a.fp8", "b.fp4", "c.int4", "d.plain", "e.scalar"]
+        q = f.get("b.fp4", copy=False)
+        assert isinstance(q, QTensor) and not q.data.flags.writeable  # a view into the map
+        assert lowbit.decode(q).shape == (16, 64)
+
+
+def test_writer_checks_order_and_sizes(tmp_path: Path) -> None:
+    from lowbit.formats.safetensors import Writer
+
+    p = tmp_path / "w.safetensors"
+    w = Writer(p, [("a", "F32", (2,)), ("b", "U8", (3,))])
+    with pytest.raises(lowbit.FormatError, match="expected 'a'"):
+        w.write("b", np.zeros(3, np.uint8))
+    with pytest.raises(lowbit.FormatError, match="8 bytes"):
+        w.write("a", np.zeros(3, np.float32))
+    w.write("a", np.zeros(2, np.float32))
+    with pytest.raises(lowbit.FormatError, match="never written"):
+        w.close()
+    assert not p.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(lowbit.FormatError, match="whole number of bytes"):
+        Writer(p, [("a", "F4", (3,))])
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda b: b[:7], "too short"),
+    (lambda b: (2**40).to_bytes(8, "little") + b[8:], "header length"),
+    (lambda b: b[:8] + b"[" + b[9:], "JSON"),
+    (lambda b: b.replace(b'"F32"', b'"F99"', 1), "dtype"),
+    (lambda b: b.replace(b'"shape":[4]', b'"shape":[5]', 1), "bytes"),
+    (lambda b: b.replace(b'"data_offsets":[0,16]', b'"data_offsets":[0,96]', 1), "data_offsets"),
+])
+def test_hostile_headers(tmp_path: Path, mutate, match: str) -> None:
+    p = tmp_path / "x.safetensors"
+    from lowbit.formats.safetensors import Writer
+
+    with Writer(p, [("x", "F32", (4,))]) as w:
+        w.write("x", np.arange(4, dtype=np.float32))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(mutate(p.read_bytes()))
+    with pytest.raises(lowbit.FormatError, match=match):
+        lowbit.load(bad)
 
 
 def test_load_refuses_garbage(tmp_path: Path) -> None:

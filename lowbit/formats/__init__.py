@@ -1,5 +1,53 @@
-"""On-disk containers: lowbit's own safetensors layout (more layouts and GGUF come later)."""
+"""On-disk containers. ``save`` picks the container from the file suffix, ``load`` and
+``open_file`` from the file's first bytes (GGUF files start with ``b"GGUF"``; anything else is
+read as safetensors)."""
 
-from .safetensors import load, save
+from __future__ import annotations
 
-__all__ = ["save", "load"]
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import FormatError
+from . import safetensors as _st
+
+__all__ = ["save", "load", "open_file", "container_of"]
+
+
+def container_of(path: str | os.PathLike[str]) -> str:
+    """``"gguf"`` or ``"safetensors"``, from the magic bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise FormatError(f"{path}: cannot open ({e.strerror})") from None
+    return "gguf" if head == b"GGUF" else "safetensors"
+
+
+def _gguf() -> Any:
+    try:
+        from . import gguf
+    except ImportError as e:  # pragma: no cover - present once the GGUF family is installed
+        raise FormatError(f"GGUF support is not available in this build ({e})") from None
+    return gguf
+
+
+def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+    """Write tensors (QTensors and arrays) atomically; ``.gguf`` → GGUF, otherwise safetensors."""
+    if Path(path).suffix.lower() == ".gguf":
+        return _gguf().save(path, tensors, metadata)
+    return _st.save(path, tensors, metadata)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Every tensor of a file: QTensors where the file says how to decode them, arrays otherwise."""
+    if container_of(path) == "gguf":
+        return _gguf().load(path)
+    return _st.load(path)
+
+
+def open_file(path: str | os.PathLike[str]) -> Any:
+    """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``)."""
+    if container_of(path) == "gguf":
+        return _gguf().open_file(path)
+    return _st.open_file(path)

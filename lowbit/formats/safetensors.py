@@ -1,12 +1,25 @@
-"""lowbit's own safetensors layout: quantized tensors that decode with nothing but the file.
+"""safetensors, read and written by lowbit itself: streaming, atomic, memory-mapped, hardened.
 
-A QTensor named ``w`` is stored as the uint8 tensor ``w`` (its encoded bytes, shape
-``(..., row_bytes)``) plus one tensor ``w.__aux__.<name>`` per side array. The header metadata
-key ``"lowbit"`` holds JSON ``{"format": 1, "tensors": {"w": {"config": {...}, "shape": [...],
-"aux": [...]}}}``. Plain arrays are stored as themselves. Other metadata keys are the caller's.
+The container: 8 bytes little-endian header length ``N``, ``N`` bytes of UTF-8 JSON (padded with
+spaces so the data starts 8-byte aligned), then the tensors' bytes back to back. The JSON maps
+each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the
+start of the data) and ``"__metadata__"`` to a str→str dict.
 
-Writes go to a temporary file in the same directory, renamed over the target only when
-complete, so an interrupted save never leaves a half-written file behind.
+lowbit's own layout on top: a QTensor named ``w`` is stored as its encoded bytes under ``w`` plus
+one tensor ``w.__aux__.<name>`` per side array; the metadata key ``"lowbit"`` holds JSON
+``{"format": 1, "tensors": {"w": {"config": {...}, "shape": [...], "aux": [...]}}}``. Where the
+encoded bytes *are* a safetensors dtype (FP8 E4M3/E5M2, E8M0, FP4 E2M1 with the even element in the
+low nibble, int8), the tensor carries that dtype and the logical shape, so other tools read it
+natively; anything else is ``U8`` with the byte shape.
+
+Writing goes to a temporary file in the target's directory that is renamed over the target only
+when every tensor has been written: an interrupted write leaves the old file (or nothing). The
+header is written first, from the tensors' sizes, so tensors can be produced one at a time
+(:class:`Writer`) and peak memory stays near the largest tensor.
+
+Reading validates the header against the file before touching data: the header length, JSON,
+every dtype, shape and offset, overlaps and holes; a violation is a :class:`FormatError` naming
+the tensor and the field. Tensors are memory-mapped: :func:`open_file` reads one without the rest.
 
 >>> import numpy as np, lowbit, tempfile, os
 >>> q = lowbit.encode(np.ones((2, 4), np.float32), "fp8_e4m3", scale="channel")
@@ -15,15 +28,21 @@ complete, so an interrupted save never leaves a half-written file behind.
 >>> back = lowbit.load(path)
 >>> lowbit.decode(back["w"]).tolist(), back["bias"].tolist()
 ([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]], [0.0, 0.0])
+>>> with lowbit.open_file(path) as f:
+...     f.keys(), f.info("w")["dtype"]
+(['bias', 'w', 'w.__aux__.scale'], 'F8_E4M3')
 """
 
 from __future__ import annotations
 
 import json
+import math
+import mmap
 import os
+import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -31,83 +50,396 @@ from .. import _arrays
 from ..codec import QTensor, get_codec
 from ..errors import FormatError, LowbitError
 
-__all__ = ["save", "load", "AUX_SEP", "METADATA_KEY"]
+__all__ = ["save", "load", "open_file", "SafetensorsFile", "Writer", "AUX_SEP", "METADATA_KEY", "DTYPE_BITS"]
 
 AUX_SEP = ".__aux__."
 METADATA_KEY = "lowbit"
 _FORMAT_VERSION = 1
+MAX_HEADER = 100 << 20  # safetensors' own limit is 100 MB
+
+# dtype name -> (bits per element, numpy dtype or None when numpy has no such type)
+DTYPE_BITS: dict[str, tuple[int, Any]] = {
+    "BOOL": (8, np.bool_), "U8": (8, np.uint8), "I8": (8, np.int8), "U16": (16, np.uint16),
+    "I16": (16, np.int16), "U32": (32, np.uint32), "I32": (32, np.int32), "U64": (64, np.uint64),
+    "I64": (64, np.int64), "F16": (16, np.float16), "F32": (32, np.float32), "F64": (64, np.float64),
+    "C64": (64, np.complex64), "BF16": (16, None), "F8_E4M3": (8, None), "F8_E5M2": (8, None),
+    "F8_E8M0": (8, None), "F4": (4, None), "F6_E2M3": (6, None), "F6_E3M2": (6, None),
+}
+_NUMPY_TO_DTYPE = {np.dtype(t).name: k for k, (_, t) in DTYPE_BITS.items() if t is not None}
+# ml_dtypes names for the dtypes numpy lacks (used when ml_dtypes is installed)
+_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu"}
+
+# element formats whose packed codes are exactly a safetensors dtype: (format name, storage bits)
+_NATIVE = {("float8_e4m3fn", 8): "F8_E4M3", ("float8_e5m2", 8): "F8_E5M2", ("float8_e8m0fnu", 8): "F8_E8M0",
+           ("float4_e2m1fn", 4): "F4", ("int8", 8): "I8", ("int8_sym", 8): "I8"}
+
+
+def _dtype_of(a: np.ndarray) -> str:
+    name = a.dtype.name
+    if name in _NUMPY_TO_DTYPE:
+        return _NUMPY_TO_DTYPE[name]
+    for k, v in _ML_DTYPES.items():
+        if name == v:
+            return k
+    raise FormatError(f"safetensors: dtype {name} has no safetensors equivalent")
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...], where: str) -> int:
+    bits = DTYPE_BITS[dtype][0] * math.prod(shape)
+    if bits % 8:
+        raise FormatError(f"{where}: {dtype} {list(shape)} is not a whole number of bytes")
+    return bits // 8
+
+
+def native_dtype(q: QTensor) -> str | None:
+    """The safetensors dtype that holds ``q.data`` as is (logical shape), or None for U8."""
+    enc = getattr(q.codec, "encoding", None)
+    if enc is None:
+        return None
+    return _NATIVE.get((enc.fmt.name, enc.storage_bits))
+
+
+# ---- writing -----------------------------------------------------------------------------------
+
+class Writer:
+    """Write a safetensors file tensor by tensor: declare every tensor first, then ``write`` them
+    in that order; ``close()`` renames the finished file over the target. A ``with`` block that
+    exits with an exception (or a Writer that is garbage collected unfinished) removes the
+    temporary file and leaves the target untouched.
+
+    >>> import numpy as np, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.safetensors")
+    >>> with Writer(p, [("x", "F32", (2,)), ("y", "U8", (3,))], {"k": "v"}) as w:
+    ...     w.write("x", np.array([1, 2], np.float32)); w.write("y", np.arange(3, dtype=np.uint8))
+    >>> open_file(p).array("x").tolist()
+    [1.0, 2.0]
+    """
+
+    def __init__(self, path: str | os.PathLike[str], specs: Iterable[tuple[str, str, tuple[int, ...]]],
+                 metadata: Mapping[str, str] | None = None) -> None:
+        self.path = Path(path)
+        header: dict[str, Any] = {}
+        if metadata:
+            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        self._order: list[tuple[str, int]] = []
+        off = 0
+        for name, dtype, shape in specs:
+            if not isinstance(name, str) or name == "__metadata__" or name in header:
+                raise FormatError(f"safetensors: tensor name {name!r} is reserved or repeated")
+            if dtype not in DTYPE_BITS:
+                raise FormatError(f"safetensors: tensor {name!r}: unknown dtype {dtype!r}")
+            shape = tuple(int(d) for d in shape)
+            n = _nbytes(dtype, shape, f"safetensors: tensor {name!r}")
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + n]}
+            self._order.append((name, n))
+            off += n
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-(8 + len(blob)) % 8)  # data starts 8-byte aligned
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f, self._tmp = _temporary(self.path)
+        self._f.write(struct.pack("<Q", len(blob)) + blob)
+        self._next = 0
+        self._done = False
+
+    def write(self, name: str, data: Any) -> None:
+        """Write the next declared tensor: any array whose bytes are the tensor's bytes."""
+        if self._next >= len(self._order) or self._order[self._next][0] != name:
+            expected = self._order[self._next][0] if self._next < len(self._order) else "nothing more"
+            raise FormatError(f"safetensors: write order: expected {expected!r}, got {name!r}")
+        a = np.ascontiguousarray(_arrays.to_numpy(data))
+        n = self._order[self._next][1]
+        if a.nbytes != n:
+            raise FormatError(f"safetensors: tensor {name!r}: expected {n} bytes, got {a.nbytes}")
+        self._f.write(a.view(np.uint8).reshape(-1).data if a.size else b"")
+        self._next += 1
+
+    def close(self) -> None:
+        """Check every tensor was written, flush to disk and rename over the target."""
+        if self._done:
+            return
+        if self._next != len(self._order):
+            self.abort()
+            raise FormatError(f"safetensors: {len(self._order) - self._next} declared tensor(s) were never written")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        _publish(self._f, self._tmp, self.path)
+        self._done = True
+
+    def abort(self) -> None:
+        """Drop the temporary file; the target is left as it was."""
+        if not self._done:
+            self._f.close()
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            self._done = True
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        try:
+            self.abort()
+        except Exception:
+            pass
+
+
+def _temporary(target: Path) -> tuple[Any, Path | None]:
+    """An open file for the new contents. On Linux an *unnamed* file in the target's directory
+    (O_TMPFILE): if the process dies, even by SIGKILL, nothing is left behind. Elsewhere a hidden
+    named temporary (removed on any exception)."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = os.open(target.parent, flag | os.O_WRONLY, 0o644)
+            return os.fdopen(fd, "wb"), None
+        except OSError:
+            pass  # a filesystem without O_TMPFILE support
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    return os.fdopen(fd, "wb"), Path(tmp)
+
+
+def _link_unnamed(fd: int, dst: Path) -> None:
+    """linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, dst, AT_SYMLINK_FOLLOW): give an O_TMPFILE
+    file a name. (os.link does not pass AT_SYMLINK_FOLLOW on every Python, hence ctypes.)"""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+    if libc.linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD, os.fsencode(dst), AT_SYMLINK_FOLLOW) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(dst))
+
+
+def _publish(f: Any, tmp: Path | None, target: Path) -> None:
+    """Give the finished file its name atomically (readers see the old file or the new one)."""
+    if tmp is None:  # unnamed: link it under a temporary name, then rename over the target
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(f)}.partial")
+        _link_unnamed(f.fileno(), tmp)
+    f.close()
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def layout_entries(name: str, t: Any) -> list[tuple[str, str, tuple[int, ...], Any]]:
+    """The (name, dtype, shape, data) safetensors entries that store ``t`` in lowbit's layout."""
+    if isinstance(t, QTensor):
+        nat = native_dtype(t)
+        data = _arrays.to_numpy(t.data)
+        out = [(name, nat or "U8", t.shape if nat else tuple(data.shape), data)]
+        for k in sorted(t.aux):
+            a = _arrays.to_numpy(t.aux[k])
+            out.append((name + AUX_SEP + k, _dtype_of(a), tuple(a.shape), a))
+        return out
+    a = _arrays.to_numpy(t)
+    return [(name, _dtype_of(a), tuple(a.shape), a)]
+
+
+def layout_index(tensors: Mapping[str, Any]) -> str:
+    """The ``"lowbit"`` metadata value describing the QTensors among ``tensors``."""
+    index = {name: {"config": t.codec.get_config(), "shape": list(t.shape), "aux": sorted(t.aux)}
+             for name, t in tensors.items() if isinstance(t, QTensor)}
+    return json.dumps({"format": _FORMAT_VERSION, "tensors": index}, sort_keys=True)
 
 
 def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
-    """Write QTensors and plain arrays to a safetensors file, atomically."""
-    from safetensors.numpy import save_file
-
-    arrays: dict[str, np.ndarray] = {}
-    index: dict[str, Any] = {}
-    for name, t in tensors.items():
+    """Write QTensors and plain arrays to a safetensors file in lowbit's layout, atomically."""
+    for name in tensors:
         if not isinstance(name, str) or AUX_SEP in name:
             raise FormatError(f"save: tensor name {name!r}: expected a string without {AUX_SEP!r}")
-        if isinstance(t, QTensor):
-            arrays[name] = _arrays.to_numpy(t.data)
-            for k, a in t.aux.items():
-                arrays[name + AUX_SEP + k] = _arrays.to_numpy(a)
-            index[name] = {"config": t.codec.get_config(), "shape": list(t.shape), "aux": sorted(t.aux)}
-        else:
-            arrays[name] = _arrays.to_numpy(t)
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     if METADATA_KEY in meta:
         raise FormatError(f"save: metadata key {METADATA_KEY!r} is reserved for lowbit")
-    meta[METADATA_KEY] = json.dumps({"format": _FORMAT_VERSION, "tensors": index}, sort_keys=True)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    os.close(fd)
-    try:
-        # 0-d arrays are fine for safetensors; contiguous copies avoid its stride complaints
-        save_file({k: np.ascontiguousarray(v) if v.ndim else v for k, v in arrays.items()}, tmp, metadata=meta)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    meta[METADATA_KEY] = layout_index(tensors)
+    entries = [e for name, t in tensors.items() for e in layout_entries(name, t)]
+    with Writer(path, [(n, d, s) for n, d, s, _ in entries], meta) as w:
+        for n, _, _, a in entries:
+            w.write(n, a)
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a file written by :func:`save`: QTensors for quantized tensors, arrays otherwise."""
-    from safetensors import safe_open
+# ---- reading -----------------------------------------------------------------------------------
 
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            names = list(f.keys())
-            raw = {k: f.get_tensor(k) for k in names}
-    except LowbitError:
-        raise
-    except Exception as e:  # safetensors raises its own error types for malformed files
-        raise FormatError(f"load: {path}: not a readable safetensors file ({e})") from None
-    try:
-        index = json.loads(meta.get(METADATA_KEY, '{"format": 1, "tensors": {}}'))
-        tensors_meta = index["tensors"]
-        if index.get("format") != _FORMAT_VERSION or not isinstance(tensors_meta, dict):
-            raise ValueError("unknown format version")
-    except (ValueError, KeyError, TypeError) as e:
-        raise FormatError(f"load: {path}: metadata {METADATA_KEY!r} is malformed ({e})") from None
-    out: dict[str, Any] = {}
-    for name in names:
-        if AUX_SEP in name:
-            continue
-        if name not in tensors_meta:
-            out[name] = raw[name]
-            continue
-        ent = tensors_meta[name]
+class SafetensorsFile:
+    """A validated, memory-mapped safetensors file. Tensors are read on demand.
+
+    ``keys()`` lists every stored tensor, ``info(name)`` its dtype/shape/offsets, ``raw(name)`` its
+    bytes (a read-only uint8 view into the map), ``array(name)`` a numpy array (ml_dtypes types
+    for BF16/F8; raw bytes for F4/F6), ``get(name)`` a QTensor in lowbit's layout or an array.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as e:
+            raise FormatError(f"safetensors: {path}: cannot open ({e.strerror})") from None
+        try:
+            self._parse()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _parse(self) -> None:
+        where = f"safetensors: {self.path}"
+        size = os.fstat(self._file.fileno()).st_size
+        if size < 8:
+            raise FormatError(f"{where}: file of {size} bytes is too short for a header")
+        (n,) = struct.unpack("<Q", self._file.read(8))
+        if n > min(MAX_HEADER, size - 8):
+            raise FormatError(f"{where}: header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER}-byte limit")
+        try:
+            header = json.loads(self._file.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FormatError(f"{where}: header is not UTF-8 JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise FormatError(f"{where}: header: expected a JSON object")
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise FormatError(f"{where}: __metadata__: expected a str -> str object")
+        self.metadata: dict[str, str] = meta
+        self._start = 8 + n
+        data_len = size - self._start
+        spans = []
+        self._info: dict[str, dict[str, Any]] = {}
+        for name, ent in header.items():
+            w = f"{where}: tensor {name!r}"
+            if not isinstance(ent, dict):
+                raise FormatError(f"{w}: expected an object")
+            dtype, shape, offs = ent.get("dtype"), ent.get("shape"), ent.get("data_offsets")
+            if dtype not in DTYPE_BITS:
+                raise FormatError(f"{w}: dtype: expected one of {sorted(DTYPE_BITS)}, got {dtype!r}")
+            if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 64:
+                raise FormatError(f"{w}: shape: expected a list of non-negative ints, got {shape!r}")
+            if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
+                    and 0 <= offs[0] <= offs[1] <= data_len):
+                raise FormatError(f"{w}: data_offsets {offs!r} do not lie within the {data_len} data bytes")
+            if offs[1] - offs[0] != _nbytes(dtype, tuple(shape), w):
+                raise FormatError(f"{w}: {dtype} {shape} needs {_nbytes(dtype, tuple(shape), w)} bytes, "
+                                  f"data_offsets give {offs[1] - offs[0]}")
+            self._info[name] = {"dtype": dtype, "shape": tuple(shape), "data_offsets": tuple(offs)}
+            spans.append((offs[0], offs[1], name))
+        spans.sort()
+        for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+            if b0 < a1 and b1 > b0 and a1 > a0:
+                raise FormatError(f"{where}: tensors {an!r} and {bn!r} overlap")
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self._buf = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
+
+    # ---- access --------------------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        return sorted(self._info)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._info
+
+    def info(self, name: str) -> dict[str, Any]:
+        try:
+            return dict(self._info[name])
+        except KeyError:
+            raise FormatError(f"safetensors: {self.path}: no tensor {name!r}") from None
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor's bytes, a read-only view into the memory map."""
+        a, b = self.info(name)["data_offsets"]
+        return self._buf[self._start + a:self._start + b]
+
+    def array(self, name: str) -> np.ndarray:
+        """A numpy array of the tensor (a copy-free view where the dtype allows)."""
+        inf = self.info(name)
+        dtype, shape = inf["dtype"], inf["shape"]
+        raw = self.raw(name)
+        npt = DTYPE_BITS[dtype][1]
+        if npt is None and dtype in _ML_DTYPES:
+            try:
+                import ml_dtypes
+
+                npt = getattr(ml_dtypes, _ML_DTYPES[dtype])
+            except ImportError:
+                npt = None
+        if npt is None:
+            return raw  # F4/F6 (and F8/BF16 without ml_dtypes): the packed bytes
+        return raw.view(npt).reshape(shape)
+
+    @property
+    def quantized(self) -> dict[str, Any]:
+        """lowbit's index of QTensors in this file (empty for other files)."""
+        if not hasattr(self, "_index"):
+            try:
+                index = json.loads(self.metadata.get(METADATA_KEY, '{"format": 1, "tensors": {}}'))
+                t = index["tensors"]
+                if index.get("format") != _FORMAT_VERSION or not isinstance(t, dict):
+                    raise ValueError("unknown format version")
+            except (ValueError, KeyError, TypeError) as e:
+                raise FormatError(f"safetensors: {self.path}: metadata {METADATA_KEY!r} is malformed ({e})") from None
+            self._index = t
+        return self._index
+
+    def names(self) -> list[str]:
+        """Logical tensor names: QTensors once (their side arrays folded in), arrays as stored."""
+        return [k for k in self.keys() if AUX_SEP not in k]
+
+    def get(self, name: str, *, copy: bool = True) -> Any:
+        """A QTensor (lowbit layout) or a numpy array; ``copy=False`` keeps views into the map."""
+        ent = self.quantized.get(name)
+        if ent is None:
+            a = self.array(name)
+            return a.copy() if copy else a
+        where = f"safetensors: {self.path}: tensor {name!r}"
         try:
             codec = get_codec(ent["config"])
             shape = tuple(int(d) for d in ent["shape"])
-            aux = {k: raw[name + AUX_SEP + k] for k in ent["aux"]}
-        except KeyError as e:
-            raise FormatError(f"load: {path}: tensor {name!r}: missing {e}") from None
-        q = QTensor(raw[name], aux, shape, codec)
+            aux_names = list(ent["aux"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{where}: lowbit metadata: {e}") from None
+        except LowbitError as e:
+            raise FormatError(f"{where}: lowbit metadata: {e}") from None
         codec._check_shape(shape)
         want = shape[:-1] + (codec.row_bytes(shape[-1]),)
-        if q.data.dtype != np.uint8 or tuple(q.data.shape) != want:
-            raise FormatError(f"load: {path}: tensor {name!r}: expected uint8 {want}, got {q.data.dtype} {tuple(q.data.shape)}")
-        out[name] = q
-    return out
+        raw = self.raw(name)
+        if raw.size != math.prod(want):
+            raise FormatError(f"{where}: expected {math.prod(want)} bytes for shape {list(shape)}, got {raw.size}")
+        data = raw.reshape(want)
+        aux = {}
+        for k in aux_names:
+            if name + AUX_SEP + k not in self._info:
+                raise FormatError(f"{where}: missing side array {k!r}")
+            a = self.array(name + AUX_SEP + k)
+            aux[k] = a.copy() if copy else a
+        return QTensor(data.copy() if copy else data, aux, shape, codec)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def close(self) -> None:
+        self._buf = np.zeros(0, np.uint8)
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a caller still holds a view (copy=False): the OS frees it later
+                pass
+        self._file.close()
+
+    def __enter__(self) -> "SafetensorsFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_file(path: str | os.PathLike[str]) -> SafetensorsFile:
+    """Open a safetensors file for lazy, memory-mapped access (use as a context manager)."""
+    return SafetensorsFile(path)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Every tensor of a safetensors file: QTensors for lowbit-encoded ones, arrays otherwise."""
+    with SafetensorsFile(path) as f:
+        return {name: f.get(name) for name in f.names()}
