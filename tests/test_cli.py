@@ -56,6 +56,93 @@ def test_errors_are_one_line(capsys) -> None:
 
 
 def test_help_on_every_command() -> None:
-    for cmd in ([], ["demo"], ["list"], ["info"]):
+    for cmd in ([], ["demo"], ["list"], ["info"], ["inspect"], ["quantize"], ["convert"], ["compare"]):
         r = run(*cmd, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def _float_checkpoint(path: Path) -> dict:
+    from lowbit.tools.demo import demo_weights
+
+    w = {k: v[:256] if v.ndim == 2 else v for k, v in demo_weights().items()}
+    lowbit.save(path, w, metadata={"origin": "test"})
+    return w
+
+
+def test_quantize_rules_and_jobs(tmp_path: Path) -> None:
+    src = tmp_path / "f.safetensors"
+    w = _float_checkpoint(src)
+    out = tmp_path / "q.safetensors"
+    r = run("quantize", str(src), str(out), "--codec", "fp4_e2m1", "--param", "scale=block:1x32",
+            "--rule", "embed=fp8_e4m3:scale=channel", "--rule", "up_proj=keep", "--jobs", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    to = {d["name"]: d["to"] for d in res["decisions"]}
+    assert to["mlp.up_proj.weight"] == "kept" and to["input_layernorm.weight"] == "kept"
+    assert to["embed_tokens.weight"]["id"] == "fp8_e4m3" and to["self_attn.q_proj.weight"]["id"] == "fp4_e2m1"
+    back = lowbit.load(out)
+    assert np.array_equal(back["mlp.up_proj.weight"], w["mlp.up_proj.weight"])
+    want = lowbit.encode(w["self_attn.q_proj.weight"], "fp4_e2m1", scale="block:1x32")
+    assert np.array_equal(back["self_attn.q_proj.weight"].data, want.data)
+    with lowbit.open_file(out) as f:
+        assert f.metadata["origin"] == "test"
+    # one job gives the same bytes
+    out1 = tmp_path / "q1.safetensors"
+    assert run("quantize", str(src), str(out1), "--codec", "fp4_e2m1", "--param", "scale=block:1x32",
+               "--rule", "embed=fp8_e4m3:scale=channel", "--rule", "up_proj=keep").returncode == 0
+    assert out1.read_bytes() == out.read_bytes()
+
+
+def test_quantize_dry_run_and_bad_rule(tmp_path: Path) -> None:
+    src = tmp_path / "f.safetensors"
+    _float_checkpoint(src)
+    r = run("quantize", str(src), str(tmp_path / "x.safetensors"), "--codec", "int4", "--dry-run", "--json")
+    assert r.returncode == 0 and not (tmp_path / "x.safetensors").exists()
+    plan = json.loads(r.stdout)
+    assert sum(p["to"] != "kept" for p in plan) == 7
+    r = run("quantize", str(src), str(tmp_path / "x.safetensors"), "--rule", "embed=nosuchcodec")
+    assert r.returncode == 2 and "rule" in r.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+def test_convert_and_compare(tmp_path: Path) -> None:
+    src = tmp_path / "f.safetensors"
+    w = _float_checkpoint(src)
+    q = tmp_path / "q.safetensors"
+    assert run("quantize", str(src), str(q), "--codec", "int8", "--param", "scale=channel").returncode == 0
+    copy = tmp_path / "copy.safetensors"
+    r = run("convert", str(q), str(copy), "--json")
+    assert r.returncode == 0, r.stderr
+    assert {t["action"] for t in json.loads(r.stdout)["tensors"]} == {"codes copied", "array copied"}
+    a, b = lowbit.load(q), lowbit.load(copy)
+    assert all(np.array_equal(a[k].data, b[k].data) for k in a if isinstance(a[k], lowbit.QTensor))
+    deq = tmp_path / "deq.safetensors"
+    assert run("convert", str(q), str(deq), "--to", "float32").returncode == 0
+    d = lowbit.load(deq)
+    assert np.array_equal(d["mlp.down_proj.weight"], lowbit.decode(a["mlp.down_proj.weight"]))
+    r = run("compare", str(src), str(q), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {t["name"]: t for t in json.loads(r.stdout)["compare"]["tensors"]}
+    assert rows["input_layernorm.weight"]["rmse"] == 0.0
+    x = w["mlp.down_proj.weight"].astype(np.float64)
+    e = lowbit.decode(a["mlp.down_proj.weight"]).astype(np.float64) - x
+    row = rows["mlp.down_proj.weight"]
+    assert np.isclose(row["sqnr_db"], 10 * np.log10((x * x).sum() / (e * e).sum()), rtol=1e-12)
+    assert row["max_abs_error"] == np.abs(e).max() and row["bits_b"] == a["mlp.down_proj.weight"].bits_per_element
+    png = tmp_path / "rd.png"
+    r = run("compare", str(src), "--codecs", "fp8_e4m3:scale=channel;int4:scale=channel", "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inspect(tmp_path: Path) -> None:
+    src = tmp_path / "f.safetensors"
+    _float_checkpoint(src)
+    q = tmp_path / "q.safetensors"
+    assert run("quantize", str(src), str(q), "--codec", "fp8_e4m3", "--param", "scale=channel").returncode == 0
+    r = run("inspect", str(q), "--json")
+    info = json.loads(r.stdout)
+    assert info["container"] == "safetensors" and info["metadata"] == {"origin": "test"}
+    t = {x["name"]: x for x in info["tensors"]}
+    assert t["self_attn.q_proj.weight"]["codec"] == "fp8_e4m3" and t["input_layernorm.weight"]["dtype"] == "float32"
+    r = run("inspect", str(q))
+    assert "fp8_e4m3 (channel)" in r.stdout and "bits/element" in r.stdout

@@ -202,3 +202,25 @@ def test_decode_refuses_foreign_qtensor() -> None:
     with pytest.raises(lowbit.ConfigError, match="made by"):
         lowbit.get_codec("fp8_e5m2").decode(q)
     assert os.fspath  # keep os imported for readers of this module
+
+
+def test_zarr_v3_serializer_and_numcodecs() -> None:
+    zarr = pytest.importorskip("zarr")
+    numcodecs = pytest.importorskip("numcodecs")
+    from zarr.storage import MemoryStore
+
+    from lowbit.formats.zarr_codecs import ZarrLowbit
+
+    x = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+    store = MemoryStore()
+    arr = zarr.create_array(store=store, shape=x.shape, chunks=(16, 128), dtype="float32",
+                            serializer=ZarrLowbit(codec={"id": "fp4_e2m1", "scale": "channel"}), compressors=None)
+    arr[:] = x
+    again = zarr.open_array(store=store, mode="r")  # the codec is found again through its entry point
+    want = np.concatenate([lowbit.decode(lowbit.encode(x[i:i + 16], "fp4_e2m1", scale="channel")) for i in range(0, 64, 16)])
+    assert np.array_equal(again[:], want)
+    assert again.metadata.to_dict()["codecs"][0]["name"] == "lowbit"
+    c = numcodecs.get_codec({"id": "lowbit", "codec": {"id": "int8", "scale": "channel"}})
+    y = c.decode(c.encode(x))
+    assert np.array_equal(y, lowbit.decode(lowbit.encode(x, "int8", scale="channel")))
+    assert numcodecs.get_codec(c.get_config()).get_config() == c.get_config()

@@ -91,12 +91,17 @@ def _nbytes(dtype: str, shape: tuple[int, ...], where: str) -> int:
     return bits // 8
 
 
-def native_dtype(q: QTensor) -> str | None:
-    """The safetensors dtype that holds ``q.data`` as is (logical shape), or None for U8."""
-    enc = getattr(q.codec, "encoding", None)
-    if enc is None:
+def native_dtype_for(codec: Any) -> str | None:
+    """The safetensors dtype that holds a codec's data as is (logical shape), or None for U8."""
+    enc = getattr(codec, "encoding", None)
+    if enc is None or not hasattr(enc, "fmt"):
         return None
     return _NATIVE.get((enc.fmt.name, enc.storage_bits))
+
+
+def native_dtype(q: QTensor) -> str | None:
+    """The safetensors dtype that holds ``q.data`` as is (logical shape), or None for U8."""
+    return native_dtype_for(q.codec)
 
 
 # ---- writing -----------------------------------------------------------------------------------
@@ -364,8 +369,10 @@ class SafetensorsFile:
                 npt = getattr(ml_dtypes, _ML_DTYPES[dtype])
             except ImportError:
                 npt = None
+        if npt is None and dtype == "BF16":  # no ml_dtypes: widen to float32 (exact)
+            return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
         if npt is None:
-            return raw  # F4/F6 (and F8/BF16 without ml_dtypes): the packed bytes
+            return raw  # F4/F6 (and F8 without ml_dtypes): the packed bytes
         return raw.view(npt).reshape(shape)
 
     @property

@@ -3,6 +3,10 @@
     lowbit demo [--out FILE] [--codec ID] [--scale MODE] [--file F.safetensors] [--json]
     lowbit list [--json]
     lowbit info CODEC [--json]
+    lowbit inspect FILE [--json]
+    lowbit quantize IN OUT --codec ID [--param K=V ...] [--rule REGEX=SPEC ...] [--jobs N] [--dry-run]
+    lowbit convert IN OUT [--to LAYOUT]
+    lowbit compare A [B] [--codecs ID[:K=V,..];...] [--plot PNG] [--json]
 
 Errors print one line (``lowbit: error: ...``) and exit with status 2.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -95,6 +100,144 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _human(n: float) -> str:
+    for u in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or u == "TiB":
+            return f"{n:.0f} {u}" if u == "B" else f"{n:.1f} {u}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from lowbit.formats import container_of
+
+    kind = container_of(args.file)
+    rows: list[dict[str, Any]] = []
+    with lowbit.open_file(args.file) as f:
+        meta = dict(getattr(f, "metadata", {}))
+        for name in f.names():
+            t = f.get(name, copy=False)
+            if isinstance(t, lowbit.QTensor):
+                rows.append({"name": name, "shape": list(t.shape), "codec": t.codec_id, "config": t.config,
+                             "bits_per_element": t.bits_per_element, "bytes": t.nbytes})
+            else:
+                a = t
+                rows.append({"name": name, "shape": list(a.shape), "codec": None, "dtype": a.dtype.name,
+                             "bits_per_element": a.dtype.itemsize * 8.0, "bytes": int(a.nbytes)})
+    meta.pop("lowbit", None)
+    total = sum(r["bytes"] for r in rows)
+    elems = sum(math.prod(r["shape"]) for r in rows)
+    info = {"file": args.file, "container": kind, "tensors": rows, "metadata": meta,
+            "total_bytes": total, "elements": elems, "bits_per_element": total * 8 / max(elems, 1)}
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    print(f"{args.file}: {kind}, {len(rows)} tensors, {elems:,} elements, {_human(total)} "
+          f"({info['bits_per_element']:.3f} bits/element)")
+    for k, v in meta.items():
+        print(f"  {k} = {v[:100]}{'...' if len(v) > 100 else ''}")
+    print(f"\n{'tensor':<40} {'shape':<18} {'codec / dtype':<24} {'bits/el':>8} {'size':>11}")
+    for r in rows:
+        cd = r["codec"] or r["dtype"]
+        if r["codec"] and r["config"].get("scale"):
+            cd += f" ({r['config']['scale']})"
+        print(f"{r['name'][:40]:<40} {str(tuple(r['shape']))[:18]:<18} {cd[:24]:<24} {r['bits_per_element']:8.3f} {_human(r['bytes']):>11}")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from lowbit.tools.quantize import parse_params, parse_rule, plan, quantize_file
+
+    codec = lowbit.get_codec(args.codec, **parse_params(args.param)) if args.codec else None
+    rules = [parse_rule(r) for r in args.rule]
+    if args.dry_run:
+        from lowbit.formats import safetensors as st
+
+        with st.open_file(args.input) as src:
+            decisions = plan(src, rules, codec)
+        out = [{"name": d.name, "shape": list(d.shape), "from": d.dtype, "to": d.codec.get_config() if d.codec else "kept",
+                "reason": d.reason, "bytes": d.out_bytes} for d in decisions]
+        if args.json:
+            print(json.dumps(out, indent=1))
+        else:
+            for d in out:
+                to = d["to"] if d["to"] == "kept" else d["to"]["id"]
+                print(f"{d['name']:<40} {str(tuple(d['shape'])):<18} {d['from']:>8} -> {to:<12} {_human(d['bytes']):>10}  {d['reason']}")
+        return 0
+    res = quantize_file(args.input, args.output, codec=codec, rules=rules, jobs=args.jobs, progress=not args.json)
+    if args.json:
+        print(json.dumps(res, indent=1))
+    else:
+        for d in res["decisions"]:
+            to = d["to"] if d["to"] == "kept" else d["to"]["id"]
+            print(f"{d['name']:<40} {d['from']:>8} -> {to:<12} {d['reason']}")
+        print(f"\nwrote {res['output']}: {res['quantized']}/{res['tensors']} tensors quantized, "
+              f"{_human(res['output_bytes'])}, {res['bits_per_element']:.3f} bits/element, {res['seconds']:.1f} s")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from lowbit.tools.convert import convert_file
+
+    res = convert_file(args.input, args.output, to=args.to, progress=not args.json)
+    if args.json:
+        print(json.dumps(res, indent=1))
+    else:
+        kinds: dict[str, int] = {}
+        for t in res["tensors"]:
+            kinds[t["action"]] = kinds.get(t["action"], 0) + 1
+        print(f"wrote {res['output']} ({args.to}): " + ", ".join(f"{n} {k}" for k, n in kinds.items())
+              + f"; {_human(res['output_bytes'])} in {res['seconds']:.1f} s")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lowbit.tools import compare as cmp
+    from lowbit.tools.quantize import parse_params
+
+    out: dict[str, Any] = {}
+    if args.b:
+        out["compare"] = cmp.compare_files(args.a, args.b)
+    if args.codecs or args.plot:
+        specs = [s for s in (args.codecs or "fp8_e4m3:scale=channel;fp6_e2m3:scale=channel;fp4_e2m1:scale=channel;"
+                                            "int8:scale=channel;int4:scale=channel").split(";") if s]
+        codecs = []
+        for s in specs:
+            cid, _, params = s.partition(":")
+            codecs.append(lowbit.get_codec(cid.strip(), **parse_params(params)))
+        out["sweep"] = cmp.codec_sweep(args.a, codecs)
+        if args.plot:
+            cmp.plot_rate_distortion(out["sweep"], args.plot, title=f"rate-distortion on {args.a}")
+            out["plot"] = args.plot
+    if not out:
+        raise LowbitError("compare: give a second file B, or --codecs/--plot for a codec sweep of A")
+    if args.json:
+        print(json.dumps(out, indent=1, default=str))
+        return 0
+    if "compare" in out:
+        c = out["compare"]
+        print(f"A = {c['a']}  (reference)\nB = {c['b']}\n")
+        print(f"{'tensor':<40} {'bits A':>7} {'bits B':>7} {'RMSE':>11} {'SQNR dB':>8} {'max |err|':>11}")
+        for r in c["tensors"]:
+            if "error" in r:
+                print(f"{r['name'][:40]:<40} {r['error']}")
+                continue
+            print(f"{r['name'][:40]:<40} {r['bits_a']:7.2f} {r['bits_b']:7.2f} {r['rmse']:11.4e} {r['sqnr_db']:8.2f} {r['max_abs_error']:11.4e}")
+        for side in ("only_in_a", "only_in_b"):
+            if c[side]:
+                print(f"{side.replace('_', ' ')}: {', '.join(c[side])}")
+    if "sweep" in out:
+        print(f"\n{'codec':<34} {'bits/el':>8} {'SQNR dB':>8} {'RMSE':>11}")
+        for r in out["sweep"]:
+            cfg = dict(r["codec"])
+            name = cfg.pop("id") + (":" + ",".join(f"{k}={v}" for k, v in cfg.items() if k == "scale") if cfg.get("scale") else "")
+            if r.get("elements"):
+                print(f"{name:<34} {r['bits_per_element']:8.3f} {r['sqnr_db']:8.2f} {r['rmse']:11.4e}")
+        if args.plot:
+            print(f"\nwrote {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lowbit", description="Bit-exact quantized tensor codecs: encode, decode, inspect.")
     p.add_argument("--version", action="version", version=f"lowbit {lowbit.__version__}")
@@ -120,6 +263,50 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("codec", help="codec id, e.g. fp8_e4m3")
     inf.add_argument("--json", action="store_true")
     inf.set_defaults(fn=cmd_info)
+
+    ins = sub.add_parser("inspect", help="tensors, shapes, codecs, bits/element, sizes, metadata of a file",
+                         description="List a file's tensors (safetensors or GGUF) with shapes, codecs, "
+                                     "bits per element and sizes, and its metadata.")
+    ins.add_argument("file")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(fn=cmd_inspect)
+
+    qz = sub.add_parser("quantize", help="quantize a float checkpoint, tensor by tensor",
+                        description="Quantize the float tensors of a safetensors checkpoint into lowbit's "
+                                    "safetensors layout, one tensor at a time (bounded memory, atomic output). "
+                                    "Rules REGEX=SPEC (SPEC: keep, or codec_id[:param=value,...]) pick per-tensor "
+                                    "codecs, first match wins; 1-D tensors are kept unless a rule names them.")
+    qz.add_argument("input")
+    qz.add_argument("output")
+    qz.add_argument("--codec", help="default codec id for tensors no rule names (none: keep them)")
+    qz.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter of the default codec (repeatable)")
+    qz.add_argument("--rule", action="append", default=[], metavar="REGEX=SPEC", help="per-tensor codec rule (repeatable)")
+    qz.add_argument("--jobs", type=int, default=1, help="encode in N worker processes")
+    qz.add_argument("--dry-run", action="store_true", help="print the per-tensor plan and sizes, write nothing")
+    qz.add_argument("--json", action="store_true")
+    qz.set_defaults(fn=cmd_quantize)
+
+    cv = sub.add_parser("convert", help="between layouts and containers, carrying codes over exactly",
+                        description="Convert a file to another layout: 'lowbit' (codes copied byte for byte) or "
+                                    "plain float32/bfloat16/float16 (everything decoded).")
+    cv.add_argument("input")
+    cv.add_argument("output")
+    from lowbit.tools.convert import LAYOUTS
+
+    cv.add_argument("--to", default="lowbit", choices=LAYOUTS)
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(fn=cmd_convert)
+
+    cp = sub.add_parser("compare", help="per-tensor error between two files; codec rate-distortion sweep and plot",
+                        description="With two files: per-tensor RMSE, SQNR and max error of B against A. With "
+                                    "--codecs and/or --plot: encode A's tensors with each codec and report (and "
+                                    "plot) bits per element against SQNR.")
+    cp.add_argument("a")
+    cp.add_argument("b", nargs="?")
+    cp.add_argument("--codecs", help="codecs to sweep, ';'-separated: 'fp8_e4m3:scale=channel;int4:scale=channel'")
+    cp.add_argument("--plot", help="write a rate-distortion PNG here (needs matplotlib)")
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(fn=cmd_compare)
     return p
 
 
@@ -133,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lowbit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
