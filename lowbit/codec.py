@@ -280,10 +280,14 @@ class Codec:
         return np.zeros(0, dtype=np.float32)
 
     def input_policy(self) -> dict[str, str]:
-        """What the encoder does with each kind of awkward input: ``{"nan": ..., "inf": ...,
-        "overflow": ..., "negative": ...}`` with values ``"nan"``, ``"inf"``, ``"saturate"``,
-        ``"raise"`` or ``"encode"`` (represented as is)."""
-        return {"nan": "raise", "inf": "raise", "overflow": "raise", "negative": "encode"}
+        """What the encoder does with each kind of awkward input. Keys: ``nan``, ``inf`` (±Inf),
+        ``overflow`` (finite values beyond the range), ``negative`` (x < 0), ``negative_zero``
+        (-0.0), ``subnormal`` (float32 subnormals). Values: ``"raise"`` (RangeError, nothing
+        encoded), ``"saturate"`` (the nearest end of the range), ``"nan"``, ``"inf"`` (±Inf),
+        ``"encode"`` (represented, rounded like any value) or ``"zero"`` (becomes +0).
+        The harness probes every entry on both backends (``tests/harness.check_input_policy``)."""
+        return {"nan": "raise", "inf": "raise", "overflow": "raise", "negative": "encode",
+                "negative_zero": "encode", "subnormal": "encode"}
 
 
 # ---- registry ----------------------------------------------------------------------------------

@@ -265,3 +265,57 @@ def check_bits_per_element(codec: lowbit.Codec, x: np.ndarray) -> None:
     bpe = codec.bits_per_element(x.shape)
     assert math.isclose(bpe, q.bits_per_element, rel_tol=0, abs_tol=1e-12), f"{codec!r}: bits_per_element {bpe} != actual {q.bits_per_element}"
     assert bpe >= codec.layout.bits_per_element
+
+
+POLICY_PROBES = {  # input kind -> the probe values put into an otherwise ordinary block
+    "nan": [np.nan, -np.nan],
+    "inf": [np.inf, -np.inf],
+    "overflow": [3e38, -3e38],
+    "negative": [-0.75],
+    "negative_zero": [-0.0],
+    "subnormal": [1e-40, -1e-40],
+}
+
+
+def check_input_policy(codec: lowbit.Codec, backend: str) -> None:
+    """Put each awkward input into an ordinary block and check the codec does what its
+    ``input_policy()`` declares, on the given backend."""
+    from lowbit.errors import RangeError
+
+    policy = codec.input_policy()
+    assert set(POLICY_PROBES) <= set(policy), f"{codec!r}: input_policy() lacks {sorted(set(POLICY_PROBES) - set(policy))}"
+    K = codec.block_size * max(1, -(-8 // codec.block_size))
+    base = np.linspace(0.25, 0.75, 2 * K, dtype=np.float32).reshape(2, K)
+    for kind, probes in POLICY_PROBES.items():
+        action = policy[kind]
+        for p in probes:
+            if kind == "subnormal" and p < 0 and policy["negative"] != "encode":
+                continue  # a negative subnormal in an unsigned format is a "negative" input
+            x = base.copy()
+            x[1, 1] = p
+            xin = x if backend == "cpu" else gpu_tensor(x)
+            what = f"{codec!r} on {backend}: input {kind} {p!r} declared {action!r}"
+            if action == "raise":
+                with pytest.raises(RangeError):
+                    codec.encode(xin, backend=backend)
+                continue
+            q = codec.encode(xin, backend=backend)
+            y = float(_arrays.to_numpy(codec.decode(q, backend=backend))[1, 1])
+            if action == "nan":
+                assert np.isnan(y), f"{what}: decoded {y!r}"
+            elif action == "inf":
+                assert np.isinf(y) and np.sign(y) == np.sign(p), f"{what}: decoded {y!r}"
+            elif action == "zero":
+                assert y == 0.0 and not np.signbit(y), f"{what}: decoded {y!r}"
+            elif action == "saturate":
+                assert np.isfinite(y), f"{what}: decoded {y!r}"
+                assert np.sign(y) == np.sign(p) or y == 0 or kind in ("negative", "negative_zero"), f"{what}: decoded {y!r}"
+            elif action == "encode":
+                assert np.isfinite(y), f"{what}: decoded {y!r}"
+                if kind == "negative_zero":
+                    assert y == 0.0 and np.signbit(y), f"{what}: decoded {y!r}"
+                else:
+                    bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
+                    assert abs(y - float(p)) <= bound, f"{what}: decoded {y!r}, bound {bound}"
+            else:
+                raise AssertionError(f"{what}: unknown policy word")

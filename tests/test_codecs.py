@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,5 +91,6 @@ def test_bits_per_element(codec: lowbit.Codec, data: st.DataObject) -> None:
     harness.check_bits_per_element(codec, data.draw(tensors(codec)))
 
 
-def test_configs_are_json(codec: lowbit.Codec) -> None:
-    json.dumps(codec.get_config())
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_input_policy(codec: lowbit.Codec, backend: str) -> None:
+    harness.check_input_policy(codec, backend)

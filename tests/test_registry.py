@@ -110,3 +110,9 @@ def test_ci_runs_the_readme_command() -> None:
     i = readme.index("# set up and pass the tests")
     assert "pytest" in readme[i + 1] and 'pip install -e ".[test]"' in readme[i + 1]
     assert "# set up and pass the tests" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_input_policy_doc_is_current() -> None:
+    from lowbit.tools.policy_table import DOC, render
+
+    assert DOC.read_text() == render(), "docs/input-policy.md is stale: python -m lowbit.tools.policy_table"

@@ -248,12 +248,19 @@ class ElementCodec(Codec):
         return np.unique(np.where(v == 0, 0.0, v))
 
     def input_policy(self) -> dict[str, str]:
-        enc = self._encoding
+        enc, fmt = self._encoding, self._fmt
+        zero_less = not getattr(fmt, "zero", True)
+        if zero_less:  # zero is out of range: the smallest value when scaled/saturating
+            negzero = "saturate" if self._mode else enc.overflow
+        else:
+            negzero = "encode" if getattr(fmt, "has_negative_zero", False) else "zero"
         return {
             "nan": enc.on_nan,
             "inf": enc.overflow,
             "overflow": "saturate" if self._mode else enc.overflow,
-            "negative": "encode" if self._fmt.signed else ("saturate" if self._mode else enc.overflow),
+            "negative": "encode" if fmt.signed else ("saturate" if self._mode else enc.overflow),
+            "negative_zero": negzero,
+            "subnormal": "encode",
         }
 
     def error_bound(self, x: np.ndarray, q: Any) -> np.ndarray:
