@@ -459,8 +459,8 @@ class QTensor:
         try:
             header = json.loads(bytes(mv[16:16 + hlen]).decode())
             config, shape, table = header["config"], tuple(header["shape"]), header["arrays"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise FormatError(f"QTensor.frombytes: malformed header ({e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:
+            raise FormatError(f"QTensor.frombytes: malformed header ({type(e).__name__})") from None
         if not isinstance(config, dict) or not isinstance(table, dict) or "data" not in table:
             raise FormatError("QTensor.frombytes: malformed header (config/arrays)")
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):

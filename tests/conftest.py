@@ -45,3 +45,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # pytest exits 5 when nothing was collected; make sure no filter silently emptied the run
     if session.testscollected == 0 and exitstatus == 0:
         session.exitstatus = 5
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz-long", action="store_true", help="fuzz the readers with 100 000+ inputs (default: 5 000+)")
+
+
+@pytest.fixture(scope="session")
+def fuzz_budget(request: pytest.FixtureRequest) -> int:
+    """Mutated inputs per reader: >= 5 000 in CI, >= 100 000 with --fuzz-long."""
+    return 100_000 if request.config.getoption("--fuzz-long") else 5_000

@@ -224,3 +224,23 @@ def test_zarr_v3_serializer_and_numcodecs() -> None:
     y = c.decode(c.encode(x))
     assert np.array_equal(y, lowbit.decode(lowbit.encode(x, "int8", scale="channel")))
     assert numcodecs.get_codec(c.get_config()).get_config() == c.get_config()
+
+
+def test_checksums_catch_tampering(tmp_path: Path) -> None:
+    p = tmp_path / "c.safetensors"
+    lowbit.save(p, sample())
+    with lowbit.open_file(p) as f:
+        assert f.verify() == len(f.keys()) and len(f.checksums) == len(f.keys())
+        start, (a, _) = f._start, f.info("b.fp4")["data_offsets"]
+    raw = bytearray(p.read_bytes())
+    raw[start + a + 3] ^= 0x10  # one bit of one code
+    p.write_bytes(bytes(raw))
+    lowbit.load(p)  # without verify the file still reads (the codes are valid codes)
+    with pytest.raises(lowbit.FormatError, match="'b.fp4': checksum mismatch"):
+        lowbit.load(p, verify=True)
+    from lowbit.tools.cli import main
+
+    assert main(["inspect", str(p), "--verify"]) == 2
+    lowbit.save(tmp_path / "n.safetensors", sample(), checksums=False)
+    with pytest.raises(lowbit.FormatError, match="no checksum"):
+        lowbit.load(tmp_path / "n.safetensors", verify=True)

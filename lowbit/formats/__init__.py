@@ -32,22 +32,25 @@ def _gguf() -> Any:
     return gguf
 
 
-def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
-    """Write tensors (QTensors and arrays) atomically; ``.gguf`` → GGUF, otherwise safetensors."""
+def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
+         **options: Any) -> None:
+    """Write tensors (QTensors and arrays) atomically; ``.gguf`` → GGUF, otherwise safetensors
+    (options: ``checksums=True``, per-tensor SHA-256 in the metadata)."""
     if Path(path).suffix.lower() == ".gguf":
-        return _gguf().save(path, tensors, metadata)
-    return _st.save(path, tensors, metadata)
+        return _gguf().save(path, tensors, metadata, **options)
+    return _st.save(path, tensors, metadata, **options)
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Every tensor of a file: QTensors where the file says how to decode them, arrays otherwise."""
+def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
+    """Every tensor of a file: QTensors where the file says how to decode them, arrays otherwise.
+    ``verify=True`` checks lowbit's per-tensor SHA-256 checksums (safetensors)."""
     if container_of(path) == "gguf":
         return _gguf().load(path)
-    return _st.load(path)
+    return _st.load(path, verify=verify)
 
 
-def open_file(path: str | os.PathLike[str]) -> Any:
+def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> Any:
     """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``)."""
     if container_of(path) == "gguf":
         return _gguf().open_file(path)
-    return _st.open_file(path)
+    return _st.open_file(path, verify=verify)

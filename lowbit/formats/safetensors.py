@@ -35,6 +35,7 @@ the tensor and the field. Tensors are memory-mapped: :func:`open_file` reads one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import mmap
@@ -54,6 +55,7 @@ __all__ = ["save", "load", "open_file", "SafetensorsFile", "Writer", "AUX_SEP", 
 
 AUX_SEP = ".__aux__."
 METADATA_KEY = "lowbit"
+CHECKSUM_KEY = "lowbit.sha256"  # JSON {stored tensor name: sha256 hex of its bytes}
 _FORMAT_VERSION = 1
 MAX_HEADER = 100 << 20  # safetensors' own limit is 100 MB
 
@@ -121,11 +123,19 @@ class Writer:
     """
 
     def __init__(self, path: str | os.PathLike[str], specs: Iterable[tuple[str, str, tuple[int, ...]]],
-                 metadata: Mapping[str, str] | None = None) -> None:
+                 metadata: Mapping[str, str] | None = None, *, checksums: bool = False) -> None:
         self.path = Path(path)
+        specs = list(specs)
         header: dict[str, Any] = {}
-        if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+        if checksums:
+            if CHECKSUM_KEY in meta:
+                raise FormatError(f"safetensors: metadata key {CHECKSUM_KEY!r} is reserved for lowbit")
+            # placeholders of the digests' exact length, patched in place by close()
+            meta[CHECKSUM_KEY] = _checksum_json({name: "0" * 64 for name, _, _ in specs})
+        if meta:
+            header["__metadata__"] = meta
+        self._hashes: dict[str, Any] | None = {} if checksums else None
         self._order: list[tuple[str, int]] = []
         off = 0
         for name, dtype, shape in specs:
@@ -140,6 +150,7 @@ class Writer:
             off += n
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-(8 + len(blob)) % 8)  # data starts 8-byte aligned
+        self._header, self._meta = blob, meta
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f, self._tmp = _temporary(self.path)
         self._f.write(struct.pack("<Q", len(blob)) + blob)
@@ -155,7 +166,10 @@ class Writer:
         n = self._order[self._next][1]
         if a.nbytes != n:
             raise FormatError(f"safetensors: tensor {name!r}: expected {n} bytes, got {a.nbytes}")
-        self._f.write(a.view(np.uint8).reshape(-1).data if a.size else b"")
+        raw = a.view(np.uint8).reshape(-1).data if a.size else b""
+        self._f.write(raw)
+        if self._hashes is not None:
+            self._hashes[name] = hashlib.sha256(raw).hexdigest()
         self._next += 1
 
     def close(self) -> None:
@@ -165,6 +179,13 @@ class Writer:
         if self._next != len(self._order):
             self.abort()
             raise FormatError(f"safetensors: {len(self._order) - self._next} declared tensor(s) were never written")
+        if self._hashes is not None:  # patch the real digests over the placeholders
+            old = json.dumps(self._meta[CHECKSUM_KEY]).encode()
+            new = json.dumps(_checksum_json(self._hashes)).encode()
+            assert len(old) == len(new)
+            at = self._header.index(old)
+            self._f.flush()
+            os.pwrite(self._f.fileno(), new, 8 + at)
         self._f.flush()
         os.fsync(self._f.fileno())
         _publish(self._f, self._tmp, self.path)
@@ -192,6 +213,15 @@ class Writer:
             self.abort()
         except Exception:
             pass
+
+
+def user_metadata(meta: Mapping[str, str]) -> dict[str, str]:
+    """A file's metadata without lowbit's own keys (what conversions carry over)."""
+    return {k: v for k, v in meta.items() if k not in (METADATA_KEY, CHECKSUM_KEY)}
+
+
+def _checksum_json(hashes: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(hashes.items())), separators=(",", ":"))
 
 
 def _temporary(target: Path) -> tuple[Any, Path | None]:
@@ -255,8 +285,10 @@ def layout_index(tensors: Mapping[str, Any]) -> str:
     return json.dumps({"format": _FORMAT_VERSION, "tensors": index}, sort_keys=True)
 
 
-def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
-    """Write QTensors and plain arrays to a safetensors file in lowbit's layout, atomically."""
+def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
+         *, checksums: bool = True) -> None:
+    """Write QTensors and plain arrays to a safetensors file in lowbit's layout, atomically,
+    with a SHA-256 of every stored tensor in the metadata (``checksums=False`` to skip)."""
     for name in tensors:
         if not isinstance(name, str) or AUX_SEP in name:
             raise FormatError(f"save: tensor name {name!r}: expected a string without {AUX_SEP!r}")
@@ -265,12 +297,25 @@ def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Map
         raise FormatError(f"save: metadata key {METADATA_KEY!r} is reserved for lowbit")
     meta[METADATA_KEY] = layout_index(tensors)
     entries = [e for name, t in tensors.items() for e in layout_entries(name, t)]
-    with Writer(path, [(n, d, s) for n, d, s, _ in entries], meta) as w:
+    with Writer(path, [(n, d, s) for n, d, s, _ in entries], meta, checksums=checksums) as w:
         for n, _, _, a in entries:
             w.write(n, a)
 
 
 # ---- reading -----------------------------------------------------------------------------------
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
 
 class SafetensorsFile:
     """A validated, memory-mapped safetensors file. Tensors are read on demand.
@@ -280,8 +325,9 @@ class SafetensorsFile:
     for BF16/F8; raw bytes for F4/F6), ``get(name)`` a QTensor in lowbit's layout or an array.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = False) -> None:
         self.path = Path(path)
+        self.verify_reads = verify
         try:
             self._file = open(self.path, "rb")
         except OSError as e:
@@ -301,9 +347,13 @@ class SafetensorsFile:
         if n > min(MAX_HEADER, size - 8):
             raise FormatError(f"{where}: header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER}-byte limit")
         try:
-            header = json.loads(self._file.read(n).decode("utf-8"))
+            header = json.loads(self._file.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise FormatError(f"{where}: header is not UTF-8 JSON ({e})") from None
+        except RecursionError:
+            raise FormatError(f"{where}: header JSON is nested too deeply") from None
+        except _DuplicateKey as e:
+            raise FormatError(f"{where}: header repeats the key {e.args[0]!r}") from None
         if not isinstance(header, dict):
             raise FormatError(f"{where}: header: expected a JSON object")
         meta = header.pop("__metadata__", None) or {}
@@ -352,9 +402,43 @@ class SafetensorsFile:
             raise FormatError(f"safetensors: {self.path}: no tensor {name!r}") from None
 
     def raw(self, name: str) -> np.ndarray:
-        """The tensor's bytes, a read-only view into the memory map."""
+        """The tensor's bytes, a read-only view into the memory map (checked against its SHA-256
+        when the file was opened with ``verify=True``)."""
         a, b = self.info(name)["data_offsets"]
-        return self._buf[self._start + a:self._start + b]
+        out = self._buf[self._start + a:self._start + b]
+        if self.verify_reads:
+            self.verify(name, out)
+        return out
+
+    @property
+    def checksums(self) -> dict[str, str]:
+        """The stored SHA-256 digests ({} when the file has none)."""
+        if not hasattr(self, "_sums"):
+            try:
+                sums = json.loads(self.metadata.get(CHECKSUM_KEY, "{}"))
+                if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+                    raise ValueError("not a name -> digest object")
+            except (ValueError, RecursionError) as e:
+                raise FormatError(f"safetensors: {self.path}: metadata {CHECKSUM_KEY!r} is malformed ({e})") from None
+            self._sums = sums
+        return self._sums
+
+    def verify(self, name: str | None = None, raw: np.ndarray | None = None) -> int:
+        """Check one tensor's (or, with no name, every tensor's) bytes against the stored SHA-256;
+        FormatError on a mismatch or a missing digest. Returns the number of tensors checked."""
+        if name is None:
+            for k in self.keys():
+                self.verify(k)
+            return len(self.keys())
+        want = self.checksums.get(name)
+        if want is None:
+            raise FormatError(f"safetensors: {self.path}: tensor {name!r} has no checksum to verify")
+        if raw is None:
+            a, b = self.info(name)["data_offsets"]
+            raw = self._buf[self._start + a:self._start + b]
+        if hashlib.sha256(raw.data).hexdigest() != want:
+            raise FormatError(f"safetensors: {self.path}: tensor {name!r}: checksum mismatch (the bytes were changed)")
+        return 1
 
     def array(self, name: str) -> np.ndarray:
         """A numpy array of the tensor (a copy-free view where the dtype allows)."""
@@ -441,12 +525,13 @@ class SafetensorsFile:
         self.close()
 
 
-def open_file(path: str | os.PathLike[str]) -> SafetensorsFile:
-    """Open a safetensors file for lazy, memory-mapped access (use as a context manager)."""
-    return SafetensorsFile(path)
+def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> SafetensorsFile:
+    """Open a safetensors file for lazy, memory-mapped access (use as a context manager);
+    ``verify=True`` checks each tensor's SHA-256 when it is read."""
+    return SafetensorsFile(path, verify=verify)
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
     """Every tensor of a safetensors file: QTensors for lowbit-encoded ones, arrays otherwise."""
-    with SafetensorsFile(path) as f:
+    with SafetensorsFile(path, verify=verify) as f:
         return {name: f.get(name) for name in f.names()}

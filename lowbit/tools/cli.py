@@ -113,7 +113,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     kind = container_of(args.file)
     rows: list[dict[str, Any]] = []
-    with lowbit.open_file(args.file) as f:
+    with lowbit.open_file(args.file, verify=args.verify) as f:
         meta = dict(getattr(f, "metadata", {}))
         for name in f.names():
             t = f.get(name, copy=False)
@@ -124,10 +124,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 a = t
                 rows.append({"name": name, "shape": list(a.shape), "codec": None, "dtype": a.dtype.name,
                              "bits_per_element": a.dtype.itemsize * 8.0, "bytes": int(a.nbytes)})
-    meta.pop("lowbit", None)
+    from lowbit.formats.safetensors import user_metadata
+
+    meta = user_metadata(meta)
     total = sum(r["bytes"] for r in rows)
     elems = sum(math.prod(r["shape"]) for r in rows)
-    info = {"file": args.file, "container": kind, "tensors": rows, "metadata": meta,
+    info = {"file": args.file, "container": kind, "tensors": rows, "metadata": meta, "verified": bool(args.verify),
             "total_bytes": total, "elements": elems, "bits_per_element": total * 8 / max(elems, 1)}
     if args.json:
         print(json.dumps(info, indent=1, default=str))
@@ -268,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="List a file's tensors (safetensors or GGUF) with shapes, codecs, "
                                      "bits per element and sizes, and its metadata.")
     ins.add_argument("file")
+    ins.add_argument("--verify", action="store_true", help="check every tensor against its stored SHA-256")
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(fn=cmd_inspect)
 

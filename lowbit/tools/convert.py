@@ -47,7 +47,7 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
     report = []
     with lowbit.open_file(inp) as src:
         names = src.names()
-        meta = {k: v for k, v in getattr(src, "metadata", {}).items() if k != st.METADATA_KEY}
+        meta = st.user_metadata(getattr(src, "metadata", {}))
 
         def produce(name: str) -> Any:
             t = src.get(name, copy=False)
@@ -74,7 +74,7 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
         if to == "lowbit":
             meta[st.METADATA_KEY] = json.dumps({"format": 1, "tensors": index}, sort_keys=True)
         total = sum(st._nbytes(d, s, n) for n, d, s in specs)
-        with st.Writer(out, specs, meta) as w, Progress(total, "convert", enabled=progress) as bar:
+        with st.Writer(out, specs, meta, checksums=True) as w, Progress(total, "convert", enabled=progress) as bar:
             for name in names:
                 for n, d, s, a in st.layout_entries(name, produce(name)):
                     w.write(n, a)

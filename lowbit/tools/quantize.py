@@ -187,7 +187,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     src = st.open_file(inp)
     try:
         decisions = plan(src, rules or [], codec)
-        meta = {k: v for k, v in src.metadata.items() if k != st.METADATA_KEY}
+        meta = st.user_metadata(src.metadata)
         meta.update(metadata or {})
         index: dict[str, Any] = {}
         old = src.quantized
@@ -200,7 +200,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
         specs = [e for d in decisions for e in d.entries]
         in_bytes = sum(st._nbytes(*_source_entry(src, d.name)) for d in decisions)
         work = [(str(inp), d.name, d.codec.get_config() if d.codec else None) for d in decisions]
-        with st.Writer(out, specs, meta) as w, Progress(in_bytes, "quantize", enabled=progress) as bar:
+        with st.Writer(out, specs, meta, checksums=True) as w, Progress(in_bytes, "quantize", enabled=progress) as bar:
             for d, produced in zip(decisions, _run(work, jobs)):
                 for n, a in produced:
                     w.write(n, a)

@@ -1,0 +1,179 @@
+"""Hostile files: mutated safetensors files and QTensor byte strings never crash, hang or raise
+anything but a LowbitError (issue 9). Budget: 5 000 inputs per reader in CI, 100 000 with
+``--fuzz-long``; every read is timed and must finish within a bound.
+
+Mutations: truncation, bit flips, random byte runs, header rewrites (huge counts and dims,
+negative/overflowing dims, overlapping and out-of-range offsets, unknown dtypes, duplicate names,
+bad UTF-8, deep nesting, header-length bombs), and lowbit metadata rewrites (bad configs, shapes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lowbit
+from lowbit.codec import QTensor
+
+READ_SECONDS = 2.0  # a read that takes longer counts as a hang
+
+
+def _seed_files(tmp: Path) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 64)).astype(np.float32)
+    out = []
+    for i, tensors in enumerate([
+        {"w": lowbit.encode(x, "fp8_e4m3", scale="channel"), "b": x[0]},
+        {"q": lowbit.encode(x, "fp4_e2m1", scale="block:4x16"), "i": lowbit.encode(x, "int4"), "s": np.float32(2).reshape(())},
+        {"a": x.astype(np.float16), "m": lowbit.encode(x, "minifloat", ebits=3, mbits=2, special="finite")},
+    ]):
+        p = tmp / f"seed{i}.safetensors"
+        lowbit.save(p, tensors, metadata={"k": "v"})
+        out.append(p.read_bytes())
+    return out
+
+
+def _header_mutation(raw: bytes, rng: np.random.Generator) -> bytes:
+    """Rewrite one field of the JSON header (keeping the file otherwise valid)."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    n = min(n, len(raw) - 8)
+    head = raw[8:8 + n].decode("utf-8", "surrogateescape")
+    choices = [
+        lambda h: re.sub(r'"shape":\[[^\]]*\]', lambda m: json.dumps([int(rng.integers(-5, 2**62))] * int(rng.integers(0, 4))).replace(" ", "").join(['"shape":', '']), h, count=1),
+        lambda h: re.sub(r'"data_offsets":\[\d+,\d+\]', lambda m: '"data_offsets":' + json.dumps([int(rng.integers(-10, 10**6)), int(rng.integers(-10, 10**6))]).replace(" ", ""), h, count=1),
+        lambda h: re.sub(r'"dtype":"[A-Z0-9_]+"', '"dtype":"' + str(rng.choice(["F99", "U8", "F4", "BF16", "I64", "", "F8_E4M3"])) + '"', h, count=1),
+        lambda h: h.replace("}", ',' + h[1:h.index(":")] + ":{}}", 1),  # a duplicate name
+        lambda h: h[:-1] + ',"x":' + "[" * int(rng.integers(100, 100000)) + "]" * 3 + "}",  # deep nesting
+        lambda h: h.replace('\\"id\\"', '\\"' + str(rng.choice(["ebits", "scale", "bits", "shape"])) + '\\"', 1),
+        lambda h: re.sub(r'\\"shape\\":\[[^\]]*\]', '\\"shape\\":' + json.dumps([int(rng.integers(-3, 2**40))]), h, count=1),
+        lambda h: re.sub(r'\\"(scale|overflow|special)\\":[^,}]*', lambda m: '\\"' + m.group(1) + '\\":' + json.dumps(rng.choice(["x", "block:0x0", "nan", None]) if rng.random() < 0.9 else 7), h, count=1),
+        lambda h: h.replace('"__metadata__"', '"__metadata__":{"lowbit":"{\\"format\\":1,\\"tensors\\":[]}"},"y"', 1),
+    ]
+    try:
+        h = choices[int(rng.integers(len(choices)))](head)
+    except ValueError:  # the (already mangled) header has no such field: leave it
+        return raw
+    b = h.encode("utf-8", "surrogateescape")
+    return struct.pack("<Q", len(b)) + b + raw[8 + n:]
+
+
+def mutate(raw: bytes, rng: np.random.Generator) -> bytes:
+    b = bytearray(raw)
+    (n,) = struct.unpack("<Q", raw[:8]) if len(raw) >= 8 else (0,)
+    n = min(n, len(raw) - 8)  # the header as far as it really reaches (it may be corrupted already)
+    kind = int(rng.integers(8)) if n > 0 else int(rng.choice([0, 1, 3, 5]))
+    if kind == 0:  # truncation
+        return bytes(b[: int(rng.integers(0, len(b)))])
+    if kind == 1:  # bit flips anywhere
+        for _ in range(int(rng.integers(1, 8))):
+            i = int(rng.integers(len(b)))
+            b[i] ^= 1 << int(rng.integers(8))
+        return bytes(b)
+    if kind == 2:  # bit flips in the header
+        for _ in range(int(rng.integers(1, 4))):
+            i = int(rng.integers(8, 8 + n))
+            b[i] ^= 1 << int(rng.integers(8))
+        return bytes(b)
+    if kind == 3:  # header length bombs and lies
+        v = int(rng.choice([0, 1, 7, 2**63 - 1, 2**40, len(b), len(b) - 8, int(rng.integers(0, 2**64, dtype=np.uint64))]))
+        return struct.pack("<Q", v % 2**64) + bytes(b[8:])
+    if kind == 4:  # invalid UTF-8 in the header
+        i = int(rng.integers(8, 8 + n))
+        b[i] = int(rng.choice([0xFF, 0xC0, 0x80, 0xED]))
+        return bytes(b)
+    if kind == 5:  # random bytes in the data
+        i = int(rng.integers(len(b)))
+        run = rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
+        return bytes(b[:i]) + run + bytes(b[i + len(run):])
+    return _header_mutation(raw, rng)
+
+
+def _read_everything(path: Path) -> None:
+    """What a user does with a downloaded file: load it and decode every tensor."""
+    for t in lowbit.load(path).values():
+        if isinstance(t, QTensor):
+            lowbit.decode(t)
+
+
+def _check(fn, arg) -> str:
+    t0 = time.perf_counter()
+    try:
+        fn(arg)
+        outcome = "ok"
+    except lowbit.LowbitError:
+        outcome = "refused"
+    except Exception as e:  # anything else is a bug: report the input that caused it
+        raise AssertionError(f"{type(e).__name__}: {e}") from e
+    dt = time.perf_counter() - t0
+    assert dt < READ_SECONDS, f"a read took {dt:.1f} s"
+    return outcome
+
+
+def test_fuzz_safetensors_reader(tmp_path: Path, fuzz_budget: int) -> None:
+    seeds = _seed_files(tmp_path)
+    rng = np.random.default_rng(int(os.environ.get("LOWBIT_FUZZ_SEED", "1")))
+    target = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    path = target / f"lowbit-fuzz-{os.getpid()}.safetensors"
+    counts = {"ok": 0, "refused": 0}
+    try:
+        for i in range(fuzz_budget):
+            data = mutate(seeds[i % len(seeds)], rng)
+            if rng.random() < 0.2 and len(data) > 16:  # stack a second mutation
+                data = mutate(data, rng)
+            path.write_bytes(data)
+            try:
+                counts[_check(_read_everything, path)] += 1
+            except AssertionError as e:
+                keep = tmp_path / f"crash-{i}.safetensors"
+                keep.write_bytes(data)
+                raise AssertionError(f"input {i} (saved as {keep}): {e}") from None
+    finally:
+        path.unlink(missing_ok=True)
+    assert counts["refused"] > fuzz_budget // 10 and counts["ok"] > 0, counts  # both paths exercised
+
+
+def test_fuzz_qtensor_frombytes(fuzz_budget: int) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 32)).astype(np.float32)
+    seeds = [lowbit.encode(x, "fp6_e2m3", scale="tensor").tobytes(), lowbit.encode(x, "int2").tobytes()]
+    counts = {"ok": 0, "refused": 0}
+    for i in range(fuzz_budget):
+        raw = bytearray(seeds[i % 2])
+        k = int(rng.integers(4))
+        if k == 0:
+            raw = raw[: int(rng.integers(len(raw)))]
+        elif k == 1:
+            for _ in range(int(rng.integers(1, 6))):
+                j = int(rng.integers(len(raw)))
+                raw[j] ^= 1 << int(rng.integers(8))
+        elif k == 2:  # rewrite numbers in the header
+            s = bytes(raw).decode("latin-1")
+            s = re.sub(r"\d+", lambda m: str(int(rng.integers(-2, 2**40))) if rng.random() < 0.3 else m.group(0), s, count=6)
+            raw = bytearray(s.encode("latin-1"))
+        else:
+            raw[8:16] = struct.pack("<Q", int(rng.integers(0, 2**63)))
+
+        def decode_it(b: bytes) -> None:
+            QTensor.frombytes(b).decode()
+
+        counts[_check(decode_it, bytes(raw))] += 1
+    assert counts["refused"] > 0 and counts["ok"] > 0, counts
+
+
+@pytest.mark.parametrize("name", ["dup", "deep", "bomb"])
+def test_specific_hostile_headers(tmp_path: Path, name: str) -> None:
+    p = tmp_path / "h.safetensors"
+    head = {"dup": b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
+            "deep": b'{"a":' + b"[" * 200000 + b"]" * 200000 + b"}",
+            "bomb": b"{}"}[name]
+    n = 2**62 if name == "bomb" else len(head)
+    p.write_bytes(struct.pack("<Q", n) + head + b"\0")
+    with pytest.raises(lowbit.FormatError, match={"dup": "repeats the key", "deep": "JSON", "bomb": "header length"}[name]):
+        lowbit.load(p)
