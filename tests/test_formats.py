@@ -244,3 +244,13 @@ def test_checksums_catch_tampering(tmp_path: Path) -> None:
     lowbit.save(tmp_path / "n.safetensors", sample(), checksums=False)
     with pytest.raises(lowbit.FormatError, match="no checksum"):
         lowbit.load(tmp_path / "n.safetensors", verify=True)
+
+
+def test_readers_see_old_or_new_file_never_a_mix(tmp_path: Path) -> None:
+    p = tmp_path / "r.safetensors"
+    old = np.arange(1 << 16, dtype=np.float32)
+    lowbit.save(p, {"x": old})
+    with lowbit.open_file(p, verify=True) as reader:
+        lowbit.save(p, {"x": -old})  # replaced while the reader holds it
+        assert np.array_equal(reader.get("x"), old)  # the old file, whole and verified
+    assert np.array_equal(lowbit.load(p, verify=True)["x"], -old)  # a new reader sees the new one
