@@ -73,16 +73,14 @@ class LowbitLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         assert self.store is not None
+        if self.is_sliding:  # the previous step's attention is done: keep what this one may see
+            self.store.keep_last(self.sliding_window - 1)
         self.cumulative_length += key_states.shape[-2]
         self.store.append(key_states, value_states)
         if self.fused:
             out = (key_states, value_states)  # lowbit's attention reads the store itself
         else:
             out = self.store.keys_values(self.dtype)
-        if self.is_sliding:  # keep what the next step may see: the last window - 1 tokens
-            keep = self.sliding_window - 1
-            self.store.sliding_window = keep
-            self.store._slide()
         return out
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:

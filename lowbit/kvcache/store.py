@@ -206,7 +206,7 @@ class KVStore:
             while self._kf.shape[2] >= self.window + self.flush:
                 self._flush(self.flush)
         if self.sliding_window is not None:
-            self._slide()
+            self.keep_last(self.sliding_window)
 
     def _flush(self, n: int) -> None:
         assert self._kf is not None and self._vf is not None and self._k is not None and self._v is not None
@@ -218,8 +218,9 @@ class KVStore:
         self._kf, self._vf = self._kf[:, :, n:], self._vf[:, :, n:]
         self.compressed_length += n
 
-    def _slide(self) -> None:
-        excess = self.seq_length - self.sliding_window
+    def keep_last(self, n: int) -> None:
+        """Forget all but the newest ``n`` tokens (sliding-window attention)."""
+        excess = self.seq_length - n
         if excess <= 0:
             return
         from_codes = min(excess, self.compressed_length)
