@@ -18,7 +18,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_demo_writes_a_file_that_decodes(tmp_path: Path) -> None:
-    r = run("demo", "--out", str(tmp_path / "d.safetensors"))
+    r = run("demo", "--model", "synthetic", "--out", str(tmp_path / "d.safetensors"))
     assert r.returncode == 0, r.stderr
     assert "fp8_e4m3" in r.stdout and "SQNR" in r.stdout and "bit-identically: yes" in r.stdout
     for cid in lowbit.list_codecs():
@@ -31,7 +31,7 @@ def test_demo_writes_a_file_that_decodes(tmp_path: Path) -> None:
 def test_demo_json_and_file_input(tmp_path: Path) -> None:
     src = tmp_path / "f.safetensors"
     lowbit.save(src, {"w": np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)})
-    r = run("demo", "--file", str(src), "--out", "-", "--json")
+    r = run("demo", "--model", "synthetic", "--file", str(src), "--out", "-", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["elements"] == 512 and any(row["codec"] == "int8" for row in res["rows"])

