@@ -156,7 +156,14 @@ class GGML:
         im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
         if im is not None and im.shape != (n,):
             raise ValueError(f"imatrix: expected shape ({n},), got {im.shape}")
-        if rows:
+        if rows and tid in (GGML_TYPES["q8_1"], GGML_TYPES["q8_k"]):
+            # ggml_quantize_chunk refuses Q8_1 and Q8_K (dot-product operands, not file types): use their
+            # reference quantizers, quantize_row_q8_{1,K}_ref, through the type traits
+            fn = getattr(self.lib, "quantize_row_q8_1_ref" if tid == GGML_TYPES["q8_1"] else "quantize_row_q8_K_ref")
+            fn.restype = None
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+            fn(x.ctypes.data, out.ctypes.data, rows * n)
+        elif rows:
             got = self.lib.ggml_quantize_chunk(tid, x.ctypes.data, out.ctypes.data, 0, rows, n,
                                                None if im is None else im.ctypes.data)
             assert got == out.nbytes, (got, out.nbytes)
@@ -169,9 +176,16 @@ class GGML:
         rb = self.row_size(tid, n)
         rows = raw.size // rb if rb else 0
         assert rows * rb == raw.size
+        if tid == GGML_TYPES["q8_1"]:
+            # ggml has no Q8_1 dequantizer (it is only a dot-product operand): its d and qs are
+            # Q8_0's fields, so drop s and use dequantize_row_q8_0
+            blocks = raw.reshape(-1, 36)
+            q80 = np.concatenate([blocks[:, :2], blocks[:, 4:]], axis=1)
+            return self.dequantize(q80, "q8_0", n)
         fn = self._to_float.get(tid)
         if fn is None:
-            fn = self._to_float[tid] = _ROW_FN(self.traits(tid).to_float)
+            ptr = self.traits(tid).to_float or ctypes.cast(getattr(self.lib, "dequantize_row_q8_K"), ctypes.c_void_p).value
+            fn = self._to_float[tid] = _ROW_FN(ptr)
         out = np.empty((rows, n), dtype=np.float32)
         if rows:
             fn(raw.ctypes.data, out.ctypes.data, rows * n)
