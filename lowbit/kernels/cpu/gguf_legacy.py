@@ -51,6 +51,8 @@ def c_trunc(v):
 def c_roundf(v):
     """C ``roundf``/``lroundf``: to nearest, halves away from zero (exactly: ``v - trunc(v)`` is
     exact for every float32)."""
+    if not (abs(v) < F(8388608.0)):  # |v| >= 2**23 is an integer already; Inf/NaN convert as C does
+        return c_trunc(v)
     t = c_trunc(v)
     r = v - F(t)
     if r >= F(0.5):
