@@ -4,10 +4,10 @@ Every count, length, offset and size in the file is checked against the file's s
 anything is allocated or mapped, so a truncated or crafted file raises :class:`FormatError`
 naming the tensor (or metadata key) and the field, instead of hanging or exhausting memory.
 
->>> import lowbit.formats.gguf as G                                  # doctest: +SKIP
->>> f = G.read("model.gguf")                                         # doctest: +SKIP
->>> [(t.name, t.type_name, t.shape) for t in f.tensors][:2]          # doctest: +SKIP
->>> w = f.decode("blk.0.ffn_down.weight")                            # float32, numpy order
+    import lowbit.formats.gguf as G
+    f = G.read("model.gguf")
+    [(t.name, t.type_name, t.shape) for t in f.tensors][:2]
+    w = f.decode("blk.0.ffn_down.weight")          # float32, numpy order
 
 Shapes are numpy order (``reversed(ne)``), so the last axis is ggml's row (``ne[0]``). Quantized
 tensors decode through the GGUF codecs (``q4_k`` ...), the grid i-quants through
