@@ -67,6 +67,9 @@ class Codec:
     family: ClassVar[str]
     preset: ClassVar[Mapping[str, Any]] = {}
     encode_kwargs: ClassVar[tuple[str, ...]] = ()
+    #: whether ``encode(decode(encode(x))) == encode(x)``; False only where a reference encoder
+    #: that must be matched byte for byte is not idempotent itself (ggml's scale searches)
+    idempotent: ClassVar[bool] = True
 
     def __init_subclass__(cls, codec_id: str | None = None, preset: Mapping[str, Any] | None = None,
                           **kwargs: Any) -> None:

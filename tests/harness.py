@@ -110,7 +110,17 @@ def check_roundtrip_bound(codec: lowbit.Codec, x: np.ndarray) -> None:
 
 def check_idempotent(codec: lowbit.Codec, x: np.ndarray) -> None:
     q = codec.encode(x, backend="cpu")
-    q2 = codec.encode(codec.decode(q, backend="cpu"), backend="cpu")
+    y = codec.decode(q, backend="cpu")
+    if not codec.idempotent:
+        # the codec reproduces a reference encoder that is not idempotent (it says so): the
+        # decoded tensor must still encode, and within the codec's bound
+        try:
+            codec.encode(y, backend="cpu")
+        except lowbit.RangeError:
+            return  # decoded values past the accepted input range (the block's top value)
+        check_roundtrip_bound(codec, y)
+        return
+    q2 = codec.encode(y, backend="cpu")
     _same_q(q, q2, codec, "encode(decode(encode(x))) vs encode(x)")
 
 
@@ -126,6 +136,15 @@ def random_aux(codec: lowbit.Codec, shape: tuple[int, ...], rng: np.random.Gener
     return out
 
 
+def skip_without_gpu_kernel(codec: lowbit.Codec, op: str) -> None:
+    """A codec family without a Triton kernel for ``op`` yet: skip, visibly, with the reason
+    (``backend="gpu"`` raises BackendUnavailable for it; nothing falls back)."""
+    from lowbit.kernels.registry import has_kernel
+
+    if not has_kernel(codec.family, "gpu", op):
+        pytest.skip(f"{codec.codec_id}: no gpu {op} kernel for family {codec.family!r} yet")
+
+
 def check_decode_total(codec: lowbit.Codec, shape: tuple[int, ...], seed: int, *, gpu: bool = True) -> None:
     """Random bytes decode without error, deterministically, identically on both backends."""
     rng = np.random.default_rng(seed)
@@ -137,12 +156,14 @@ def check_decode_total(codec: lowbit.Codec, shape: tuple[int, ...], seed: int, *
     assert y1.shape == shape and y1.dtype == np.float32
     assert_same_bits(y1, y2, codec, "decode of random bytes, twice")
     if gpu:
+        skip_without_gpu_kernel(codec, "decode")
         yg = codec.decode_bytes(gpu_tensor(raw), shape, aux={k: gpu_tensor(v) for k, v in aux.items()}, backend="gpu")
         assert_same_bits(y1, yg, codec, "decode of random bytes, cpu vs gpu")
 
 
 def check_cpu_gpu(codec: lowbit.Codec, x: np.ndarray) -> None:
     """Identical encode bytes and decode bits on the Numba and Triton backends."""
+    skip_without_gpu_kernel(codec, "encode")
     qc = codec.encode(x, backend="cpu")
     qg = codec.encode(gpu_tensor(x), backend="gpu")
     _same_q(qc, qg, codec, "encode cpu vs gpu")
@@ -160,6 +181,10 @@ def check_golden(codec_id: str, *, backends: tuple[str, ...] = ("cpu", "gpu")) -
     oracle's, on each backend. Returns the number of cases."""
     doc = load_vectors(codec_id)
     assert doc["cases"], f"{codec_id}: no cases in the golden vector file"
+    from lowbit.kernels.registry import has_kernel
+
+    fam = lowbit.codec_class(codec_id).family
+    missing = [be for be in backends if not (has_kernel(fam, be, "encode") and has_kernel(fam, be, "decode"))]
     for n, case in enumerate(doc["cases"]):
         codec = lowbit.get_codec(case["config"])
         assert codec.codec_id == codec_id
@@ -168,6 +193,8 @@ def check_golden(codec_id: str, *, backends: tuple[str, ...] = ("cpu", "gpu")) -
         want = np.frombuffer(bytes.fromhex(case["data"]), dtype=np.uint8).reshape(shape[:-1] + (-1,))
         want_y = np.frombuffer(bytes.fromhex(case["decoded"]), dtype=np.float32).reshape(shape)
         for be in backends:
+            if be in missing:
+                continue
             xin = x if be == "cpu" else gpu_tensor(x)
             q = codec.encode(xin, backend=be)
             assert_same_bytes(q.data, want, codec, f"golden case {n} ({case.get('name')}) on {be}: data")
@@ -175,6 +202,9 @@ def check_golden(codec_id: str, *, backends: tuple[str, ...] = ("cpu", "gpu")) -
                 a = np.frombuffer(bytes.fromhex(ent["hex"]), dtype=ent["dtype"]).reshape(ent["shape"])
                 assert_same_bits(q.aux[k], a, codec, f"golden case {n} on {be}: aux[{k!r}]")
             assert_same_bits(codec.decode(q, backend=be), want_y, codec, f"golden case {n} on {be}: decoded")
+    if missing:  # the other backends were checked; say which one was not
+        pytest.skip(f"{codec_id}: golden vectors checked on {[b for b in backends if b not in missing]}; "
+                    f"no kernels on {missing} yet")
     return len(doc["cases"])
 
 

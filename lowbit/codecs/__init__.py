@@ -1,3 +1,5 @@
 """Built-in codecs, one module per family. Importing this package registers them all."""
 
 from . import minifloat  # noqa: F401
+from . import gguf_legacy  # noqa: F401
+from . import gguf_kquants  # noqa: F401

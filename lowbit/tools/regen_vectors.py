@@ -121,6 +121,31 @@ ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": 
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
+# ---- GGUF: ggml's own C library (lowbit.tools.ggml_oracle) ------------------------------------------
+
+def gguf_inputs(codec: Any, rng: np.random.Generator) -> np.ndarray:
+    """Rows of two blocks: Gaussian, heavy-tailed, one outlier, constant, all-zero, tiny."""
+    K = 2 * codec.block_size
+    rows = [rng.standard_normal(K), rng.standard_t(3, K), rng.standard_normal(K) * 0.01, np.full(K, 0.37),
+            np.zeros(K), rng.standard_normal(K) * 1e-5]
+    rows[2][5] = 7.5
+    return np.asarray(rows, dtype=np.float32)
+
+
+def gguf_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    """ggml_quantize_chunk (no imatrix) and the type's dequantize_row_* from libggml-base."""
+    from lowbit.tools.ggml_oracle import GGML
+
+    g = GGML.build()
+    data = g.quantize(x, codec.codec_id)
+    return {"data": data, "aux": {}, "decoded": g.dequantize(data, codec.codec_id, x.shape[-1]),
+            "oracle": "ggml libggml-base (llama-cpp-python sdist): ggml_quantize_chunk + dequantize_row", "notes": []}
+
+
+ORACLES.update({"gguf_legacy": gguf_oracle, "gguf_kquants": gguf_oracle})
+INPUTS: dict[str, Callable[[Any, np.random.Generator], np.ndarray]] = {"gguf_legacy": gguf_inputs, "gguf_kquants": gguf_inputs}
+
+
 def cases_for(codec_id: str) -> dict[str, Any]:
     cls = lowbit.codec_class(codec_id)
     oracle = ORACLES.get(cls.family)
@@ -135,7 +160,11 @@ def cases_for(codec_id: str) -> dict[str, Any]:
         shape = SHAPES.get(mode, (4, 64))
         K = -(-shape[-1] // codec.block_size) * codec.block_size
         shape = shape[:-1] + (K,)
-        x = _inputs(codec, shape, rng)
+        if cls.family in INPUTS:
+            x = INPUTS[cls.family](codec, rng)
+            shape = x.shape
+        else:
+            x = _inputs(codec, shape, rng)
         r = oracle(codec, x)
         used.add(r["oracle"])
         case = {

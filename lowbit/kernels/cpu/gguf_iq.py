@@ -1,0 +1,161 @@
+"""Numba decoders of ggml's grid-based i-quants (family ``gguf_iq``): IQ1_S, IQ1_M, IQ2_XXS,
+IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S. Decode only (``decode(type, data, out)``), for reading GGUF files.
+
+The code books (8- or 4-element grid rows, 2048 at most) and the 128 sign patterns come from
+the ``gguf`` package (a core dependency), which carries ggml's tables; :func:`tables` unpacks
+them once. Every formula is ggml's ``dequantize_row_iq*`` with its float order.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import njit
+
+from ..registry import kernel
+from ._ggml import F, canon, fp16_to_fp32, rd_f16
+
+_IDS = {"iq2_xxs": 0, "iq2_xs": 1, "iq2_s": 2, "iq3_xxs": 3, "iq3_s": 4, "iq1_s": 5, "iq1_m": 6}
+TYPE_SIZE = {"iq2_xxs": 66, "iq2_xs": 74, "iq2_s": 82, "iq3_xxs": 98, "iq3_s": 110, "iq1_s": 50, "iq1_m": 56}
+_TS = np.array([66, 74, 82, 98, 110, 50, 56])
+IQ1S_DELTA = 0.125
+
+
+@functools.lru_cache(maxsize=1)
+def tables() -> tuple[np.ndarray, ...]:
+    """(iq2xxs[256,8], iq2xs[512,8], iq2s[1024,8], iq3xxs[256,4], iq3s[512,4], iq1s[2048,8], ksigns[128])
+    as int64 arrays: grid entries are ggml's bytes (int8 values for IQ1S)."""
+    from gguf import quants as gq
+
+    out = []
+    for cls in (gq.IQ2_XXS, gq.IQ2_XS, gq.IQ2_S, gq.IQ3_XXS, gq.IQ3_S, gq.IQ1_S):
+        cls.init_grid()
+        g = np.asarray(cls.grid).reshape(cls.grid_shape)
+        out.append(np.ascontiguousarray(np.rint(g).astype(np.int64)))
+    out.append(np.frombuffer(gq.IQ2_XXS.ksigns, dtype=np.uint8).astype(np.int64))
+    return tuple(out)
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _sgn(signs, j):
+    return F(-1.0) if (signs >> j) & 1 else F(1.0)
+
+
+@njit(error_model="numpy", cache=True)
+def _dec_block(t, b, y, o, g2xxs, g2xs, g2s, g3xxs, g3s, g1s, ks):
+    if t == 0:  # IQ2_XXS: per 32: 4 grid bytes + u32 (4 x 7 sign bits, 4-bit scale at the top)
+        d = rd_f16(b, 0)
+        for ib in range(8):
+            q = 2 + 8 * ib
+            a1 = np.int64(b[q + 4]) | (np.int64(b[q + 5]) << 8) | (np.int64(b[q + 6]) << 16) | (np.int64(b[q + 7]) << 24)
+            db = (d * (F(0.5) + F(a1 >> 28))) * F(0.25)
+            for l in range(4):
+                gi = np.int64(b[q + l])
+                signs = ks[(a1 >> (7 * l)) & 127]
+                for j in range(8):
+                    y[o + 32 * ib + 8 * l + j] = canon((db * F(g2xxs[gi, j])) * _sgn(signs, j))
+    elif t == 1:  # IQ2_XS: u16 = 9-bit grid index | 7-bit sign index; two 4-bit scales per 32
+        d = rd_f16(b, 0)
+        for ib in range(8):
+            sc = np.int64(b[66 + ib])
+            db0 = (d * (F(0.5) + F(sc & 0xF))) * F(0.25)
+            db1 = (d * (F(0.5) + F(sc >> 4))) * F(0.25)
+            for l in range(4):
+                q = np.int64(b[2 + 2 * (4 * ib + l)]) | (np.int64(b[3 + 2 * (4 * ib + l)]) << 8)
+                signs = ks[q >> 9]
+                db = db0 if l < 2 else db1
+                for j in range(8):
+                    y[o + 32 * ib + 8 * l + j] = canon((db * F(g2xs[q & 511, j])) * _sgn(signs, j))
+    elif t == 2:  # IQ2_S: 10-bit grid index (qs + 2 bits of qh), explicit sign bytes
+        d = rd_f16(b, 0)
+        for ib in range(8):
+            sc = np.int64(b[74 + ib])
+            db0 = (d * (F(0.5) + F(sc & 0xF))) * F(0.25)
+            db1 = (d * (F(0.5) + F(sc >> 4))) * F(0.25)
+            qh = np.int64(b[66 + ib])
+            for l in range(4):
+                gi = np.int64(b[2 + 4 * ib + l]) | ((qh << (8 - 2 * l)) & 0x300)
+                signs = np.int64(b[2 + 32 + 4 * ib + l])
+                db = db0 if l < 2 else db1
+                for j in range(8):
+                    y[o + 32 * ib + 8 * l + j] = canon((db * F(g2s[gi, j])) * _sgn(signs, j))
+    elif t == 3:  # IQ3_XXS: 8 grid bytes (4 values each) per 32, then u32 scales-and-signs
+        d = rd_f16(b, 0)
+        for ib in range(8):
+            q = 2 + 64 + 4 * ib
+            a = np.int64(b[q]) | (np.int64(b[q + 1]) << 8) | (np.int64(b[q + 2]) << 16) | (np.int64(b[q + 3]) << 24)
+            db = (d * (F(0.5) + F(a >> 28))) * F(0.5)
+            for l in range(4):
+                signs = ks[(a >> (7 * l)) & 127]
+                g1 = np.int64(b[2 + 8 * ib + 2 * l])
+                g2 = np.int64(b[2 + 8 * ib + 2 * l + 1])
+                for j in range(4):
+                    y[o + 32 * ib + 8 * l + j] = canon((db * F(g3xxs[g1, j])) * _sgn(signs, j))
+                    y[o + 32 * ib + 8 * l + j + 4] = canon((db * F(g3xxs[g2, j])) * _sgn(signs, j + 4))
+    elif t == 4:  # IQ3_S: 9-bit grid index (qs + 1 bit of qh), sign bytes, 4-bit scales per 64
+        d = rd_f16(b, 0)
+        for ib in range(8):
+            sc = np.int64(b[106 + ib // 2])
+            db = d * F(1 + 2 * ((sc >> (4 * (ib % 2))) & 0xF))
+            qh = np.int64(b[66 + ib])
+            for l in range(4):
+                q1 = np.int64(b[2 + 8 * ib + 2 * l]) | ((qh << (8 - 2 * l)) & 256)
+                q2 = np.int64(b[2 + 8 * ib + 2 * l + 1]) | ((qh << (7 - 2 * l)) & 256)
+                signs = np.int64(b[74 + 4 * ib + l])
+                for j in range(4):
+                    y[o + 32 * ib + 8 * l + j] = canon((db * F(g3s[q1, j])) * _sgn(signs, j))
+                    y[o + 32 * ib + 8 * l + j + 4] = canon((db * F(g3s[q2, j])) * _sgn(signs, j + 4))
+    elif t == 5:  # IQ1_S: 11-bit index into the ±1/0 grid, 3-bit scale and the delta sign in qh
+        d = rd_f16(b, 0)
+        for ib in range(8):
+            qh = np.int64(b[34 + 2 * ib]) | (np.int64(b[35 + 2 * ib]) << 8)
+            dl = d * F(2 * ((qh >> 12) & 7) + 1)
+            delta = F(-IQ1S_DELTA) if qh & 0x8000 else F(IQ1S_DELTA)
+            for l in range(4):
+                gi = np.int64(b[2 + 4 * ib + l]) | (((qh >> (3 * l)) & 7) << 8)
+                for j in range(8):
+                    y[o + 32 * ib + 8 * l + j] = canon(dl * (F(g1s[gi, j]) + delta))
+    else:  # IQ1_M: no d field; the fp16 scale is spread over the top nibbles of 4 u16 scales
+        sc0 = np.int64(b[48]) | (np.int64(b[49]) << 8)
+        sc1 = np.int64(b[50]) | (np.int64(b[51]) << 8)
+        sc2 = np.int64(b[52]) | (np.int64(b[53]) << 8)
+        sc3 = np.int64(b[54]) | (np.int64(b[55]) << 8)
+        d = fp16_to_fp32((sc0 >> 12) | ((sc1 >> 8) & 0x00F0) | ((sc2 >> 4) & 0x0F00) | (sc3 & 0xF000))
+        for ib in range(8):
+            s = np.int64(b[48 + 2 * (ib // 2)]) | (np.int64(b[49 + 2 * (ib // 2)]) << 8)
+            dl1 = d * F(2 * ((s >> (6 * (ib % 2))) & 7) + 1)
+            dl2 = d * F(2 * ((s >> (6 * (ib % 2) + 3)) & 7) + 1)
+            qh0 = np.int64(b[32 + 2 * ib])
+            qh1 = np.int64(b[33 + 2 * ib])
+            for l in range(4):
+                qs = np.int64(b[4 * ib + l])
+                if l == 0:
+                    gi = qs | ((qh0 << 8) & 0x700)
+                    delta = F(-IQ1S_DELTA) if qh0 & 0x08 else F(IQ1S_DELTA)
+                elif l == 1:
+                    gi = qs | ((qh0 << 4) & 0x700)
+                    delta = F(-IQ1S_DELTA) if qh0 & 0x80 else F(IQ1S_DELTA)
+                elif l == 2:
+                    gi = qs | ((qh1 << 8) & 0x700)
+                    delta = F(-IQ1S_DELTA) if qh1 & 0x08 else F(IQ1S_DELTA)
+                else:
+                    gi = qs | ((qh1 << 4) & 0x700)
+                    delta = F(-IQ1S_DELTA) if qh1 & 0x80 else F(IQ1S_DELTA)
+                dl = dl1 if l < 2 else dl2
+                for j in range(8):
+                    y[o + 32 * ib + 8 * l + j] = canon(dl * (F(g1s[gi, j]) + delta))
+
+
+@njit(error_model="numpy", cache=True)
+def _decode_rows(t, data, out, g2xxs, g2xs, g2s, g3xxs, g3s, g1s, ks):
+    rows, K = out.shape
+    ts = _TS[t]
+    for r in range(rows):
+        for i in range(K // 256):
+            _dec_block(t, data[r, i * ts:(i + 1) * ts], out[r], i * 256, g2xxs, g2xs, g2s, g3xxs, g3s, g1s, ks)
+
+
+@kernel("gguf_iq", "cpu", "decode")
+def decode(codec_id: str, data: np.ndarray, out: np.ndarray) -> None:
+    _decode_rows(_IDS[codec_id], data, out, *tables())
