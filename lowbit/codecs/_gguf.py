@@ -111,7 +111,11 @@ class GGUFCodec(Codec):
 
     # ---- contract details the harness checks ----------------------------------------------------
     def input_policy(self) -> dict[str, str]:
-        return {"nan": "raise", "inf": "raise", "overflow": "raise", "negative": "encode"}
+        # -0.0 is rounded like any value (a zero whose sign follows the block scale, or the
+        # nearest non-zero level of the IQ4 grids, which have no zero)
+        overflow = "raise" if self.max_abs < 3e38 else "encode"  # Q8_K and MXFP4 have no limit
+        return {"nan": "raise", "inf": "raise", "overflow": overflow, "negative": "encode",
+                "negative_zero": "encode", "subnormal": "encode"}
 
     def interesting_values(self) -> np.ndarray:
         # the ends stay inside the accepted range after a float16/bfloat16 round trip

@@ -253,7 +253,7 @@ class ElementCodec(Codec):
         if zero_less:  # zero is out of range: the smallest value when scaled/saturating
             negzero = "saturate" if self._mode else enc.overflow
         else:
-            negzero = "encode" if getattr(fmt, "has_negative_zero", False) else "zero"
+            negzero = "keep" if getattr(fmt, "has_negative_zero", False) else "zero"
         return {
             "nan": enc.on_nan,
             "inf": enc.overflow,
