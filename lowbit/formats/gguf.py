@@ -70,12 +70,17 @@ class GGUFFile:
     tensors: list[TensorInfo]
     data_offset: int
     _mm: Any = field(default=None, repr=False)
+    metadata_types: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    """GGUF value type of each metadata key (and the element type of arrays)."""
 
     def tensor(self, name: str) -> TensorInfo:
-        for t in self.tensors:
-            if t.name == name:
-                return t
-        raise KeyError(f"{self.path}: no tensor {name!r}")
+        index = self.__dict__.get("_by_name")
+        if index is None or len(index) != len(self.tensors):  # built once (names are unique: checked on read)
+            index = self.__dict__["_by_name"] = {t.name: t for t in self.tensors}
+        try:
+            return index[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor {name!r}") from None
 
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes (a read-only uint8 view of the memory-mapped file)."""
@@ -86,6 +91,32 @@ class GGUFFile:
         """The tensor as float32 (integer types as stored), numpy order."""
         t = self.tensor(name)
         return dequantize(self.raw(name), t.type_name, t.shape, backend=backend)
+
+    def names(self) -> list[str]:
+        """Tensor names in file order."""
+        return [t.name for t in self.tensors]
+
+    def get(self, name: str, *, copy: bool = True) -> Any:
+        """A QTensor with ggml's exact block bytes for quantized types (decode with lowbit's GGUF
+        codecs), a numpy array for plain types (BF16 as ml_dtypes' bfloat16 when installed), float32
+        for the grid i-quants (decoded: no encoder for them)."""
+        from ..codec import QTensor, get_codec
+
+        t = self.tensor(name)
+        raw = self.raw(name)
+        if t.type_name in _CODEC_TYPES:
+            codec = get_codec(t.type_name)
+            data = raw.reshape(t.shape[:-1] + (codec.row_bytes(t.shape[-1]),))
+            return QTensor(data.copy() if copy else data, {}, t.shape, codec)
+        if t.type_name == "bf16":
+            try:
+                import ml_dtypes
+
+                a = raw.view(ml_dtypes.bfloat16).reshape(t.shape)
+                return a.copy() if copy else a
+            except ImportError:
+                pass
+        return self.decode(name)
 
     def close(self) -> None:
         if self._mm is not None:
@@ -211,9 +242,17 @@ def _parse(path: str, mm: Any, size: int) -> GGUFFile:
     if n_tensors * 24 > size - c.pos:
         raise FormatError(f"{path}: tensor count: {n_tensors} entries cannot fit in {size} bytes")
     meta: dict[str, Any] = {}
+    types: dict[str, tuple[int, int | None]] = {}
     for i in range(n_kv):
         key = c.string(f"metadata entry {i} key")
+        if key in meta:
+            raise FormatError(f"{path}: metadata {key!r}: duplicate key")
         vtype = c.unpack("<I", f"metadata {key!r} type")
+        if vtype == 9:  # remember the element type, to write the same bytes back
+            c.need(4, f"metadata {key!r} (array element type)")
+            types[key] = (9, struct.unpack_from("<I", mm, c.pos)[0])
+        else:
+            types[key] = (vtype, None)
         meta[key] = c.value(vtype, f"metadata {key!r}")
     align = meta.get("general.alignment", 32)
     if not isinstance(align, (int, np.integer)) or isinstance(align, bool) or align < 1 or align & (align - 1):
@@ -251,4 +290,189 @@ def _parse(path: str, mm: Any, size: int) -> GGUFFile:
             raise FormatError(f"{path}: tensor {name!r} data: {nbytes} bytes at offset {start} run past the end "
                               f"of the {size}-byte file")
         tensors.append(TensorInfo(name, tuple(int(d) for d in reversed(ne)), t, start, nbytes))
-    return GGUFFile(path, version, meta, tensors, data_offset, mm)
+    return GGUFFile(path, version, meta, tensors, data_offset, mm, types)
+
+
+# ---- the lowbit container interface: names(), get(), load(), open_file(), save() ------------------
+
+_CODEC_TYPES = {name for name, _, _ in BLOCK.values()} - set(_PLAIN) - {"bf16"} - set(_IQ)
+_TYPE_ID = {name: tid for tid, (name, _, _) in BLOCK.items()}
+
+
+
+
+def open_file(path: str | os.PathLike[str]) -> GGUFFile:
+    """Lazy access (``names()``, ``get(name)``, ``metadata``); use as a context manager."""
+    return read(path)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    with read(path) as f:
+        return {n: f.get(n) for n in f.names()}
+
+
+# value type ids (gguf-py's GGUFValueType)
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
+
+
+def infer_type(value: Any) -> tuple[int, int | None]:
+    """A GGUF value type for a Python value: bool, int (uint32/int32, 64-bit when needed),
+    float (float32), str, and lists/arrays of those."""
+    if isinstance(value, (bool, np.bool_)):
+        return BOOL, None
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        if 0 <= v < 2**32:
+            return UINT32, None
+        if -(2**31) <= v < 2**31:
+            return INT32, None
+        return (UINT64 if v >= 0 else INT64), None
+    if isinstance(value, (float, np.floating)):
+        return FLOAT32, None
+    if isinstance(value, str):
+        return STRING, None
+    if isinstance(value, np.ndarray):
+        code = {np.dtype("<u1"): UINT8, np.dtype("i1"): INT8, np.dtype("<u2"): UINT16, np.dtype("<i2"): INT16,
+                np.dtype("<u4"): UINT32, np.dtype("<i4"): INT32, np.dtype("<f4"): FLOAT32, np.dtype("?"): BOOL,
+                np.dtype("<u8"): UINT64, np.dtype("<i8"): INT64, np.dtype("<f8"): FLOAT64}.get(value.dtype)
+        if code is None:
+            raise FormatError(f"GGUF metadata: arrays of {value.dtype} have no GGUF type")
+        return ARRAY, code
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return ARRAY, STRING
+        return ARRAY, infer_type(value[0])[0]
+    raise FormatError(f"GGUF metadata: no GGUF type for a {type(value).__name__}")
+
+
+def _encode_value(vtype: int, value: Any, elem: int | None, key: str) -> bytes:
+    if vtype in _SCALAR:
+        return struct.pack(_SCALAR[vtype], value)
+    if vtype == STRING:
+        b = str(value).encode("utf-8")
+        return struct.pack("<Q", len(b)) + b
+    if vtype == ARRAY:
+        assert elem is not None
+        if elem in _SCALAR:
+            a = np.asarray(value, dtype=np.dtype(_SCALAR[elem]))
+            return struct.pack("<IQ", elem, a.size) + a.tobytes()
+        items = list(value)
+        return struct.pack("<IQ", elem, len(items)) + b"".join(
+            _encode_value(elem, v, infer_type(v)[1] if elem == ARRAY else None, key) for v in items)
+    raise FormatError(f"GGUF metadata {key!r}: unknown value type {vtype}")
+
+
+class Writer:
+    """Write a GGUF v3 file tensor by tensor, atomically (as the safetensors Writer: the header is
+    computed from the declared tensors first, data is streamed, and the file only gets its name
+    when complete)."""
+
+    def __init__(self, path: str | os.PathLike[str], tensors: list[tuple[str, str, tuple[int, ...]]],
+                 metadata: dict[str, Any] | None = None, metadata_types: dict[str, tuple[int, int | None]] | None = None) -> None:
+        from .safetensors import _temporary  # the same O_TMPFILE / rename machinery
+
+        from pathlib import Path
+
+        self.path = Path(path)
+        meta = dict(metadata or {})
+        types = dict(metadata_types or {})
+        align = int(meta.get("general.alignment", 32))
+        kv = b""
+        for key, value in meta.items():
+            vtype, elem = types.get(key) or infer_type(value)
+            kb = key.encode("utf-8")
+            kv += struct.pack("<Q", len(kb)) + kb + struct.pack("<I", vtype) + _encode_value(vtype, value, elem, key)
+        infos = b""
+        self._order: list[tuple[str, int, int]] = []
+        off = 0
+        for name, type_name, shape in tensors:
+            if type_name not in _TYPE_ID:
+                raise FormatError(f"GGUF writer: tensor {name!r}: unknown ggml type {type_name!r}")
+            tid = _TYPE_ID[type_name]
+            _, bs, ts = BLOCK[tid]
+            shape = tuple(int(d) for d in shape) or (1,)
+            if len(shape) > _MAX_DIMS or shape[-1] % bs:
+                raise FormatError(f"GGUF writer: tensor {name!r}: shape {shape} does not fit {type_name} "
+                                  f"(at most {_MAX_DIMS} dims, rows a multiple of {bs})")
+            nbytes = math.prod(shape) // bs * ts
+            nb = name.encode("utf-8")
+            infos += struct.pack("<Q", len(nb)) + nb + struct.pack("<I", len(shape))
+            infos += b"".join(struct.pack("<Q", d) for d in reversed(shape)) + struct.pack("<IQ", tid, off)
+            self._order.append((name, nbytes, off))
+            off += -(-nbytes // align) * align
+        head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta)) + kv + infos
+        head += b"\0" * (-len(head) % align)
+        self._f, self._tmp = _temporary(self.path)
+        self._f.write(head)
+        self._align, self._next, self._done = align, 0, False
+
+    def write(self, name: str, data: Any) -> None:
+        from .. import _arrays
+
+        if self._next >= len(self._order) or self._order[self._next][0] != name:
+            raise FormatError(f"GGUF writer: write order: expected {self._order[self._next][0] if self._next < len(self._order) else 'nothing'!r}, got {name!r}")
+        a = np.ascontiguousarray(_arrays.to_numpy(data))
+        n = self._order[self._next][1]
+        if a.nbytes != n:
+            raise FormatError(f"GGUF writer: tensor {name!r}: expected {n} bytes, got {a.nbytes}")
+        self._f.write(a.view(np.uint8).reshape(-1).data if a.size else b"")
+        self._f.write(b"\0" * (-n % self._align))
+        self._next += 1
+
+    def close(self) -> None:
+        from .safetensors import _publish
+
+        if self._done:
+            return
+        if self._next != len(self._order):
+            self.abort()
+            raise FormatError(f"GGUF writer: {len(self._order) - self._next} declared tensor(s) were never written")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        _publish(self._f, self._tmp, self.path)
+        self._done = True
+
+    def abort(self) -> None:
+        if not self._done:
+            self._f.close()
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            self._done = True
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close() if exc_type is None else self.abort()
+
+
+_PLAIN_OUT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "i8", "int16": "i16", "int32": "i32",
+              "int64": "i64", "float64": "f64"}
+
+
+def entry(name: str, t: Any) -> tuple[str, str, tuple[int, ...], Any]:
+    """(name, ggml type name, numpy shape, bytes) of a QTensor with a GGUF codec or a plain array."""
+    from .. import _arrays
+    from ..codec import QTensor
+
+    if isinstance(t, QTensor):
+        if t.codec_id not in _CODEC_TYPES or t.aux or t.codec != type(t.codec)():
+            raise FormatError(f"GGUF writer: tensor {name!r}: codec {t.codec!r} is not a GGUF type "
+                              f"(GGUF holds {sorted(_CODEC_TYPES)}; convert it, or save as safetensors)")
+        return name, t.codec_id, t.shape, _arrays.to_numpy(t.data)
+    a = _arrays.to_numpy(t)
+    tn = _PLAIN_OUT.get(a.dtype.name)
+    if tn is None:
+        raise FormatError(f"GGUF writer: tensor {name!r}: dtype {a.dtype.name} has no GGUF type")
+    return name, tn, tuple(a.shape), a
+
+
+def save(path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, Any] | None = None, *,
+         metadata_types: dict[str, tuple[int, int | None]] | None = None) -> None:
+    """Write QTensors of GGUF codecs (their block bytes as they are) and plain arrays to a GGUF
+    file; metadata values keep ``metadata_types`` where given (e.g. a source file's), else their
+    types are inferred."""
+    entries = [entry(n, t) for n, t in tensors.items()]
+    with Writer(path, [(n, tn, s) for n, tn, s, _ in entries], metadata, metadata_types) as w:
+        for n, _, _, a in entries:
+            w.write(n, a)

@@ -474,8 +474,11 @@ class SafetensorsFile:
         return self._index
 
     def names(self) -> list[str]:
-        """Logical tensor names: QTensors once (their side arrays folded in), arrays as stored."""
-        return [k for k in self.keys() if AUX_SEP not in k]
+        """Logical tensor names in the order their bytes are stored (so a file converted from GGUF
+        converts back in the GGUF's order): QTensors once (their side arrays folded in), arrays as
+        stored."""
+        order = sorted(self._info, key=lambda k: (self._info[k]["data_offsets"][0], k))
+        return [k for k in order if AUX_SEP not in k]
 
     def get(self, name: str, *, copy: bool = True) -> Any:
         """A QTensor (lowbit layout) or a numpy array; ``copy=False`` keeps views into the map."""

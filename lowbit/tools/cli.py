@@ -148,31 +148,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from lowbit.tools.quantize import parse_params, parse_rule, plan, quantize_file
+    from lowbit.tools.quantize import Decision, parse_params, parse_rule, plan, quantize_file
 
     codec = lowbit.get_codec(args.codec, **parse_params(args.param)) if args.codec else None
     rules = [parse_rule(r) for r in args.rule]
     if args.dry_run:
-        from lowbit.formats import safetensors as st
+        from pathlib import Path
 
-        with st.open_file(args.input) as src:
-            decisions = plan(src, rules, codec)
-        out = [{"name": d.name, "shape": list(d.shape), "from": d.dtype, "to": d.codec.get_config() if d.codec else "kept",
-                "reason": d.reason, "bytes": d.out_bytes} for d in decisions]
+        with lowbit.open_file(args.input) as src:
+            decisions = plan(src, rules, codec, mix=args.mix, out_gguf=Path(args.output).suffix.lower() == ".gguf")
+        out = [d.as_dict() for d in decisions]
         if args.json:
             print(json.dumps(out, indent=1))
         else:
             for d in out:
-                to = d["to"] if d["to"] == "kept" else d["to"]["id"]
-                print(f"{d['name']:<40} {str(tuple(d['shape'])):<18} {d['from']:>8} -> {to:<12} {_human(d['bytes']):>10}  {d['reason']}")
+                print(f"{d['name']:<40} {str(tuple(d['shape'])):<18} {d['from']:>8} -> {Decision.target(d):<12} {_human(d['bytes']):>10}  {d['reason']}")
         return 0
-    res = quantize_file(args.input, args.output, codec=codec, rules=rules, jobs=args.jobs, progress=not args.json)
+    res = quantize_file(args.input, args.output, codec=codec, rules=rules, mix=args.mix, imatrix=args.imatrix,
+                        jobs=args.jobs, progress=not args.json)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
         for d in res["decisions"]:
-            to = d["to"] if d["to"] == "kept" else d["to"]["id"]
-            print(f"{d['name']:<40} {d['from']:>8} -> {to:<12} {d['reason']}")
+            print(f"{d['name']:<40} {d['from']:>8} -> {Decision.target(d):<12} {d['reason']}")
         print(f"\nwrote {res['output']}: {res['quantized']}/{res['tensors']} tensors quantized, "
               f"{_human(res['output_bytes'])}, {res['bits_per_element']:.3f} bits/element, {res['seconds']:.1f} s")
     return 0
@@ -280,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(fn=cmd_inspect)
 
     qz = sub.add_parser("quantize", help="quantize a float checkpoint, tensor by tensor",
-                        description="Quantize the float tensors of a safetensors checkpoint into lowbit's "
-                                    "safetensors layout, one tensor at a time (bounded memory, atomic output). "
+                        description="Quantize the float tensors of a checkpoint (safetensors or GGUF) into lowbit's "
+                                    "safetensors layout or, for a .gguf output, GGUF, one tensor at a time (bounded "
+                                    "memory, atomic output). "
                                     "Rules REGEX=SPEC (SPEC: keep, or codec_id[:param=value,...]) pick per-tensor "
                                     "codecs, first match wins; 1-D tensors are kept unless a rule names them.")
     qz.add_argument("input")
@@ -289,14 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--codec", help="default codec id for tensors no rule names (none: keep them)")
     qz.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter of the default codec (repeatable)")
     qz.add_argument("--rule", action="append", default=[], metavar="REGEX=SPEC", help="per-tensor codec rule (repeatable)")
+    qz.add_argument("--mix", help="llama-quantize type mix for GGUF types: q4_k_m, q5_k_m, q4_k_s, q3_k_m, q6_k, q8_0, ...")
+    qz.add_argument("--imatrix", help="llama.cpp importance matrix (.dat or GGUF) for the codecs that take importance=")
     qz.add_argument("--jobs", type=int, default=1, help="encode in N worker processes")
     qz.add_argument("--dry-run", action="store_true", help="print the per-tensor plan and sizes, write nothing")
     qz.add_argument("--json", action="store_true")
     qz.set_defaults(fn=cmd_quantize)
 
     cv = sub.add_parser("convert", help="between layouts and containers, carrying codes over exactly",
-                        description="Convert a file to another layout: 'lowbit' (codes copied byte for byte) or "
-                                    "plain float32/bfloat16/float16 (everything decoded).")
+                        description="Convert a file (safetensors or GGUF) to another layout: 'lowbit' safetensors "
+                                    "or 'gguf' (codes copied byte for byte where the target can hold them, and the "
+                                    "report says when not), or plain float32/bfloat16/float16 (everything decoded).")
     cv.add_argument("input")
     cv.add_argument("output")
     from lowbit.tools.convert import LAYOUTS

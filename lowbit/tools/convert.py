@@ -2,18 +2,19 @@
 
 Layouts (``--to``):
 
-* ``lowbit`` — lowbit's safetensors layout (QTensors with their codec config in the header);
-  quantized tensors are copied byte for byte, never re-encoded.
-* ``float32`` / ``bfloat16`` / ``float16`` — every tensor decoded to plain floats (a
-  "dequantize" for tools that know no quantization).
+* ``lowbit`` — lowbit's safetensors layout: quantized tensors (GGUF blocks included) are copied
+  byte for byte with their codec config; a GGUF source's metadata rides along, typed, so
+  converting back to GGUF restores the file.
+* ``gguf`` — GGUF: tensors whose codec is a GGUF type are copied byte for byte, plain arrays keep
+  their dtype; tensors no GGUF type can hold are decoded to float32, and the report says so.
+* ``float32`` / ``bfloat16`` / ``float16`` — every tensor decoded to plain floats (safetensors).
 
 Every conversion streams one tensor at a time into a file that only gets its name when complete,
-and says per tensor whether codes were carried over or values were converted.
+and reports per tensor whether codes were copied or values converted.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,15 @@ import numpy as np
 import lowbit
 from lowbit.codec import QTensor
 from lowbit.errors import ConfigError
+from lowbit.formats import gguf as G
 from lowbit.formats import safetensors as st
 from lowbit.tools.progress import Progress
+from lowbit.tools.quantize import GGUF_METADATA_KEY, _typed_gguf_metadata, gguf_metadata_json
 
 __all__ = ["LAYOUTS", "convert_file"]
 
-_FLOATS = {"float32": np.float32, "float16": np.float16, "bfloat16": "bfloat16"}
-LAYOUTS = ("lowbit",) + tuple(_FLOATS)
+_FLOATS = ("float32", "float16", "bfloat16")
+LAYOUTS = ("lowbit", "gguf") + _FLOATS
 
 
 def _float_dtype(name: str) -> Any:
@@ -37,47 +40,84 @@ def _float_dtype(name: str) -> Any:
         import ml_dtypes
 
         return ml_dtypes.bfloat16
-    return _FLOATS[name]
+    return np.dtype(name)
+
+
+def _as_values(t: Any) -> np.ndarray:
+    return np.asarray(lowbit.decode(t) if isinstance(t, QTensor) else t, dtype=np.float32)
+
+
+def _gguf_holds(t: Any) -> bool:
+    if isinstance(t, QTensor):
+        return t.codec_id in G._CODEC_TYPES and not t.aux and t.codec == type(t.codec)()
+    return np.asarray(t).dtype.name in G._PLAIN_OUT
+
+
+def _plan(t: Any, to: str) -> tuple[str, Any]:
+    """(report word, what is written) for one source tensor; decoding happens only when the
+    second element is called."""
+    if to == "lowbit":
+        return ("codes copied" if isinstance(t, QTensor) else "array copied"), lambda: t
+    if to == "gguf":
+        if _gguf_holds(t):
+            return ("codes copied" if isinstance(t, QTensor) else "array copied"), lambda: t
+        what = t.codec_id if isinstance(t, QTensor) else str(np.asarray(t).dtype)
+        return f"decoded to float32 (no GGUF type holds {what})", lambda: _as_values(t)
+
+    def cast() -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return _as_values(t).astype(_float_dtype(to))
+
+    return ("decoded" if isinstance(t, QTensor) else "cast"), cast
+
+
+def _entries(name: str, t: Any, word: str, to: str) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The output entries (name, dtype or ggml type, shape), from the source tensor's type and
+    shape alone (nothing decoded)."""
+    shape = tuple(t.shape)
+    decoded = word.startswith(("decoded", "cast"))
+    if to == "gguf":
+        if not decoded:
+            return [(n, tn, s) for n, tn, s, _ in [G.entry(name, t)]]
+        return [(name, "f32", shape)]
+    if decoded:
+        return [(name, st._dtype_of(np.zeros(0, _float_dtype(to if to != "lowbit" else "float32"))), shape)]
+    return [(n, d, s) for n, d, s, _ in st.layout_entries(name, t)]
 
 
 def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progress: bool = True) -> dict[str, Any]:
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
     t0 = time.perf_counter()
-    report = []
     with lowbit.open_file(inp) as src:
         names = src.names()
-        meta = st.user_metadata(getattr(src, "metadata", {}))
-
-        def produce(name: str) -> Any:
-            t = src.get(name, copy=False)
-            if to == "lowbit":
-                report.append({"name": name, "action": "codes copied" if isinstance(t, QTensor) else "array copied"})
-                return t
-            report.append({"name": name, "action": "decoded" if isinstance(t, QTensor) else "cast"})
-            v = lowbit.decode(t) if isinstance(t, QTensor) else np.asarray(t)
-            with np.errstate(over="ignore"):
-                return np.asarray(v, dtype=np.float32).astype(_float_dtype(to))
-
-        # the header needs every tensor's dtype and shape before any data: a first pass over
-        # the memory-mapped tensors (views, nothing decoded) provides them
-        specs, index = [], {}
+        gmeta, gtypes = _typed_gguf_metadata(src)
+        # the header needs every tensor's type and shape before any data: a first pass over the
+        # memory-mapped tensors (views, nothing decoded) gives them
+        words, specs, carried = {}, [], {}
         for name in names:
             t = src.get(name, copy=False)
-            if to == "lowbit" and isinstance(t, QTensor):
-                specs += [(n, d, s) for n, d, s, _ in st.layout_entries(name, t)]
-                index[name] = {"config": t.codec.get_config(), "shape": list(t.shape), "aux": sorted(t.aux)}
-            else:
-                shape = t.shape if isinstance(t, QTensor) else tuple(np.asarray(t).shape)
-                dt = st._dtype_of(np.zeros(0, np.asarray(t).dtype)) if to == "lowbit" else st._dtype_of(np.zeros(0, _float_dtype(to)))
-                specs.append((name, dt, tuple(shape)))
-        if to == "lowbit":
-            meta[st.METADATA_KEY] = json.dumps({"format": 1, "tensors": index}, sort_keys=True)
-        total = sum(st._nbytes(d, s, n) for n, d, s in specs)
-        with st.Writer(out, specs, meta, checksums=True) as w, Progress(total, "convert", enabled=progress) as bar:
+            words[name] = _plan(t, to)[0]
+            specs += _entries(name, t, words[name], to)
+            if isinstance(t, QTensor) and words[name] == "codes copied":
+                carried[name] = t
+        if to == "gguf":
+            writer: Any = G.Writer(out, specs, gmeta, gtypes)
+        else:
+            meta = st.user_metadata(getattr(src, "metadata", {})) if isinstance(src, st.SafetensorsFile) else {}
+            if gmeta:
+                meta[GGUF_METADATA_KEY] = gguf_metadata_json(gmeta, gtypes)
+            meta[st.METADATA_KEY] = st.layout_index(carried)
+            writer = st.Writer(out, specs, meta, checksums=True)
+        with writer as w, Progress(len(names), "convert", unit="tensors", enabled=progress) as bar:
             for name in names:
-                for n, d, s, a in st.layout_entries(name, produce(name)):
-                    w.write(n, a)
-                    bar.update(st._nbytes(d, s, n), name)
+                value = _plan(src.get(name, copy=False), to)[1]()
+                if to == "gguf":
+                    w.write(name, G.entry(name, value)[3])
+                else:
+                    for n, _, _, a in st.layout_entries(name, value):
+                        w.write(n, a)
+                bar.update(1, name)
+    report = [{"name": n, "action": words[n]} for n in names]
     return {"input": str(inp), "output": str(out), "to": to, "tensors": report,
             "output_bytes": Path(out).stat().st_size, "seconds": time.perf_counter() - t0}
