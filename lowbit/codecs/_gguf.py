@@ -74,9 +74,10 @@ class GGUFCodec(Codec):
             x = _arrays.to_numpy(x2d)
         else:
             x = x2d
-            with np.errstate(invalid="ignore"):
-                if np.isfinite(x).all() and not (np.abs(x) > self.max_abs).any():
-                    return
+            # two reductions and no temporary the size of x: min/max propagate NaN, and a NaN
+            # fails both comparisons; only a tensor that fails is searched for its first bad element
+            if x.size == 0 or (-self.max_abs <= x.min() and x.max() <= self.max_abs):
+                return
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(x) | (np.abs(x) > self.max_abs)
         flat = int(np.flatnonzero(bad)[0])

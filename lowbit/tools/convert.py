@@ -66,7 +66,7 @@ def _plan(t: Any, to: str) -> tuple[str, Any]:
 
     def cast() -> np.ndarray:
         with np.errstate(over="ignore"):
-            return _as_values(t).astype(_float_dtype(to))
+            return _as_values(t).astype(_float_dtype(to), copy=False)  # float32 -> float32: no second copy
 
     return ("decoded" if isinstance(t, QTensor) else "cast"), cast
 

@@ -24,7 +24,7 @@ import numpy as np
 
 import lowbit
 from lowbit.codecs.minifloat import ElementCodec
-from lowbit.numerics import FloatFormat, IntFormat
+from lowbit.numerics import FloatFormat
 from lowbit.tools import oracles as O
 
 VECTOR_DIR = Path(str(resources.files("lowbit") / "spec" / "vectors"))
