@@ -177,3 +177,149 @@ def test_specific_hostile_headers(tmp_path: Path, name: str) -> None:
     p.write_bytes(struct.pack("<Q", n) + head + b"\0")
     with pytest.raises(lowbit.FormatError, match={"dup": "repeats the key", "deep": "JSON", "bomb": "header length"}[name]):
         lowbit.load(p)
+
+
+# ---- GGUF ----------------------------------------------------------------------------------------
+
+def _gguf_seeds(tmp: Path) -> list[bytes]:
+    """Small GGUF files covering every kind of header field: scalars of each type, strings, arrays
+    of numbers, strings and arrays; tensors of plain, legacy, k-quant and grid i-quant types."""
+    from lowbit.formats import gguf as G
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    meta = {"general.architecture": "llama", "general.alignment": 32, "u8": 7, "i64": -2**40, "f": 0.5, "b": True,
+            "tokens": ["<s>", "é", ""], "scores": np.array([0.0, -1.5, 2.0], np.float32),
+            "nested": [["a", "b"], ["c"]]}
+    types = {"u8": (G.UINT8, None), "nested": (G.ARRAY, G.ARRAY)}
+    out = []
+    for i, tensors in enumerate([
+        {"w.q4_k": lowbit.encode(x, "q4_k"), "n.f32": x[0, :5].copy(), "h.f16": x[:2, :8].astype(np.float16)},
+        {"w.q4_0": lowbit.encode(x, "q4_0"), "w.q8_0": lowbit.encode(x[:1], "q8_0"), "w.q6_k": lowbit.encode(x[:2], "q6_k")},
+    ]):
+        p = tmp / f"seed{i}.gguf"
+        G.save(p, tensors, meta, metadata_types=types)
+        out.append(p.read_bytes())
+    # grid i-quants have no encoder: random block bytes (their fp16 scales may be Inf/NaN: decoding is total)
+    p = tmp / "seed_iq.gguf"
+    specs = [("iq2_xxs", (2, 256)), ("iq3_s", (1, 256)), ("iq1_m", (1, 256))]
+    with G.Writer(p, [(f"t.{t}", t, s) for t, s in specs], {"general.architecture": "llama"}) as w:
+        for t, s in specs:
+            _, bs, ts = next(v for v in G.BLOCK.values() if v[0] == t)
+            w.write(f"t.{t}", rng.integers(0, 256, s[0] * s[1] // bs * ts, dtype=np.uint8))
+    out.append(p.read_bytes())
+    return out
+
+
+def _gguf_fields(raw: bytes) -> list[tuple[int, str, str]]:
+    """(offset, struct format, kind) of every number in a well-formed GGUF header: the fields a
+    hostile file would lie in."""
+    fields: list[tuple[int, str, str]] = [(4, "<I", "version"), (8, "<Q", "count"), (16, "<Q", "count")]
+    n_t, n_kv = struct.unpack_from("<QQ", raw, 8)
+    pos = 24
+    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<B", 10: "<Q", 11: "<q", 12: "<d"}
+
+    def string() -> None:
+        nonlocal pos
+        fields.append((pos, "<Q", "length"))
+        pos += 8 + struct.unpack_from("<Q", raw, pos)[0]
+
+    def value(vt: int) -> None:
+        nonlocal pos
+        if vt in scalar:
+            pos += struct.calcsize(scalar[vt])
+        elif vt == 8:
+            string()
+        else:
+            et, n = struct.unpack_from("<IQ", raw, pos)
+            fields.extend([(pos, "<I", "type"), (pos + 4, "<Q", "count")])
+            pos += 12
+            for _ in range(n):
+                value(et)
+
+    for _ in range(n_kv):
+        string()
+        vt = struct.unpack_from("<I", raw, pos)[0]
+        fields.append((pos, "<I", "type"))
+        pos += 4
+        value(vt)
+    for _ in range(n_t):
+        string()
+        nd = struct.unpack_from("<I", raw, pos)[0]
+        fields.append((pos, "<I", "ndims"))
+        pos += 4
+        fields.extend((pos + 8 * j, "<Q", "dim") for j in range(nd))
+        pos += 8 * nd
+        fields.extend([(pos, "<I", "type"), (pos + 4, "<Q", "offset")])
+        pos += 12
+    return fields
+
+
+def _gguf_mutation(raw: bytes, fields: list[tuple[int, str, str]], rng: np.random.Generator) -> bytes:
+    """Set one header number to a hostile value for its kind."""
+    off, fmt, kind = fields[int(rng.integers(len(fields)))]
+    cur = struct.unpack_from(fmt, raw, off)[0]
+    top = 2 ** (8 * struct.calcsize(fmt)) - 1
+    hostile = {
+        "version": [0, 1, 2, 4, top],
+        "count": [0, 1, cur + 1, cur * 1000 + 7, 2**31, 2**62, top],
+        "length": [0, cur + 1, max(cur - 1, 0), 2**32, 2**63, top],
+        "type": [13, 14, 30, 39, 40, 99, 2**31, top] + list(range(0, 13)),
+        "ndims": [0, 2, 3, 5, 100, top],
+        "dim": [0, 1, 3, 7, 2**31, 2**32 + 1, 2**62, top, cur * 2, cur + 1],
+        "offset": [0, 1, 16, 31, cur + 32, cur - 32 if cur >= 32 else 33, 2**40, top],
+    }[kind]
+    v = int(hostile[int(rng.integers(len(hostile)))]) % (top + 1)
+    b = bytearray(raw)
+    struct.pack_into(fmt, b, off, v)
+    return bytes(b)
+
+
+def test_fuzz_gguf_reader(tmp_path: Path, fuzz_budget: int) -> None:
+    seeds = _gguf_seeds(tmp_path)
+    maps = [_gguf_fields(s) for s in seeds]
+    rng = np.random.default_rng(int(os.environ.get("LOWBIT_FUZZ_SEED", "1")) + 100)
+    target = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    path = target / f"lowbit-fuzz-{os.getpid()}.gguf"
+    counts = {"ok": 0, "refused": 0}
+    for s in seeds:  # the unmutated files read cleanly (and Numba compiles the decoders before timing)
+        path.write_bytes(s)
+        _read_everything(path)
+    try:
+        for i in range(fuzz_budget):
+            k = i % len(seeds)
+            data = seeds[k]
+            for _ in range(1 + int(rng.random() < 0.25)):  # sometimes two mutations
+                kind = int(rng.integers(5))
+                if kind <= 1:  # a structured lie in the header
+                    data = _gguf_mutation(data, maps[k], rng) if len(data) == len(seeds[k]) else data
+                elif kind == 2:  # truncation
+                    data = data[: int(rng.integers(0, max(len(data), 1)))]  # may reach empty
+                elif kind == 3:  # bit flips anywhere
+                    b = bytearray(data)
+                    for _ in range(int(rng.integers(1, 6))):
+                        j = int(rng.integers(len(b))) if b else 0
+                        if b:
+                            b[j] ^= 1 << int(rng.integers(8))
+                    data = bytes(b)
+                else:  # a run of random bytes (bad UTF-8 in names and keys included)
+                    j = int(rng.integers(len(data))) if data else 0
+                    run = rng.integers(0, 256, int(rng.integers(1, 24)), dtype=np.uint8).tobytes()
+                    data = data[:j] + run + data[j + len(run):]
+            path.write_bytes(data)
+            try:
+                counts[_check(_read_everything, path)] += 1
+            except AssertionError as e:
+                keep = tmp_path / f"crash-{i}.gguf"
+                keep.write_bytes(data)
+                raise AssertionError(f"input {i} (saved as {keep}): {e}") from None
+    finally:
+        path.unlink(missing_ok=True)
+    assert counts["refused"] > fuzz_budget // 10 and counts["ok"] > fuzz_budget // 20, counts
+
+
+def test_gguf_field_map_covers_the_seeds(tmp_path: Path) -> None:
+    """The structured mutations reach every field kind (the map parses the seeds completely)."""
+    for s in _gguf_seeds(tmp_path):
+        kinds = {k for _, _, k in _gguf_fields(s)}
+        assert {"version", "count", "length", "type", "ndims", "dim", "offset"} <= kinds
