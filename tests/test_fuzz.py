@@ -102,6 +102,16 @@ def _read_everything(path: Path) -> None:
             lowbit.decode(t)
 
 
+def _peak_rss() -> int:
+    """The process's peak resident set so far, in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+MEMORY_SLACK = 256 << 20  # no mutant may raise the process's peak by more than this
+
+
 def _check(fn, arg) -> str:
     t0 = time.perf_counter()
     try:
@@ -122,6 +132,10 @@ def test_fuzz_safetensors_reader(tmp_path: Path, fuzz_budget: int) -> None:
     target = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
     path = target / f"lowbit-fuzz-{os.getpid()}.safetensors"
     counts = {"ok": 0, "refused": 0}
+    for s in seeds:  # the unmutated files read cleanly (and Numba compiles the decoders before measuring)
+        path.write_bytes(s)
+        _read_everything(path)
+    peak0 = _peak_rss()
     try:
         for i in range(fuzz_budget):
             data = mutate(seeds[i % len(seeds)], rng)
@@ -136,6 +150,9 @@ def test_fuzz_safetensors_reader(tmp_path: Path, fuzz_budget: int) -> None:
                 raise AssertionError(f"input {i} (saved as {keep}): {e}") from None
     finally:
         path.unlink(missing_ok=True)
+    grown = _peak_rss() - peak0
+    print(f"\nfuzz safetensors reader: {fuzz_budget} inputs, {counts}, peak RSS grew {grown >> 20} MiB")
+    assert grown < MEMORY_SLACK, f"the reads raised the peak RSS by {grown >> 20} MiB"
     assert counts["refused"] > fuzz_budget // 10 and counts["ok"] > 0, counts  # both paths exercised
 
 
@@ -164,6 +181,7 @@ def test_fuzz_qtensor_frombytes(fuzz_budget: int) -> None:
             QTensor.frombytes(b).decode()
 
         counts[_check(decode_it, bytes(raw))] += 1
+    print(f"\nfuzz QTensor bytes: {counts}")
     assert counts["refused"] > 0 and counts["ok"] > 0, counts
 
 
@@ -264,7 +282,7 @@ def _gguf_mutation(raw: bytes, fields: list[tuple[int, str, str]], rng: np.rando
         "version": [0, 1, 2, 4, top],
         "count": [0, 1, cur + 1, cur * 1000 + 7, 2**31, 2**62, top],
         "length": [0, cur + 1, max(cur - 1, 0), 2**32, 2**63, top],
-        "type": [13, 14, 30, 39, 40, 99, 2**31, top] + list(range(0, 13)),
+        "type": [13, 14, 30, 39, 40, 99, 2**31, top] + list(range(13)),
         "ndims": [0, 2, 3, 5, 100, top],
         "dim": [0, 1, 3, 7, 2**31, 2**32 + 1, 2**62, top, cur * 2, cur + 1],
         "offset": [0, 1, 16, 31, cur + 32, cur - 32 if cur >= 32 else 33, 2**40, top],
@@ -285,6 +303,7 @@ def test_fuzz_gguf_reader(tmp_path: Path, fuzz_budget: int) -> None:
     for s in seeds:  # the unmutated files read cleanly (and Numba compiles the decoders before timing)
         path.write_bytes(s)
         _read_everything(path)
+    peak0 = _peak_rss()
     try:
         for i in range(fuzz_budget):
             k = i % len(seeds)
@@ -315,6 +334,9 @@ def test_fuzz_gguf_reader(tmp_path: Path, fuzz_budget: int) -> None:
                 raise AssertionError(f"input {i} (saved as {keep}): {e}") from None
     finally:
         path.unlink(missing_ok=True)
+    grown = _peak_rss() - peak0
+    print(f"\nfuzz GGUF reader: {fuzz_budget} inputs, {counts}, peak RSS grew {grown >> 20} MiB")
+    assert grown < MEMORY_SLACK, f"the reads raised the peak RSS by {grown >> 20} MiB"
     assert counts["refused"] > fuzz_budget // 10 and counts["ok"] > fuzz_budget // 20, counts
 
 

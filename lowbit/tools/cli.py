@@ -148,7 +148,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from lowbit.tools.quantize import Decision, parse_params, parse_rule, plan, quantize_file
+    from lowbit.tools.quantize import (
+        Decision,
+        parse_params,
+        parse_rule,
+        plan,
+        quantize_file,
+    )
 
     codec = lowbit.get_codec(args.codec, **parse_params(args.param)) if args.codec else None
     rules = [parse_rule(r) for r in args.rule]
@@ -162,7 +168,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             print(json.dumps(out, indent=1))
         else:
             for d in out:
-                print(f"{d['name']:<40} {str(tuple(d['shape'])):<18} {d['from']:>8} -> {Decision.target(d):<12} {_human(d['bytes']):>10}  {d['reason']}")
+                print(f"{d['name']:<40} {tuple(d['shape'])!s:<18} {d['from']:>8} -> {Decision.target(d):<12} {_human(d['bytes']):>10}  {d['reason']}")
         return 0
     res = quantize_file(args.input, args.output, codec=codec, rules=rules, mix=args.mix, imatrix=args.imatrix,
                         jobs=args.jobs, progress=not args.json)
@@ -189,6 +195,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"wrote {res['output']} ({args.to}): " + ", ".join(f"{n} {k}" for k, n in kinds.items())
               + f"; {_human(res['output_bytes'])} in {res['seconds']:.1f} s")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from lowbit.tools.audit import audit_file, format_report
+
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    show = args.progress and not args.json
+    rep = audit_file(args.file, reference=args.reference, imatrix=args.imatrix, types=types,
+                     scale_ratio=args.scale_ratio, edge=args.edge, threshold=args.threshold,
+                     progress=(lambda name: print(f"audit: {name}", file=sys.stderr)) if show else None)
+    print(json.dumps(rep, indent=1) if args.json else format_report(rep))
+    return 0 if rep["ok"] else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -306,6 +324,26 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--to", default="lowbit", choices=LAYOUTS)
     cv.add_argument("--json", action="store_true")
     cv.set_defaults(fn=cmd_convert)
+
+    au = sub.add_parser("audit", help="check a quantized file's values and codes, or a float file for "
+                                      "weights pinned to rounding edges",
+                        description="Quantized tensors: decoded values finite, block scales plausible; with "
+                                    "--reference FLOAT_FILE, every block's codes equal to lowbit's (= ggml's) "
+                                    "encoding of the original, tampered blocks named. Float tensors: a boundary "
+                                    "score per GGUF type (1 for an even spread; quantization-conditioned attacks "
+                                    "pin weights to interval edges and score far higher). Exit status 1 when "
+                                    "anything is flagged.")
+    au.add_argument("file")
+    au.add_argument("--reference", help="the float original the quantized file was made from")
+    au.add_argument("--imatrix", help="importance matrix (.dat or GGUF) the file was quantized with")
+    au.add_argument("--types", default="q4_k", help="GGUF types for the boundary score, ','-separated (default q4_k)")
+    au.add_argument("--threshold", type=float, default=3.0, help="flag a float tensor scoring above this (default 3)")
+    au.add_argument("--edge", type=float, default=0.02, help="edge window, in steps (default 0.02)")
+    au.add_argument("--scale-ratio", type=float, default=1e4,
+                    help="flag blocks whose absmax exceeds this times the tensor's median block absmax")
+    au.add_argument("--progress", action="store_true", help="name each tensor on stderr as it is checked")
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(fn=cmd_audit)
 
     cp = sub.add_parser("compare", help="per-tensor error between two files; codec rate-distortion sweep and plot",
                         description="With two files: per-tensor RMSE, SQNR and max error of B against A. With "
