@@ -32,8 +32,9 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             res = {"label": r.label, "bits": r.bits, "ppl": ppl, "dppl_pct": 100 * (ppl / ref_ppl - 1), "top1": top1,
                    "kl": kl, "greedy": greedy, "ms_per_token": 1000 * secs / a.gen,
                    "mem_vs_bf16": held / bf16 if bf16 else float("nan"), "note": r.note}
-        except Exception as e:  # one backend failing must not lose the other rows
+        except Exception as e:  # noqa: BLE001  (one backend failing must not lose the other rows)
             res = {"label": r.label, "bits": r.bits, "error": f"{type(e).__name__}: {e}"[:300]}
         finally:
             if r.fused:
