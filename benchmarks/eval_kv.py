@@ -46,6 +46,7 @@ class Row:
     make: Callable[[Any], Any]  # config -> cache
     fused: bool = False  # run with lowbit's attention on the store
     note: str = ""
+    kv: dict[str, Any] | None = None  # lowbit rows: the KVStore arguments
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,7 +87,8 @@ def lowbit_rows(window: int, flush: int) -> list[Row]:
         except lowbit.LowbitError as e:  # a preset this build does not take
             print(f"skip {label}: {e}", file=sys.stderr)
             continue
-        rows.append(Row("lowbit " + label, bits, make, fused=True))
+        rows.append(Row("lowbit " + label, bits, make, fused=True,
+                        kv={"key_codec": k, "value_codec": v or k, "window": window, "flush": flush}))
     return rows
 
 
@@ -147,6 +149,24 @@ def _tensor_bytes(t: Any) -> int:
     if isinstance(t, dict):
         return sum(_tensor_bytes(x) for x in t.values())
     return 0
+
+
+def memory_at(kv: dict[str, Any], lengths: list[int], heads: int, dim: int) -> dict[int, float]:
+    """Bytes of one layer's KVStore holding ``n`` bfloat16 tokens, over a bfloat16 cache's bytes
+    (window counted): a bf16 deployment's ratio, measured on the store itself."""
+    import torch
+
+    from lowbit.kvcache import KVStore
+
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    for n in lengths:
+        store = KVStore(**kv)
+        for s in range(0, n, 256):  # appended in prefill-sized pieces
+            t = min(256, n - s)
+            store.append(torch.randn(1, heads, t, dim, generator=g).bfloat16(), torch.randn(1, heads, t, dim, generator=g).bfloat16())
+        out[n] = store.nbytes / store.nbytes_as(torch.bfloat16)
+    return out
 
 
 def teacher_forced(model: Any, ids: Any, cache: Any, chunk: int) -> Any:
@@ -253,9 +273,20 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"| {res['label']} | {res['bits']:g} | {res['ppl']:.3f} | {res['dppl_pct']:+.2f} % | {res['top1']:.3f} | "
               f"{res['kl']:.4f} | {res['greedy']:.1%} | {res['ms_per_token']:.1f} | {res['mem_vs_bf16']:.1%} |")
+    lengths = [1024, 4096, 8192]
+    heads, dim = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    mem = {}
+    print(f"\nMemory of a bfloat16 deployment's cache, window {a.window} counted (one layer, {heads} KV heads x {dim}):\n")
+    print("| cache | " + " | ".join(f"{n} tokens" for n in lengths) + " |")
+    print("|---|" + "---|" * len(lengths))
+    for r in rows:
+        if r.kv is not None:
+            mem[r.label] = memory_at(r.kv, lengths, heads, dim)
+            print(f"| {r.label} | " + " | ".join(f"{mem[r.label][n]:.1%}" for n in lengths) + " |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"tokens": int(ids.shape[1]), "chunk": a.chunk, "window": a.window, "results": results}, f, indent=1)
+            json.dump({"tokens": int(ids.shape[1]), "chunk": a.chunk, "window": a.window, "results": results,
+                       "memory_vs_bf16": mem}, f, indent=1)
     return 0
 
 
