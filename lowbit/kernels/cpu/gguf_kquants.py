@@ -463,7 +463,7 @@ def _encode_rows(t, x, qw, has_qw, out):
     nb = K // QK_K
     ts = _TS[t]
     L = np.zeros(QK_K, dtype=np.int64)
-    S = np.zeros((8, 40), dtype=np.float32)
+    S = np.zeros((8, 256), dtype=np.float32)
     w = np.zeros(32, dtype=np.float32)
     scales = np.zeros(16, dtype=np.float32)
     mins = np.zeros(16, dtype=np.float32)

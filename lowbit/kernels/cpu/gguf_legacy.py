@@ -468,7 +468,7 @@ def _encode_rows(t, x, qw, has_qw, out, thr):
     ts = _TS[t]
     nb = K // bs
     L = np.zeros(256, dtype=np.int64)
-    S = np.zeros((8, 40), dtype=np.float32)
+    S = np.zeros((8, 256), dtype=np.float32)
     w = np.zeros(32, dtype=np.float32)
     scales = np.zeros(8, dtype=np.float32)
     mins = np.zeros(1, dtype=np.float32)
