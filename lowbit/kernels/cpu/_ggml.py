@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from ._bits import bits_f32, f32_bits
-from ._simd import vabs, vlane, vlanes, vload, vmask_lt_and_gt, vnint_clamp, vsel_gt, vsplat, vstore
+from ._simd import vabs, vand, vbits, vgt, vlane, vlanes, vload, vlt, vne, vnint_clamp, vsel, vsplat, vstore
 
 F = np.float32
 I8 = np.int8
@@ -177,8 +177,14 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, qo, has_qw, S):
 
 
 @njit(error_model="numpy", cache=True)
-def make_q3_quants(n, nmax, x, xo, L, lo):
-    """ggml ``make_q3_quants(n, nmax, x+xo, L+lo, do_rmse=true)`` (Q3_K without imatrix)."""
+def make_q3_quants(n, nmax, x, xo, L, lo, S):
+    """ggml ``make_q3_quants(n, nmax, x+xo, L+lo, do_rmse=true)`` (Q3_K without imatrix); ``n`` a
+    multiple of 8, ``x`` C-contiguous, ``S`` float32 scratch with ``S[1]`` at least n long.
+
+    The coordinate descent visits the elements in order and an accepted change moves ``sumlx``
+    and ``suml2`` for the elements after it. Eight elements are tried at once (one per lane,
+    C's float32 operations in C's order) under the current sums; the first accepted one is
+    applied and the window is tried again from the lane after it, so every decision is ggml's."""
     mx = F(0.0)
     amax = F(0.0)
     for i in range(n):
@@ -193,37 +199,50 @@ def make_q3_quants(n, nmax, x, xo, L, lo):
     iscale = F(-nmax) / mx
     sumlx = F(0.0)
     suml2 = F(0.0)
+    Lf = S[1]
     for i in range(n):
         xi = x[xo + i]
         l = nearest_int(iscale * xi)
-        l = max(-nmax, min(nmax - 1, l))
-        L[lo + i] = l
+        fl = F(max(-nmax, min(nmax - 1, l)))
+        Lf[i] = fl
         w = xi * xi
-        sumlx += (w * xi) * F(l)
-        suml2 += (w * F(l)) * F(l)
+        sumlx += (w * xi) * fl
+        suml2 += (w * fl) * fl
+    zero = vsplat(F(0.0))
     for itry in range(5):
         n_changed = 0
-        for i in range(n):
-            xi = x[xo + i]
-            w = xi * xi
-            Li = F(L[lo + i])
-            slx = sumlx - (w * xi) * Li
-            if slx > 0:
-                sl2 = suml2 - (w * Li) * Li
-                new_l = nearest_int((xi * sl2) / slx)
-                new_l = max(-nmax, min(nmax - 1, new_l))
-                if new_l != L[lo + i]:
-                    slx += (w * xi) * F(new_l)
-                    sl2 += (w * F(new_l)) * F(new_l)
-                    if sl2 > 0 and (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
-                        L[lo + i] = new_l
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
+        for i0 in range(0, n, 8):
+            live = 0xFF
+            while live:
+                xv = vload(x, xo + i0)
+                wv = xv * xv
+                wx = wv * xv
+                Lv = vload(Lf, i0)
+                vsx = vsplat(sumlx)
+                vs2 = vsplat(suml2)
+                slx = vsx - wx * Lv  # C: float slx = sumlx - w*x[i]*L[i];
+                sl2 = vs2 - (wv * Lv) * Lv
+                nl = vnint_clamp((xv * sl2) / slx, -nmax, nmax - 1)
+                slx = slx + wx * nl
+                sl2 = sl2 + (wv * nl) * nl
+                # C: if (slx > 0) ... if (new_l != L[i]) ... if (sl2 > 0 && slx*slx*suml2 > sumlx*sumlx*sl2)
+                ok = vand(vand(vgt(vsx - wx * Lv, zero), vne(nl, Lv)),
+                          vand(vgt(sl2, zero), vgt((slx * slx) * vs2, vsplat(sumlx * sumlx) * sl2)))
+                bits = vbits(ok) & live
+                if bits == 0:
+                    break
+                p = 0
+                while not (bits >> p) & 1:
+                    p += 1
+                Lf[i0 + p] = vlane(nl, p)
+                sumlx = vlane(slx, p)
+                suml2 = vlane(sl2, p)
+                n_changed += 1
+                live = 0xFF & ~((2 << p) - 1)
         if n_changed == 0:
             break
     for i in range(n):
-        L[lo + i] += nmax
+        L[lo + i] = np.int64(Lf[i]) + nmax
     return sumlx / suml2 if suml2 > F(0.0) else F(0.0)
 
 
@@ -302,8 +321,9 @@ def make_qkx_quants(n, nmax, x, xo, w, L, lo, rmin, rdelta, nstep, use_mad, ms, 
         D = vsw * sl2 - sl * sl
         ts = (vsw * sxl - vsx * sl) / D
         tm = (sl2 * vsx - sl * sxl) / D
-        ts = vsel_gt(tm, zero, sxl / sl2, ts)
-        tm = vsel_gt(tm, zero, zero, tm)
+        pos = vgt(tm, zero)  # C: if (this_min > 0) { this_min = 0; this_scale = sum_xl / sum_l2; }
+        ts = vsel(pos, sxl / sl2, ts)
+        tm = vsel(pos, zero, tm)
         err = zero
         if use_mad:
             for i in range(n):
@@ -313,7 +333,7 @@ def make_qkx_quants(n, nmax, x, xo, w, L, lo, rmin, rdelta, nstep, use_mad, ms, 
             for i in range(n):
                 diff = (ts * vload(Lw, 8 * i) + tm) - vsplat(x[xo + i])
                 err = err + vsplat(w[i]) * (diff * diff)
-        bits = vmask_lt_and_gt(err, vsplat(best_error), D, zero)
+        bits = vbits(vand(vgt(D, zero), vlt(err, vsplat(best_error))))  # C: D > 0 ... cur_error < best_error
         left = ns - first
         if left < 8:
             bits &= (1 << left) - 1

@@ -21,11 +21,10 @@ import operator
 
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-__all__ = ["vf8", "vsplat", "vlanes", "vload", "vstore", "vabs", "vnint_clamp", "vsel_gt", "vmask_lt_and_gt",
-           "vlane", "W"]
+__all__ = ["vf8", "vm8", "vsplat", "vlanes", "vload", "vstore", "vabs", "vnint_clamp", "vgt", "vlt", "vne", "vand",
+           "vbits", "vsel", "vlane", "W"]
 
 W = 8
 _F32 = ir.FloatType()
@@ -84,12 +83,12 @@ def _elem_ptr(context, builder, arrty, arr, idx, idxty):  # type: ignore[no-unty
 
 
 def _f32_array(a):  # type: ignore[no-untyped-def]
-    return isinstance(a, types.Array) and a.dtype == types.float32 and a.layout in "CA" and a.ndim == 1
+    return isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C" and a.ndim == 1
 
 
 @intrinsic
 def vload(typingctx, arr, idx):  # type: ignore[no-untyped-def]
-    """Lanes = ``arr[idx:idx+8]`` (a contiguous 1-d float32 array; no bounds check)."""
+    """Lanes = ``arr[idx:idx+8]`` (a C-contiguous 1-d float32 array; no bounds check)."""
     if not (_f32_array(arr) and isinstance(idx, types.Integer)):
         return None
 
@@ -102,7 +101,7 @@ def vload(typingctx, arr, idx):  # type: ignore[no-untyped-def]
 
 @intrinsic
 def vstore(typingctx, arr, idx, v):  # type: ignore[no-untyped-def]
-    """``arr[idx:idx+8] = lanes`` (a contiguous 1-d float32 array; no bounds check)."""
+    """``arr[idx:idx+8] = lanes`` (a C-contiguous 1-d float32 array; no bounds check)."""
     if not (_f32_array(arr) and isinstance(idx, types.Integer) and isinstance(v, VF8Type)):
         return None
 
@@ -175,30 +174,74 @@ def vnint_clamp(typingctx, a, lo, hi):  # type: ignore[no-untyped-def]
     return vf8(a, lo, hi), codegen
 
 
+class VM8Type(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name="vm8")
+
+
+vm8 = VM8Type()
+
+
+@register_model(VM8Type)
+class _VM8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):  # type: ignore[no-untyped-def]
+        super().__init__(dmm, fe_type, ir.VectorType(ir.IntType(1), W))
+
+
+def _cmp(op):  # type: ignore[no-untyped-def]
+    @intrinsic
+    def impl(typingctx, a, b):  # type: ignore[no-untyped-def]
+        if not (isinstance(a, VF8Type) and isinstance(b, VF8Type)):
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            if op == "!=":  # C's a != b is true for NaN (unordered or not equal)
+                return builder.fcmp_unordered("!=", args[0], args[1])
+            return builder.fcmp_ordered(op, args[0], args[1])
+
+        return vm8(a, b), codegen
+
+    return impl
+
+
+#: lane-wise compares as C evaluates them: ordered (false when a lane is NaN), except ``!=``
+vgt, vlt, vne = _cmp(">"), _cmp("<"), _cmp("!=")
+
+
 @intrinsic
-def vsel_gt(typingctx, a, b, t, f):  # type: ignore[no-untyped-def]
-    """Per lane ``a > b ? t : f`` (an ordered compare: NaN gives f, like C's ``if (a > b)``)."""
-    if not all(isinstance(v, VF8Type) for v in (a, b, t, f)):
+def vand(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """Lane-wise AND of two masks."""
+    if not (isinstance(a, VM8Type) and isinstance(b, VM8Type)):
         return None
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[2], args[3])
+        return builder.and_(args[0], args[1])
 
-    return vf8(a, b, t, f), codegen
+    return vm8(a, b), codegen
 
 
 @intrinsic
-def vmask_lt_and_gt(typingctx, a, b, c, d):  # type: ignore[no-untyped-def]
-    """Bit k set where ``a[k] < b[k] and c[k] > d[k]`` (ordered compares), as an int64."""
-    if not all(isinstance(v, VF8Type) for v in (a, b, c, d)):
+def vbits(typingctx, m):  # type: ignore[no-untyped-def]
+    """The mask as an int64: bit k set where lane k is true."""
+    if not isinstance(m, VM8Type):
         return None
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        m = builder.and_(builder.fcmp_ordered("<", args[0], args[1]), builder.fcmp_ordered(">", args[2], args[3]))
-        bits = builder.bitcast(m, ir.IntType(W))
-        return builder.zext(bits, ir.IntType(64))
+        return builder.zext(builder.bitcast(args[0], ir.IntType(W)), ir.IntType(64))
 
-    return types.int64(a, b, c, d), codegen
+    return types.int64(m), codegen
+
+
+@intrinsic
+def vsel(typingctx, m, t, f):  # type: ignore[no-untyped-def]
+    """Per lane ``m ? t : f``."""
+    if not (isinstance(m, VM8Type) and isinstance(t, VF8Type) and isinstance(f, VF8Type)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.select(args[0], args[1], args[2])
+
+    return vf8(m, t, f), codegen
 
 
 @intrinsic
@@ -213,5 +256,3 @@ def vlane(typingctx, a, k):  # type: ignore[no-untyped-def]
 
     return types.float32(a, k), codegen
 
-
-_ = cgutils  # (kept for codegen helpers if needed)

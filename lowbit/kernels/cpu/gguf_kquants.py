@@ -143,7 +143,7 @@ def _q3_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
         max_scale = F(0.0)
         amax = F(0.0)
         for j in range(16):
-            scales[j] = make_q3_quants(16, 4, x, xo + 16 * j, L, 16 * j)
+            scales[j] = make_q3_quants(16, 4, x, xo + 16 * j, L, 16 * j, S)
             sc = abs(scales[j])
             if sc > amax:
                 amax = sc
