@@ -19,9 +19,9 @@ from numba import njit, prange
 
 from ..registry import kernel
 from ._bits import bits_f32, f32_bits
+from ._ggml import (F, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
+                    nearest_int, rd_f16, wr_f16)
 from ._simd import vcanon, visplat, vload_i8, vload_u8, vsplat, vstore, vtof
-from ._ggml import (F, GROUP_MAX_EPS, canon, f16_round, make_q3_quants, make_qkx_quants, make_qp_quants,
-                    make_qx_quants, nearest_int, rd_f16, wr_f16)
 
 QK_K = 256
 TYPE_SIZE = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "q8_k": 292}
