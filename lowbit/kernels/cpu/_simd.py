@@ -29,7 +29,7 @@ from numba.extending import intrinsic, models, overload, register_model
 
 __all__ = ["W", "vf8", "vi8", "vm8", "vsplat", "visplat", "vlanes", "vload", "vstore", "vload_u8", "vload_i8",
            "vstore_u8", "vabs", "vnint", "vnint_clamp", "vimin", "vimax", "vtof", "vgt", "vlt", "vne", "vand",
-           "vbits", "vsel", "vcanon", "vlane", "vilane", "vhmax"]
+           "vbits", "vsel", "vcanon", "vlane", "vilane", "vhmax", "vilanes", "vlut"]
 
 W = 8
 _F32 = ir.FloatType()
@@ -131,6 +131,34 @@ def _elem_ptr(context, builder, arrty, arr, idx, idxty):  # type: ignore[no-unty
 
 def _array_of(a, dtype):  # type: ignore[no-untyped-def]
     return isinstance(a, types.Array) and a.dtype == dtype and a.layout == "C" and a.ndim == 1
+
+
+@intrinsic
+def vilanes(typingctx):  # type: ignore[no-untyped-def]
+    """The int lane numbers 0, 1, ..., 7."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return ir.Constant(_VI, list(range(W)))
+
+    return vi8(), codegen
+
+
+@intrinsic
+def vlut(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+    """Lanes = float32 ``arr[idx[k]]``: a table lookup per lane (eight scalar loads; LLVM may make
+    it a gather). No bounds check: every index must be in range (callers mask them, e.g. ``& 15``)."""
+    if not (_array_of(arr, types.float32) and isinstance(idx, VI8Type)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        v = ir.Constant(_VF, ir.Undefined)
+        for k in range(W):
+            i = builder.sext(builder.extract_element(args[1], ir.Constant(_I32, k)), ir.IntType(64))
+            v = builder.insert_element(v, builder.load(builder.gep(data, [i])), ir.Constant(_I32, k))
+        return v
+
+    return vf8(arr, idx), codegen
 
 
 @intrinsic
@@ -244,6 +272,8 @@ for _op, _name in ((operator.add, "add"), (operator.sub, "sub"), (operator.mul, 
 #: ``vi8 >> k`` is a logical shift (the lanes hold unsigned bytes or small non-negative values)
 _register(operator.rshift, _shift("lshr"), VI8Type, types.Integer)
 _register(operator.lshift, _shift("shl"), VI8Type, types.Integer)
+#: ``vi8 >> vi8``: each lane shifted by its own count (logical; counts must be 0..31, as in C)
+_register(operator.rshift, _binop("lshr", vi8), VI8Type, VI8Type)
 
 
 @intrinsic
