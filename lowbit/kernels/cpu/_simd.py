@@ -29,7 +29,8 @@ from numba.extending import intrinsic, models, overload, register_model
 
 __all__ = ["W", "vf8", "vi8", "vm8", "vsplat", "visplat", "vlanes", "vload", "vstore", "vload_u8", "vload_i8",
            "vstore_u8", "vabs", "vnint", "vnint_clamp", "vimin", "vimax", "vtof", "vgt", "vlt", "vne", "vand",
-           "vbits", "vsel", "vcanon", "vlane", "vilane", "vhmax", "vilanes", "vlut"]
+           "vbits", "vsel", "vcanon", "vlane", "vilane", "vhmax", "vilanes", "vlut", "vtrunc", "vsext8",
+           "vge", "vle", "vmi"]
 
 W = 8
 _F32 = ir.FloatType()
@@ -346,6 +347,36 @@ vimin, vimax = _iminmax("<"), _iminmax(">")
 
 
 @intrinsic
+def vtrunc(typingctx, a):  # type: ignore[no-untyped-def]
+    """C's float -> int32 conversion per lane, as x86 ``cvttss2si``/``cvttps2dq`` do it: toward zero,
+    and INT_MIN for NaN and out-of-range values (LLVM's plain ``fptosi`` would be undefined there,
+    so out-of-range lanes are converted from 0.0 and then replaced)."""
+    if not isinstance(a, VF8Type):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        v = args[0]
+        ok = builder.and_(builder.fcmp_ordered(">", v, ir.Constant(_VF, [-2147483648.0] * W)),
+                          builder.fcmp_ordered("<", v, ir.Constant(_VF, [2147483648.0] * W)))
+        i = builder.fptosi(builder.select(ok, v, ir.Constant(_VF, [0.0] * W)), _VI)
+        return builder.select(ok, i, ir.Constant(_VI, [-2147483648] * W))
+
+    return vi8(a), codegen
+
+
+@intrinsic
+def vsext8(typingctx, a):  # type: ignore[no-untyped-def]
+    """The low byte of each lane as a signed int8 (C's ``(int8_t)`` cast of an int)."""
+    if not isinstance(a, VI8Type):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.sext(builder.trunc(args[0], _V8), _VI)
+
+    return vi8(a), codegen
+
+
+@intrinsic
 def vtof(typingctx, a):  # type: ignore[no-untyped-def]
     """float32 of each (signed) int lane, as C's int -> float conversion."""
     if not isinstance(a, VI8Type):
@@ -377,6 +408,19 @@ def _cmp(op):  # type: ignore[no-untyped-def]
 
 #: lane-wise compares as C evaluates them: ordered (false when a lane is NaN), except ``!=``
 vgt, vlt, vne = _cmp(">"), _cmp("<"), _cmp("!=")
+vge, vle = _cmp(">="), _cmp("<=")
+
+
+@intrinsic
+def vmi(typingctx, m):  # type: ignore[no-untyped-def]
+    """Int lanes 1 where the mask is true, else 0."""
+    if not isinstance(m, VM8Type):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.zext(args[0], _VI)
+
+    return vi8(m), codegen
 
 
 @intrinsic

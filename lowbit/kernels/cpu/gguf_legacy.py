@@ -24,7 +24,8 @@ from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 from ._ggml import (F, GROUP_MAX_EPS, best_index_int8, canon, make_qkx_quants, make_qx_quants, nearest_int,
                     rd_f16, wr_f16)
-from ._simd import vcanon, vgt, vilanes, visplat, vload_i8, vload_u8, vlut, vsel, vsplat, vstore, vtof
+from ._simd import (vabs, vand, vbits, vcanon, vge, vgt, vhmax, vilane, vilanes, vimin, visplat, vle, vload, vload_i8,
+                    vload_u8, vlt, vlut, vmi, vsel, vsext8, vsplat, vstore, vstore_u8, vtof, vtrunc)
 
 #: kvalues_iq4nl (ggml-common.h): the IQ4_NL / IQ4_XS code book
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
@@ -462,12 +463,150 @@ def _iq4_block(xs, x, xo, qw, qo, has_qw, b, L, weight, scales):
             b[oq + 16 * i + j] = (L[32 * i + j] | (L[32 * i + 16 + j] << 4)) & 0xFF
 
 
+# ---- Q4_0..Q8_1 without imatrix: eight elements per step ------------------------------------------
+# Each lane runs the scalar reference's expression for its element (same float operations in the
+# same order, C's truncating / roundf conversions emulated exactly by vtrunc and _vroundf), so the
+# bytes are those of _enc_block; the branchy per-block dispatch is gone (one loop per type).
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _vamax(x, o):
+    """max |x[o:o+32]| (lane-wise max, then across lanes; the inputs are finite, so order is moot)."""
+    m = vabs(vload(x, o))
+    for k in range(8, 32, 8):
+        a = vabs(vload(x, o + k))
+        m = vsel(vgt(a, m), a, m)
+    return vhmax(m)
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _vroundf(v):
+    """c_roundf per lane: truncate, then step away from zero when the exact remainder is >= 0.5
+    (only where |v| < 2**23; larger values, Inf and NaN convert as C's truncation does)."""
+    t = vtrunc(v)
+    r = v - vtof(t)
+    small = vlt(vabs(v), vsplat(F(8388608.0)))
+    return t + vmi(vand(small, vge(r, vsplat(F(0.5))))) - vmi(vand(small, vle(r, vsplat(F(-0.5)))))
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _vpack_q5(L0, L1, b, oqh, oqs, l0, qh):
+    """Eight elements of _pack_q5 (elements l0.. and l0+16..): nibbles stored, fifth bits ORed into qh."""
+    vstore_u8(b, oqs + l0, (L0 & visplat(15)) | ((L1 & visplat(15)) << 4))
+    h0 = vbits(vgt(vtof((L0 >> 4) & visplat(1)), vsplat(F(0.5))))  # bit k = fifth bit of lane k
+    h1 = vbits(vgt(vtof((L1 >> 4) & visplat(1)), vsplat(F(0.5))))
+    return qh | (h0 << l0) | (h1 << (l0 + 16))
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _enc_fast(t, x, xo, b, o):
+    if t == 0 or t == 2:  # quantize_row_q{4,5}_0_ref
+        half = 8 if t == 0 else 16
+        amax = _vamax(x, xo)
+        mx = F(0.0)  # C keeps the first element with the largest |x| (0 when all are zero)
+        if amax > 0:
+            for j in range(32):
+                if abs(x[xo + j]) == amax:
+                    mx = x[xo + j]
+                    break
+        d = mx / F(-half)
+        idd = F(1.0) / d if d != 0 else F(0.0)
+        wr_f16(b, o, d)
+        vid = vsplat(idd)
+        off = vsplat(F(half + 0.5))
+        qh = np.int64(0)
+        for l0 in range(0, 16, 8):
+            # C: MIN(15, (int8_t)(x*id + 8.5f)) (truncation; +16.5f and 31 for Q5_0)
+            L0 = vimin(vsext8(vtrunc(vload(x, xo + l0) * vid + off)), 2 * half - 1)
+            L1 = vimin(vsext8(vtrunc(vload(x, xo + 16 + l0) * vid + off)), 2 * half - 1)
+            if t == 0:
+                vstore_u8(b, o + 2 + l0, L0 | (L1 << 4))
+            else:
+                qh = _vpack_q5(L0, L1, b, o + 2, o + 6, l0, qh)
+        if t == 2:
+            for k in range(4):
+                b[o + 2 + k] = (qh >> (8 * k)) & 0xFF
+    elif t == 1 or t == 3:  # quantize_row_q{4,5}_1_ref
+        nmax = 15 if t == 1 else 31
+        mn = F(3.4028234663852886e38)
+        mx = F(-3.4028234663852886e38)
+        for j in range(32):  # scalar: C keeps the first of equal values (-0.0 vs 0.0 matters for m)
+            v = x[xo + j]
+            if v < mn:
+                mn = v
+            if v > mx:
+                mx = v
+        d = (mx - mn) / F(nmax)
+        idd = F(1.0) / d if d != 0 else F(0.0)
+        wr_f16(b, o, d)
+        wr_f16(b, o + 2, mn)
+        vid = vsplat(idd)
+        vmn = vsplat(mn)
+        half = vsplat(F(0.5))
+        qh = np.int64(0)
+        for l0 in range(0, 16, 8):
+            v0 = vtrunc((vload(x, xo + l0) - vmn) * vid + half)  # C: (x - min) * id + 0.5f
+            v1 = vtrunc((vload(x, xo + 16 + l0) - vmn) * vid + half)
+            if t == 1:  # MIN(15, (int8_t)(..)), stored as (L0 & 0xFF) | L1 << 4
+                L0 = vimin(vsext8(v0), 15)
+                L1 = vimin(vsext8(v1), 15)
+                vstore_u8(b, o + 4 + l0, (L0 & visplat(0xFF)) | (L1 << 4))
+            else:  # (uint8_t)(..), no clamp
+                qh = _vpack_q5(v0 & visplat(0xFF), v1 & visplat(0xFF), b, o + 4, o + 8, l0, qh)
+        if t == 3:
+            for k in range(4):
+                b[o + 4 + k] = (qh >> (8 * k)) & 0xFF
+    else:  # quantize_row_q8_{0,1}_ref
+        amax = _vamax(x, xo)
+        d = amax / F(127.0)
+        idd = F(1.0) / d if d != 0 else F(0.0)
+        wr_f16(b, o, d)
+        oq = o + (2 if t == 4 else 4)
+        vid = vsplat(idd)
+        sv = visplat(0)
+        for j in range(0, 32, 8):
+            q8 = vsext8(_vroundf(vload(x, xo + j) * vid))  # roundf, then the int8_t store
+            vstore_u8(b, oq + j, q8)
+            sv = sv + q8
+        if t == 5:
+            s = np.int64(0)
+            for k in range(8):
+                s += vilane(sv, k)
+            wr_f16(b, o + 2, F(s) * d)  # s = fp16(sum * d)
+
+
+@njit(error_model="numpy", cache=True)
+def _enc_row_fast(t, x, b, nb):
+    # one loop per type with a constant type number (see _dec_row)
+    if t == 0:
+        for i in range(nb):
+            _enc_fast(0, x, 32 * i, b, 18 * i)
+    elif t == 1:
+        for i in range(nb):
+            _enc_fast(1, x, 32 * i, b, 20 * i)
+    elif t == 2:
+        for i in range(nb):
+            _enc_fast(2, x, 32 * i, b, 22 * i)
+    elif t == 3:
+        for i in range(nb):
+            _enc_fast(3, x, 32 * i, b, 24 * i)
+    elif t == 4:
+        for i in range(nb):
+            _enc_fast(4, x, 32 * i, b, 34 * i)
+    else:
+        for i in range(nb):
+            _enc_fast(5, x, 32 * i, b, 36 * i)
+
+
 @njit(error_model="numpy", cache=True)
 def _encode_rows(t, x, qw, has_qw, out, thr):
     rows, K = x.shape
     bs = _BS[t]
     ts = _TS[t]
     nb = K // bs
+    if t <= 5 and not has_qw:
+        for r in range(rows):
+            _enc_row_fast(t, x[r], out[r], nb)
+        return
     L = np.zeros(256, dtype=np.int64)
     S = np.zeros((8, 256), dtype=np.float32)
     w = np.zeros(32, dtype=np.float32)
