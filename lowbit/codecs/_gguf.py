@@ -74,9 +74,15 @@ class GGUFCodec(Codec):
             x = _arrays.to_numpy(x2d)
         else:
             x = x2d
-            # two reductions and no temporary the size of x: min/max propagate NaN, and a NaN
-            # fails both comparisons; only a tensor that fails is searched for its first bad element
-            if x.size == 0 or (-self.max_abs <= x.min() and x.max() <= self.max_abs):
+            lim = np.float32(self.max_abs)  # numpy compares float32 x with the float as float32
+            if x.dtype == np.float32 and x.flags.c_contiguous and np.isfinite(lim):
+                from ..kernels.cpu._ggml import all_within
+
+                if all_within(x, lim):  # one fused pass; the numpy path below finds the culprit
+                    return
+            # otherwise two reductions and no temporary the size of x: min/max propagate NaN, and a
+            # NaN fails both comparisons; only a tensor that fails is searched for its first bad element
+            elif x.size == 0 or (-self.max_abs <= x.min() and x.max() <= self.max_abs):
                 return
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(x) | (np.abs(x) > self.max_abs)

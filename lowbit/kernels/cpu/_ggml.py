@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 from ._bits import bits_f32, f32_bits
+from ._simd import vabs, vand, vbits, vgt, vlane, vlanes, vload, vlt, vne, vnint_clamp, vsel, vsplat, vstore
 
 F = np.float32
 I8 = np.int8
@@ -176,8 +177,14 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, qo, has_qw, S):
 
 
 @njit(error_model="numpy", cache=True)
-def make_q3_quants(n, nmax, x, xo, L, lo):
-    """ggml ``make_q3_quants(n, nmax, x+xo, L+lo, do_rmse=true)`` (Q3_K without imatrix)."""
+def make_q3_quants(n, nmax, x, xo, L, lo, S):
+    """ggml ``make_q3_quants(n, nmax, x+xo, L+lo, do_rmse=true)`` (Q3_K without imatrix); ``n`` a
+    multiple of 8, ``x`` C-contiguous, ``S`` float32 scratch with ``S[1]`` at least n long.
+
+    The coordinate descent visits the elements in order and an accepted change moves ``sumlx``
+    and ``suml2`` for the elements after it. Eight elements are tried at once (one per lane,
+    C's float32 operations in C's order) under the current sums; the first accepted one is
+    applied and the window is tried again from the lane after it, so every decision is ggml's."""
     mx = F(0.0)
     amax = F(0.0)
     for i in range(n):
@@ -192,37 +199,50 @@ def make_q3_quants(n, nmax, x, xo, L, lo):
     iscale = F(-nmax) / mx
     sumlx = F(0.0)
     suml2 = F(0.0)
+    Lf = S[1]
     for i in range(n):
         xi = x[xo + i]
         l = nearest_int(iscale * xi)
-        l = max(-nmax, min(nmax - 1, l))
-        L[lo + i] = l
+        fl = F(max(-nmax, min(nmax - 1, l)))
+        Lf[i] = fl
         w = xi * xi
-        sumlx += (w * xi) * F(l)
-        suml2 += (w * F(l)) * F(l)
+        sumlx += (w * xi) * fl
+        suml2 += (w * fl) * fl
+    zero = vsplat(F(0.0))
     for itry in range(5):
         n_changed = 0
-        for i in range(n):
-            xi = x[xo + i]
-            w = xi * xi
-            Li = F(L[lo + i])
-            slx = sumlx - (w * xi) * Li
-            if slx > 0:
-                sl2 = suml2 - (w * Li) * Li
-                new_l = nearest_int((xi * sl2) / slx)
-                new_l = max(-nmax, min(nmax - 1, new_l))
-                if new_l != L[lo + i]:
-                    slx += (w * xi) * F(new_l)
-                    sl2 += (w * F(new_l)) * F(new_l)
-                    if sl2 > 0 and (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
-                        L[lo + i] = new_l
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
+        for i0 in range(0, n, 8):
+            live = 0xFF
+            while live:
+                xv = vload(x, xo + i0)
+                wv = xv * xv
+                wx = wv * xv
+                Lv = vload(Lf, i0)
+                vsx = vsplat(sumlx)
+                vs2 = vsplat(suml2)
+                slx = vsx - wx * Lv  # C: float slx = sumlx - w*x[i]*L[i];
+                sl2 = vs2 - (wv * Lv) * Lv
+                nl = vnint_clamp((xv * sl2) / slx, -nmax, nmax - 1)
+                slx = slx + wx * nl
+                sl2 = sl2 + (wv * nl) * nl
+                # C: if (slx > 0) ... if (new_l != L[i]) ... if (sl2 > 0 && slx*slx*suml2 > sumlx*sumlx*sl2)
+                ok = vand(vand(vgt(vsx - wx * Lv, zero), vne(nl, Lv)),
+                          vand(vgt(sl2, zero), vgt((slx * slx) * vs2, vsplat(sumlx * sumlx) * sl2)))
+                bits = vbits(ok) & live
+                if bits == 0:
+                    break
+                p = 0
+                while not (bits >> p) & 1:
+                    p += 1
+                Lf[i0 + p] = vlane(nl, p)
+                sumlx = vlane(slx, p)
+                suml2 = vlane(sl2, p)
+                n_changed += 1
+                live = 0xFF & ~((2 << p) - 1)
         if n_changed == 0:
             break
     for i in range(n):
-        L[lo + i] += nmax
+        L[lo + i] = np.int64(Lf[i]) + nmax
     return sumlx / suml2 if suml2 > F(0.0) else F(0.0)
 
 
@@ -235,7 +255,15 @@ def make_qkx_quants(n, nmax, x, xo, w, L, lo, rmin, rdelta, nstep, use_mad, ms, 
     writes ``-min`` to ``mins_out[mo]`` and the codes 0..nmax to ``L[lo:lo+n]``.
 
     ``ms`` selects the empty-range test: 2 → ``max == min`` (qkx2), 3 → ``max <= min`` (qkx3).
-    ``S`` is float32 scratch, at least 7 x (nstep + 1)."""
+    ``S`` is float32 scratch; ``S[0]`` holds at least 8 * n floats.
+
+    ggml tries ``is = 0..nstep`` one after the other, and accepting one changes ``min`` (so the
+    next candidates' iscale and offsets). Here eight consecutive candidates are evaluated at once,
+    one per SIMD lane (:mod:`._simd`), each lane with C's float32 operations in C's order under the
+    current state; the first lane ggml would accept is taken and the next window starts right
+    after it, so the sequence of decisions is exactly ggml's. ggml accepts 1-3 candidates per
+    sub-block on typical data, so a sub-block costs about nstep/8 + 3 window sweeps.
+    """
     mn = x[xo]
     mx = x[xo]
     sum_w = w[0]
@@ -256,8 +284,7 @@ def make_qkx_quants(n, nmax, x, xo, w, L, lo, rmin, rdelta, nstep, use_mad, ms, 
             L[lo + i] = 0
         mins_out[mo] = -mn
         return F(0.0)
-    rng_ = mx - mn
-    iscale = F(nmax) / rng_
+    iscale = F(nmax) / (mx - mn)
     scale = F(1.0) / iscale
     best_error = F(0.0)
     for i in range(n):
@@ -271,74 +298,57 @@ def make_qkx_quants(n, nmax, x, xo, w, L, lo, rmin, rdelta, nstep, use_mad, ms, 
     if nstep < 1:
         mins_out[mo] = -mn
         return scale
-    # ggml tries is = 0..nstep one after the other; accepting one changes ``min`` (and so the
-    # next candidates' iscale and offsets). Candidates are evaluated together from ``first`` on
-    # with the current state; the first one ggml would accept is taken, and the sweep restarts
-    # after it: exactly ggml's sequence of decisions, with the candidates' sums vectorized.
+    Lw = S[0]
     ns = nstep + 1
-    c_is = S[0]
-    sum_l = S[1]
-    sum_l2 = S[2]
-    sum_xl = S[3]
-    c_sc = S[4]
-    c_mn = S[5]
-    c_err = S[6]
+    vsw = vsplat(sum_w)
+    vsx = vsplat(sum_x)
+    zero = vsplat(F(0.0))
     first = 0
     while first < ns:
-        rng_ = mx - mn
-        for s in range(first, ns):
-            c_is[s] = (rmin + rdelta * F(s) + F(nmax)) / rng_
-            sum_l[s] = F(0.0)
-            sum_l2[s] = F(0.0)
-            sum_xl[s] = F(0.0)
-            c_err[s] = F(0.0)
+        cand = (vsplat(rmin) + vsplat(rdelta) * (vsplat(F(first)) + vlanes())) + vsplat(F(nmax))
+        isc = cand / vsplat(mx - mn)
+        sl = zero
+        sl2 = zero
+        sxl = zero
         for i in range(n):
             xi = x[xo + i]
-            xm = xi - mn
-            wi = w[i]
-            for s in range(first, ns):
-                l = nearest_int(c_is[s] * xm)
-                fl = F(max(0, min(nmax, l)))
-                wl = wi * fl
-                sum_l[s] += wl
-                sum_l2[s] += wl * fl
-                sum_xl[s] += wl * xi
-        for s in range(first, ns):
-            D = sum_w * sum_l2[s] - sum_l[s] * sum_l[s]
-            ts = (sum_w * sum_xl[s] - sum_x * sum_l[s]) / D
-            tm = (sum_l2[s] * sum_x - sum_l[s] * sum_xl[s]) / D
-            if tm > 0:
-                tm = F(0.0)
-                ts = sum_xl[s] / sum_l2[s]
-            c_sc[s] = ts
-            c_mn[s] = tm
-            # a candidate with D <= 0 is skipped by ggml: mark it so it can never be taken
-            sum_l[s] = F(0.0) if D > 0 else F(np.nan)
+            l = vnint_clamp(isc * vsplat(xi - mn), 0, nmax)
+            vstore(Lw, 8 * i, l)
+            wl = vsplat(w[i]) * l
+            sl = sl + wl
+            sl2 = sl2 + wl * l
+            sxl = sxl + wl * vsplat(xi)
+        D = vsw * sl2 - sl * sl
+        ts = (vsw * sxl - vsx * sl) / D
+        tm = (sl2 * vsx - sl * sxl) / D
+        pos = vgt(tm, zero)  # C: if (this_min > 0) { this_min = 0; this_scale = sum_xl / sum_l2; }
+        ts = vsel(pos, sxl / sl2, ts)
+        tm = vsel(pos, zero, tm)
+        err = zero
+        if use_mad:
+            for i in range(n):
+                diff = (ts * vload(Lw, 8 * i) + tm) - vsplat(x[xo + i])
+                err = err + vsplat(w[i]) * vabs(diff)
+        else:
+            for i in range(n):
+                diff = (ts * vload(Lw, 8 * i) + tm) - vsplat(x[xo + i])
+                err = err + vsplat(w[i]) * (diff * diff)
+        bits = vbits(vand(vgt(D, zero), vlt(err, vsplat(best_error))))  # C: D > 0 ... cur_error < best_error
+        left = ns - first
+        if left < 8:
+            bits &= (1 << left) - 1
+        if bits == 0:
+            first += 8
+            continue
+        p = 0
+        while not (bits >> p) & 1:
+            p += 1
         for i in range(n):
-            xi = x[xo + i]
-            xm = xi - mn
-            wi = w[i]
-            for s in range(first, ns):
-                l = nearest_int(c_is[s] * xm)
-                fl = F(max(0, min(nmax, l)))
-                diff = (c_sc[s] * fl + c_mn[s]) - xi
-                diff = abs(diff) if use_mad else diff * diff
-                c_err[s] += wi * diff
-        pick = -1
-        for s in range(first, ns):
-            if sum_l[s] == 0 and c_err[s] < best_error:
-                pick = s
-                break
-        if pick < 0:
-            break
-        isc = c_is[pick]
-        for i in range(n):
-            l = nearest_int(isc * (x[xo + i] - mn))
-            L[lo + i] = max(0, min(nmax, l))
-        best_error = c_err[pick]
-        scale = c_sc[pick]
-        mn = c_mn[pick]
-        first = pick + 1
+            L[lo + i] = np.int64(Lw[8 * i + p])
+        best_error = vlane(err, p)
+        scale = vlane(ts, p)
+        mn = vlane(tm, p)
+        first += p + 1
     mins_out[mo] = -mn
     return scale
 
@@ -403,3 +413,16 @@ def make_qp_quants(n, nmax, x, L, qw):
         if n_changed == 0:
             break
     return sumlx / suml2 if suml2 > F(0.0) else F(0.0)
+
+
+@njit(error_model="numpy", cache=True)
+def all_within(x, lim):
+    """True when every element of the C-contiguous float32 array ``x`` has ``|x| <= lim`` (float32
+    ``lim``). NaN fails the compare and so does ±Inf for a finite ``lim``, so this is numpy's
+    ``isfinite(x).all() and not (abs(x) > lim).any()`` in one pass without temporaries (the GGUF
+    codecs' input check, which otherwise costs more than a Q8_0 encode)."""
+    flat = x.reshape(-1)
+    bad = 0
+    for i in range(flat.size):
+        bad += not (abs(flat[i]) <= lim)  # a count, not an early exit, so LLVM can vectorize it
+    return bad == 0

@@ -15,12 +15,13 @@ Each block function is a line-by-line port of ggml-quants.c; the shared search r
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ..registry import kernel
 from ._bits import bits_f32, f32_bits
-from ._ggml import (F, GROUP_MAX_EPS, canon, f16_round, make_q3_quants, make_qkx_quants, make_qp_quants,
-                    make_qx_quants, nearest_int, rd_f16, wr_f16)
+from ._ggml import (F, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
+                    nearest_int, rd_f16, wr_f16)
+from ._simd import vcanon, visplat, vload_i8, vload_u8, vsplat, vstore, vtof
 
 QK_K = 256
 TYPE_SIZE = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "q8_k": 292}
@@ -119,20 +120,6 @@ def _q2_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
     _pack_2bit(L, b, 16)
 
 
-@njit(error_model="numpy", cache=True)
-def _dec_q2_k(b, y, yo):
-    d = rd_f16(b, 80)
-    mn = rd_f16(b, 82)
-    for e in range(QK_K):
-        h, r = divmod(e, 128)
-        j, l = divmod(r, 32)
-        q = (np.int64(b[16 + 32 * h + l]) >> (2 * j)) & 3
-        sc = np.int64(b[e // 16])
-        dl = d * F(sc & 0xF)
-        ml = mn * F(sc >> 4)
-        y[yo + e] = canon(dl * F(q) - ml)
-
-
 # ---- Q3_K: 16 sub-blocks of 16, signed 6-bit scales, 3-bit codes (high bit in hmask) --------------
 
 @njit(error_model="numpy", cache=True)
@@ -143,7 +130,7 @@ def _q3_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
         max_scale = F(0.0)
         amax = F(0.0)
         for j in range(16):
-            scales[j] = make_q3_quants(16, 4, x, xo + 16 * j, L, 16 * j)
+            scales[j] = make_q3_quants(16, 4, x, xo + 16 * j, L, 16 * j, S)
             sc = abs(scales[j])
             if sc > amax:
                 amax = sc
@@ -175,7 +162,7 @@ def _q3_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
         wr_f16(b, 108, d_block)
     dd = rd_f16(b, 108)
     for j in range(16):
-        d = dd * F(_get_q3_scale(j, b))
+        d = dd * F(_get_q3_scale(j, b, 0))
         if d == 0:
             continue
         for ii in range(16):
@@ -198,25 +185,6 @@ def _put_q3_scale(j, l, b):
     else:
         b[96 + j - 8] = (np.int64(b[96 + j - 8]) | ((l & 0xF) << 4)) & 0xFF
     b[96 + 8 + j % 4] = (np.int64(b[96 + 8 + j % 4]) | ((l >> 4) << (2 * (j // 4)))) & 0xFF
-
-
-@njit(inline="always", error_model="numpy", cache=True)
-def _get_q3_scale(j, b):
-    lo = (np.int64(b[96 + j]) & 0xF) if j < 8 else (np.int64(b[96 + j - 8]) >> 4)
-    return np.int64(lo | (((np.int64(b[96 + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
-
-
-@njit(error_model="numpy", cache=True)
-def _dec_q3_k(b, y, yo):
-    d = rd_f16(b, 108)
-    for e in range(QK_K):
-        h, r = divmod(e, 128)
-        j, l = divmod(r, 32)
-        low = (np.int64(b[32 + 32 * h + l]) >> (2 * j)) & 3
-        hb = (np.int64(b[l]) >> (4 * h + j)) & 1
-        q = np.int64(low) - (0 if hb else 4)
-        dl = d * F(_get_q3_scale(e // 16, b))
-        y[yo + e] = canon(dl * F(q))
 
 
 # ---- Q4_K / Q5_K: 8 sub-blocks of 32, 6-bit scale and min ----------------------------------------
@@ -319,43 +287,6 @@ def _q5_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
             b[48 + 32 * c + l] = l1 | (l2 << 4)
 
 
-@njit(error_model="numpy", cache=True)
-def _dec_q4_k(b, y, yo):
-    d = rd_f16(b, 0)
-    mn = rd_f16(b, 2)
-    for c in range(4):
-        sc, m = _get_scale_min_k4(2 * c, b, 4)
-        d1 = d * F(sc)
-        m1 = mn * F(m)
-        sc, m = _get_scale_min_k4(2 * c + 1, b, 4)
-        d2 = d * F(sc)
-        m2 = mn * F(m)
-        for l in range(32):
-            q = np.int64(b[16 + 32 * c + l])
-            y[yo + 64 * c + l] = canon(d1 * F(q & 0xF) - m1)
-            y[yo + 64 * c + 32 + l] = canon(d2 * F(q >> 4) - m2)
-
-
-@njit(error_model="numpy", cache=True)
-def _dec_q5_k(b, y, yo):
-    d = rd_f16(b, 0)
-    mn = rd_f16(b, 2)
-    for c in range(4):
-        sc, m = _get_scale_min_k4(2 * c, b, 4)
-        d1 = d * F(sc)
-        m1 = mn * F(m)
-        sc, m = _get_scale_min_k4(2 * c + 1, b, 4)
-        d2 = d * F(sc)
-        m2 = mn * F(m)
-        for l in range(32):
-            q = np.int64(b[48 + 32 * c + l])
-            h = np.int64(b[16 + l])
-            q1 = (q & 0xF) + (16 if (h >> (2 * c)) & 1 else 0)
-            q2 = (q >> 4) + (16 if (h >> (2 * c + 1)) & 1 else 0)
-            y[yo + 64 * c + l] = canon(d1 * F(q1) - m1)
-            y[yo + 64 * c + 32 + l] = canon(d2 * F(q2) - m2)
-
-
 # ---- Q6_K: 16 sub-blocks of 16, int8 scales, 6-bit codes -----------------------------------------
 
 @njit(error_model="numpy", cache=True)
@@ -395,26 +326,6 @@ def _q6_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
                                    | ((L[e + 96] >> 4) << 6)) & 0xFF
 
 
-@njit(error_model="numpy", cache=True)
-def _dec_q6_k(b, y, yo):
-    d = rd_f16(b, 208)
-    for h in range(2):
-        for l in range(32):
-            qh = np.int64(b[128 + 32 * h + l])
-            ql0 = np.int64(b[64 * h + l])
-            ql1 = np.int64(b[64 * h + 32 + l])
-            q1 = np.int64((ql0 & 0xF) | (((qh >> 0) & 3) << 4)) - 32
-            q2 = np.int64((ql1 & 0xF) | (((qh >> 2) & 3) << 4)) - 32
-            q3 = np.int64((ql0 >> 4) | (((qh >> 4) & 3) << 4)) - 32
-            q4 = np.int64((ql1 >> 4) | (((qh >> 6) & 3) << 4)) - 32
-            isc = 8 * h + l // 16
-            e = yo + 128 * h + l
-            y[e] = canon((d * F(np.int8((b[192 + isc])))) * F(q1))
-            y[e + 32] = canon((d * F(np.int8((b[192 + isc + 2])))) * F(q2))
-            y[e + 64] = canon((d * F(np.int8((b[192 + isc + 4])))) * F(q3))
-            y[e + 96] = canon((d * F(np.int8((b[192 + isc + 6])))) * F(q4))
-
-
 # ---- Q8_K: float32 d, 256 int8 codes, 16 int16 sums (ggml's dot-product operand) ------------------
 
 @njit(error_model="numpy", cache=True)
@@ -444,11 +355,123 @@ def _q8_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
         b[k] = (d >> (8 * k)) & 0xFF
 
 
+# ---- decoders: dequantize_row_*, eight elements per step (int lanes -> float, C's float order) ------
+# Each takes the row's bytes ``b`` with the block at ``o`` and writes 256 floats to y[yo:].
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _put8(y, yo, v):
+    vstore(y, yo, vcanon(v))
+
+
 @njit(error_model="numpy", cache=True)
-def _dec_q8_k(b, y, yo):
-    d = bits_f32(np.int64(np.int64(b[0])) | (np.int64(np.int64(b[1])) << 8) | (np.int64(np.int64(b[2])) << 16) | (np.int64(np.int64(b[3])) << 24))
-    for j in range(QK_K):
-        y[yo + j] = canon(d * F(np.int8((b[4 + j]))))
+def _dec_q2_k(b, o, y, yo):
+    d = rd_f16(b, o + 80)
+    mn = rd_f16(b, o + 82)
+    for h in range(2):
+        for j in range(4):
+            for half in range(2):  # sub-block 8h + 2j + half: elements 128h + 32j + 16*half ..
+                sc = np.int64(b[o + 8 * h + 2 * j + half])
+                dl = vsplat(d * F(sc & 0xF))  # C: dl = d * (sc & 0xF); ml = min * (sc >> 4);
+                ml = vsplat(mn * F(sc >> 4))
+                for l0 in range(16 * half, 16 * half + 16, 8):
+                    q = (vload_u8(b, o + 16 + 32 * h + l0) >> (2 * j)) & visplat(3)
+                    _put8(y, yo + 128 * h + 32 * j + l0, dl * vtof(q) - ml)
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _get_q3_scale(j, b, o):
+    """Signed 6-bit scale j of a Q3_K block at b[o] (scales[12] at byte 96)."""
+    lo = (np.int64(b[o + 96 + j]) & 0xF) if j < 8 else (np.int64(b[o + 96 + j - 8]) >> 4)
+    return np.int64(lo | (((np.int64(b[o + 104 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+
+
+@njit(error_model="numpy", cache=True)
+def _dec_q3_k(b, o, y, yo):
+    d = rd_f16(b, o + 108)
+    three = visplat(3)
+    one = visplat(1)
+    four = visplat(4)
+    for h in range(2):
+        for j in range(4):
+            for half in range(2):
+                dl = vsplat(d * F(_get_q3_scale(8 * h + 2 * j + half, b, o)))  # C: dl = d_all * (scale - 32)
+                for l0 in range(16 * half, 16 * half + 16, 8):
+                    low = (vload_u8(b, o + 32 + 32 * h + l0) >> (2 * j)) & three
+                    hb = (vload_u8(b, o + l0) >> (4 * h + j)) & one
+                    # C: (int8_t)((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4)
+                    _put8(y, yo + 128 * h + 32 * j + l0, dl * vtof(low + (hb << 2) - four))
+
+
+@njit(error_model="numpy", cache=True)
+def _dec_q4_k(b, o, y, yo):
+    d = rd_f16(b, o)
+    mn = rd_f16(b, o + 2)
+    lo4 = visplat(15)
+    for c in range(4):
+        sc, m = _get_scale_min_k4(2 * c, b, o + 4)
+        d1 = vsplat(d * F(sc))
+        m1 = vsplat(mn * F(m))
+        sc, m = _get_scale_min_k4(2 * c + 1, b, o + 4)
+        d2 = vsplat(d * F(sc))
+        m2 = vsplat(mn * F(m))
+        for l0 in range(0, 32, 8):
+            q = vload_u8(b, o + 16 + 32 * c + l0)
+            _put8(y, yo + 64 * c + l0, d1 * vtof(q & lo4) - m1)
+            _put8(y, yo + 64 * c + 32 + l0, d2 * vtof(q >> 4) - m2)
+
+
+@njit(error_model="numpy", cache=True)
+def _dec_q5_k(b, o, y, yo):
+    d = rd_f16(b, o)
+    mn = rd_f16(b, o + 2)
+    lo4 = visplat(15)
+    one = visplat(1)
+    for c in range(4):
+        sc, m = _get_scale_min_k4(2 * c, b, o + 4)
+        d1 = vsplat(d * F(sc))
+        m1 = vsplat(mn * F(m))
+        sc, m = _get_scale_min_k4(2 * c + 1, b, o + 4)
+        d2 = vsplat(d * F(sc))
+        m2 = vsplat(mn * F(m))
+        for l0 in range(0, 32, 8):
+            q = vload_u8(b, o + 48 + 32 * c + l0)
+            qh = vload_u8(b, o + 16 + l0)
+            q1 = (q & lo4) + (((qh >> (2 * c)) & one) << 4)
+            q2 = (q >> 4) + (((qh >> (2 * c + 1)) & one) << 4)
+            _put8(y, yo + 64 * c + l0, d1 * vtof(q1) - m1)
+            _put8(y, yo + 64 * c + 32 + l0, d2 * vtof(q2) - m2)
+
+
+@njit(error_model="numpy", cache=True)
+def _dec_q6_k(b, o, y, yo):
+    d = rd_f16(b, o + 208)
+    lo4 = visplat(15)
+    three = visplat(3)
+    off = visplat(32)
+    for h in range(2):
+        for l0 in range(0, 32, 8):
+            isc = o + 192 + 8 * h + l0 // 16
+            # C: y[l] = d * sc[is] * q1: (d * sc) * q
+            s1 = vsplat(d * F(np.int8(b[isc])))
+            s2 = vsplat(d * F(np.int8(b[isc + 2])))
+            s3 = vsplat(d * F(np.int8(b[isc + 4])))
+            s4 = vsplat(d * F(np.int8(b[isc + 6])))
+            qh = vload_u8(b, o + 128 + 32 * h + l0)
+            ql0 = vload_u8(b, o + 64 * h + l0)
+            ql1 = vload_u8(b, o + 64 * h + 32 + l0)
+            e = yo + 128 * h + l0
+            _put8(y, e, s1 * vtof(((ql0 & lo4) | ((qh & three) << 4)) - off))
+            _put8(y, e + 32, s2 * vtof(((ql1 & lo4) | (((qh >> 2) & three) << 4)) - off))
+            _put8(y, e + 64, s3 * vtof(((ql0 >> 4) | (((qh >> 4) & three) << 4)) - off))
+            _put8(y, e + 96, s4 * vtof(((ql1 >> 4) | ((qh >> 6) << 4)) - off))
+
+
+@njit(error_model="numpy", cache=True)
+def _dec_q8_k(b, o, y, yo):
+    d = vsplat(bits_f32(np.int64(b[o]) | (np.int64(b[o + 1]) << 8) | (np.int64(b[o + 2]) << 16)
+                        | (np.int64(b[o + 3]) << 24)))
+    for j in range(0, QK_K, 8):
+        _put8(y, yo + j, d * vtof(vload_i8(b, o + 4 + j)))
 
 
 # ---- drivers ---------------------------------------------------------------------------------------
@@ -463,7 +486,7 @@ def _encode_rows(t, x, qw, has_qw, out):
     nb = K // QK_K
     ts = _TS[t]
     L = np.zeros(QK_K, dtype=np.int64)
-    S = np.zeros((8, 40), dtype=np.float32)
+    S = np.zeros((8, 256), dtype=np.float32)
     w = np.zeros(32, dtype=np.float32)
     scales = np.zeros(16, dtype=np.float32)
     mins = np.zeros(16, dtype=np.float32)
@@ -488,26 +511,27 @@ def _encode_rows(t, x, qw, has_qw, out):
                 _q8_k_block(xr, i * QK_K, qw, i * QK_K, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def _decode_rows(t, data, out):
     rows, K = out.shape
     nb = K // QK_K
     ts = _TS[t]
-    for r in range(rows):
+    for r in prange(rows):
+        b = data[r]
+        y = out[r]
         for i in range(nb):
-            b = data[r, i * ts:(i + 1) * ts]
             if t == 0:
-                _dec_q2_k(b, out[r], i * QK_K)
+                _dec_q2_k(b, i * ts, y, i * QK_K)
             elif t == 1:
-                _dec_q3_k(b, out[r], i * QK_K)
+                _dec_q3_k(b, i * ts, y, i * QK_K)
             elif t == 2:
-                _dec_q4_k(b, out[r], i * QK_K)
+                _dec_q4_k(b, i * ts, y, i * QK_K)
             elif t == 3:
-                _dec_q5_k(b, out[r], i * QK_K)
+                _dec_q5_k(b, i * ts, y, i * QK_K)
             elif t == 4:
-                _dec_q6_k(b, out[r], i * QK_K)
+                _dec_q6_k(b, i * ts, y, i * QK_K)
             else:
-                _dec_q8_k(b, out[r], i * QK_K)
+                _dec_q8_k(b, i * ts, y, i * QK_K)
 
 
 _NO_QW = np.zeros(1, dtype=np.float32)
@@ -520,4 +544,4 @@ def encode(codec_id: str, x: np.ndarray, qw: np.ndarray | None, out: np.ndarray)
 
 @kernel("gguf_kquants", "cpu", "decode")
 def decode(codec_id: str, data: np.ndarray, out: np.ndarray) -> None:
-    _decode_rows(_IDS[codec_id], data, out)
+    _decode_rows(_IDS[codec_id], np.ascontiguousarray(data), out)

@@ -18,12 +18,14 @@ import ctypes.util
 import functools
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 from ._ggml import (F, GROUP_MAX_EPS, best_index_int8, canon, make_qkx_quants, make_qx_quants, nearest_int,
                     rd_f16, wr_f16)
+from ._simd import (vabs, vand, vbits, vcanon, vge, vgt, vhmax, vilane, vilanes, vimin, visplat, vle, vload, vload_i8,
+                    vload_u8, vlt, vlut, vmi, vsel, vsext8, vsplat, vstore, vstore_u8, vtof, vtrunc)
 
 #: kvalues_iq4nl (ggml-common.h): the IQ4_NL / IQ4_XS code book
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
@@ -461,14 +463,152 @@ def _iq4_block(xs, x, xo, qw, qo, has_qw, b, L, weight, scales):
             b[oq + 16 * i + j] = (L[32 * i + j] | (L[32 * i + 16 + j] << 4)) & 0xFF
 
 
+# ---- Q4_0..Q8_1 without imatrix: eight elements per step ------------------------------------------
+# Each lane runs the scalar reference's expression for its element (same float operations in the
+# same order, C's truncating / roundf conversions emulated exactly by vtrunc and _vroundf), so the
+# bytes are those of _enc_block; the branchy per-block dispatch is gone (one loop per type).
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _vamax(x, o):
+    """max |x[o:o+32]| (lane-wise max, then across lanes; the inputs are finite, so order is moot)."""
+    m = vabs(vload(x, o))
+    for k in range(8, 32, 8):
+        a = vabs(vload(x, o + k))
+        m = vsel(vgt(a, m), a, m)
+    return vhmax(m)
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _vroundf(v):
+    """c_roundf per lane: truncate, then step away from zero when the exact remainder is >= 0.5
+    (only where |v| < 2**23; larger values, Inf and NaN convert as C's truncation does)."""
+    t = vtrunc(v)
+    r = v - vtof(t)
+    small = vlt(vabs(v), vsplat(F(8388608.0)))
+    return t + vmi(vand(small, vge(r, vsplat(F(0.5))))) - vmi(vand(small, vle(r, vsplat(F(-0.5)))))
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _vpack_q5(L0, L1, b, oqh, oqs, l0, qh):
+    """Eight elements of _pack_q5 (elements l0.. and l0+16..): nibbles stored, fifth bits ORed into qh."""
+    vstore_u8(b, oqs + l0, (L0 & visplat(15)) | ((L1 & visplat(15)) << 4))
+    h0 = vbits(vgt(vtof((L0 >> 4) & visplat(1)), vsplat(F(0.5))))  # bit k = fifth bit of lane k
+    h1 = vbits(vgt(vtof((L1 >> 4) & visplat(1)), vsplat(F(0.5))))
+    return qh | (h0 << l0) | (h1 << (l0 + 16))
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _enc_fast(t, x, xo, b, o):
+    if t == 0 or t == 2:  # quantize_row_q{4,5}_0_ref
+        half = 8 if t == 0 else 16
+        amax = _vamax(x, xo)
+        mx = F(0.0)  # C keeps the first element with the largest |x| (0 when all are zero)
+        if amax > 0:
+            for j in range(32):
+                if abs(x[xo + j]) == amax:
+                    mx = x[xo + j]
+                    break
+        d = mx / F(-half)
+        idd = F(1.0) / d if d != 0 else F(0.0)
+        wr_f16(b, o, d)
+        vid = vsplat(idd)
+        off = vsplat(F(half + 0.5))
+        qh = np.int64(0)
+        for l0 in range(0, 16, 8):
+            # C: MIN(15, (int8_t)(x*id + 8.5f)) (truncation; +16.5f and 31 for Q5_0)
+            L0 = vimin(vsext8(vtrunc(vload(x, xo + l0) * vid + off)), 2 * half - 1)
+            L1 = vimin(vsext8(vtrunc(vload(x, xo + 16 + l0) * vid + off)), 2 * half - 1)
+            if t == 0:
+                vstore_u8(b, o + 2 + l0, L0 | (L1 << 4))
+            else:
+                qh = _vpack_q5(L0, L1, b, o + 2, o + 6, l0, qh)
+        if t == 2:
+            for k in range(4):
+                b[o + 2 + k] = (qh >> (8 * k)) & 0xFF
+    elif t == 1 or t == 3:  # quantize_row_q{4,5}_1_ref
+        nmax = 15 if t == 1 else 31
+        mn = F(3.4028234663852886e38)
+        mx = F(-3.4028234663852886e38)
+        for j in range(32):  # scalar: C keeps the first of equal values (-0.0 vs 0.0 matters for m)
+            v = x[xo + j]
+            if v < mn:
+                mn = v
+            if v > mx:
+                mx = v
+        d = (mx - mn) / F(nmax)
+        idd = F(1.0) / d if d != 0 else F(0.0)
+        wr_f16(b, o, d)
+        wr_f16(b, o + 2, mn)
+        vid = vsplat(idd)
+        vmn = vsplat(mn)
+        half = vsplat(F(0.5))
+        qh = np.int64(0)
+        for l0 in range(0, 16, 8):
+            v0 = vtrunc((vload(x, xo + l0) - vmn) * vid + half)  # C: (x - min) * id + 0.5f
+            v1 = vtrunc((vload(x, xo + 16 + l0) - vmn) * vid + half)
+            if t == 1:  # MIN(15, (int8_t)(..)), stored as (L0 & 0xFF) | L1 << 4
+                L0 = vimin(vsext8(v0), 15)
+                L1 = vimin(vsext8(v1), 15)
+                vstore_u8(b, o + 4 + l0, (L0 & visplat(0xFF)) | (L1 << 4))
+            else:  # (uint8_t)(..), no clamp
+                qh = _vpack_q5(v0 & visplat(0xFF), v1 & visplat(0xFF), b, o + 4, o + 8, l0, qh)
+        if t == 3:
+            for k in range(4):
+                b[o + 4 + k] = (qh >> (8 * k)) & 0xFF
+    else:  # quantize_row_q8_{0,1}_ref
+        amax = _vamax(x, xo)
+        d = amax / F(127.0)
+        idd = F(1.0) / d if d != 0 else F(0.0)
+        wr_f16(b, o, d)
+        oq = o + (2 if t == 4 else 4)
+        vid = vsplat(idd)
+        sv = visplat(0)
+        for j in range(0, 32, 8):
+            q8 = vsext8(_vroundf(vload(x, xo + j) * vid))  # roundf, then the int8_t store
+            vstore_u8(b, oq + j, q8)
+            sv = sv + q8
+        if t == 5:
+            s = np.int64(0)
+            for k in range(8):
+                s += vilane(sv, k)
+            wr_f16(b, o + 2, F(s) * d)  # s = fp16(sum * d)
+
+
+@njit(error_model="numpy", cache=True)
+def _enc_row_fast(t, x, b, nb):
+    # one loop per type with a constant type number (see _dec_row)
+    if t == 0:
+        for i in range(nb):
+            _enc_fast(0, x, 32 * i, b, 18 * i)
+    elif t == 1:
+        for i in range(nb):
+            _enc_fast(1, x, 32 * i, b, 20 * i)
+    elif t == 2:
+        for i in range(nb):
+            _enc_fast(2, x, 32 * i, b, 22 * i)
+    elif t == 3:
+        for i in range(nb):
+            _enc_fast(3, x, 32 * i, b, 24 * i)
+    elif t == 4:
+        for i in range(nb):
+            _enc_fast(4, x, 32 * i, b, 34 * i)
+    else:
+        for i in range(nb):
+            _enc_fast(5, x, 32 * i, b, 36 * i)
+
+
 @njit(error_model="numpy", cache=True)
 def _encode_rows(t, x, qw, has_qw, out, thr):
     rows, K = x.shape
     bs = _BS[t]
     ts = _TS[t]
     nb = K // bs
+    if t <= 5 and not has_qw:
+        for r in range(rows):
+            _enc_row_fast(t, x[r], out[r], nb)
+        return
     L = np.zeros(256, dtype=np.int64)
-    S = np.zeros((8, 40), dtype=np.float32)
+    S = np.zeros((8, 256), dtype=np.float32)
     w = np.zeros(32, dtype=np.float32)
     scales = np.zeros(8, dtype=np.float32)
     mins = np.zeros(1, dtype=np.float32)
@@ -484,115 +624,178 @@ def _encode_rows(t, x, qw, has_qw, out, thr):
             _enc_block(t, xr, i * bs, qw, i * bs, has_qw, sigma2, out[r, i * ts:(i + 1) * ts], L, S, w, scales, mins, thr)
 
 
-# ---- decoders ---------------------------------------------------------------------------------------
+# ---- decoders: eight elements per step (int lanes -> float, C's float order; see _simd) ------------
+# _dec_block(t, b, o, y, yo) decodes the block at byte o of the row's bytes b into y[yo:yo+bs]. Each
+# lane computes exactly the scalar C expression of its element (same operands, same order, no FMA),
+# so the floats are ggml's bit for bit; NaN lanes are canonicalized as everywhere in lowbit.
 
-@njit(error_model="numpy", cache=True)
-def _dec_block(t, b, y, o):
-    if t == 0:  # Q4_0: element j in the low nibble of qs[j], j + 16 in the high one; (q - 8) * d
-        d = rd_f16(b, 0)
-        for j in range(16):
-            q = np.int64(b[2 + j])
-            y[o + j] = canon(F((q & 0xF) - 8) * d)
-            y[o + j + 16] = canon(F((q >> 4) - 8) * d)
-    elif t == 1:  # Q4_1: q * d + m
-        d = rd_f16(b, 0)
-        m = rd_f16(b, 2)
-        for j in range(16):
-            q = np.int64(b[4 + j])
-            y[o + j] = canon(F(q & 0xF) * d + m)
-            y[o + j + 16] = canon(F(q >> 4) * d + m)
-    elif t == 2 or t == 3:  # Q5_0 / Q5_1: fifth bit j of the LE u32 qh
-        d = rd_f16(b, 0)
-        m = rd_f16(b, 2) if t == 3 else F(0.0)
-        oh = 2 if t == 2 else 4
-        oq = oh + 4
-        qh = np.int64(b[oh]) | (np.int64(b[oh + 1]) << 8) | (np.int64(b[oh + 2]) << 16) | (np.int64(b[oh + 3]) << 24)
-        for j in range(16):
-            q = np.int64(b[oq + j])
-            q0 = (q & 0xF) | (((qh >> j) & 1) << 4)
-            q1 = (q >> 4) | (((qh >> (j + 16)) & 1) << 4)
-            if t == 2:
-                y[o + j] = canon(F(q0 - 16) * d)
-                y[o + j + 16] = canon(F(q1 - 16) * d)
-            else:
-                y[o + j] = canon(F(q0) * d + m)
-                y[o + j + 16] = canon(F(q1) * d + m)
-    elif t == 4 or t == 5:  # Q8_0 / Q8_1 (s is not needed to decode)
-        d = rd_f16(b, 0)
-        oq = 2 if t == 4 else 4
-        for j in range(32):
-            y[o + j] = canon(F(np.int8(b[oq + j])) * d)
-    elif t == 6:  # MXFP4
-        d = e8m0_half(np.int64(b[0]))
-        for j in range(16):
-            q = np.int64(b[1 + j])
-            y[o + j] = canon(F(KVALUES_MXFP4[q & 0xF]) * d)
-            y[o + j + 16] = canon(F(KVALUES_MXFP4[q >> 4]) * d)
+_KF_IQ4NL = KVALUES_IQ4NL.astype(np.float32)  # the code books as float32 (int8 -> float is exact)
+_KF_MXFP4 = KVALUES_MXFP4.astype(np.float32)
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _put8(y, yo, v):
+    vstore(y, yo, vcanon(v))
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _u32(b, o):
+    return np.int64(b[o]) | (np.int64(b[o + 1]) << 8) | (np.int64(b[o + 2]) << 16) | (np.int64(b[o + 3]) << 24)
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _dec_block(t, b, o, y, yo):
+    lo4 = visplat(15)
+    if t <= 3:  # Q4_0 / Q4_1 / Q5_0 / Q5_1: element j in the low nibble of qs[j], j + 16 in the high one
+        d = vsplat(rd_f16(b, o))
+        m = vsplat(rd_f16(b, o + 2)) if (t == 1 or t == 3) else vsplat(F(0.0))
+        oq = o + 2 + 2 * t  # qs after d (Q4_0), d, m (Q4_1), d, qh (Q5_0), d, m, qh (Q5_1)
+        # Q5_*: the fifth bit of element j is bit j of the little-endian u32 qh (just before qs)
+        qh = visplat(_u32(b, oq - 4)) if t >= 2 else visplat(0)
+        one = visplat(1)
+        for l0 in range(0, 16, 8):
+            q = vload_u8(b, oq + l0)
+            q0 = q & lo4
+            q1 = q >> 4
+            if t >= 2:
+                sh = vilanes() + visplat(l0)  # lane k: element l0 + k
+                q0 = q0 | (((qh >> sh) & one) << 4)
+                q1 = q1 | (((qh >> (sh + visplat(16))) & one) << 4)
+            if t == 0:  # C: (q - 8) * d
+                _put8(y, yo + l0, vtof(q0 - visplat(8)) * d)
+                _put8(y, yo + l0 + 16, vtof(q1 - visplat(8)) * d)
+            elif t == 2:  # C: (q - 16) * d
+                _put8(y, yo + l0, vtof(q0 - visplat(16)) * d)
+                _put8(y, yo + l0 + 16, vtof(q1 - visplat(16)) * d)
+            else:  # C: q * d + m
+                _put8(y, yo + l0, vtof(q0) * d + m)
+                _put8(y, yo + l0 + 16, vtof(q1) * d + m)
+    elif t == 4 or t == 5:  # Q8_0 / Q8_1 (s is not needed to decode): int8 * d
+        d = vsplat(rd_f16(b, o))
+        oq = o + (2 if t == 4 else 4)
+        for j in range(0, 32, 8):
+            _put8(y, yo + j, vtof(vload_i8(b, oq + j)) * d)
+    elif t == 6:  # MXFP4: code book value * 2**(e - 128)
+        d = vsplat(e8m0_half(np.int64(b[o])))
+        for l0 in range(0, 16, 8):
+            q = vload_u8(b, o + 1 + l0)
+            _put8(y, yo + l0, vlut(_KF_MXFP4, q & lo4) * d)
+            _put8(y, yo + l0 + 16, vlut(_KF_MXFP4, q >> 4) * d)
     elif t == 7:  # TQ1_0: trit n of byte q is ((q * 3**n mod 256) * 3) >> 8
-        d = rd_f16(b, 52)
+        dd = rd_f16(b, o + 52)
+        d = vsplat(dd)
+        ff = visplat(0xFF)
         for n in range(5):
-            p3 = 3 ** n
-            for m in range(32):
-                q = (np.int64(b[m]) * p3) & 0xFF
-                y[o + 32 * n + m] = canon(F(((q * 3) >> 8) - 1) * d)
-            for m in range(16):
-                q = (np.int64(b[32 + m]) * p3) & 0xFF
-                y[o + 160 + 16 * n + m] = canon(F(((q * 3) >> 8) - 1) * d)
-        for n in range(4):
+            p3 = visplat(3 ** n)
+            for m in range(0, 48, 8):  # qs[0:32] -> y[32n + m], qs[32:48] -> y[160 + 16n + (m - 32)]
+                q = (vload_u8(b, o + m) * p3) & ff
+                e = yo + 32 * n + m if m < 32 else yo + 160 + 16 * n + m - 32
+                _put8(y, e, vtof(((q * visplat(3)) >> 8) - visplat(1)) * d)
+        for n in range(4):  # qh[0:4]: 16 elements, scalar
             p3 = 3 ** n
             for j in range(4):
-                q = (np.int64(b[48 + j]) * p3) & 0xFF
-                y[o + 240 + 4 * n + j] = canon(F(((q * 3) >> 8) - 1) * d)
-    elif t == 8:  # TQ2_0: element 128h + 32n + m in bits 2n of qs[32h + m]
-        d = rd_f16(b, 64)
-        for e in range(256):
-            h, r = divmod(e, 128)
-            n, m = divmod(r, 32)
-            q = (np.int64(b[32 * h + m]) >> (2 * n)) & 3
-            y[o + e] = canon(F(q - 1) * d)
-    elif t == 9:  # IQ4_NL
-        d = rd_f16(b, 0)
-        for j in range(16):
-            q = np.int64(b[2 + j])
-            y[o + j] = canon(d * F(KVALUES_IQ4NL[q & 0xF]))
-            y[o + j + 16] = canon(d * F(KVALUES_IQ4NL[q >> 4]))
+                q = (np.int64(b[o + 48 + j]) * p3) & 0xFF
+                y[yo + 240 + 4 * n + j] = canon(F(((q * 3) >> 8) - 1) * dd)
+    elif t == 8:  # TQ2_0: element 128h + 32n + m in bits 2n of qs[32h + m]; (q - 1) * d
+        d = vsplat(rd_f16(b, o + 64))
+        three = visplat(3)
+        for h in range(2):
+            for n in range(4):
+                for m in range(0, 32, 8):
+                    q = (vload_u8(b, o + 32 * h + m) >> (2 * n)) & three
+                    _put8(y, yo + 128 * h + 32 * n + m, vtof(q - visplat(1)) * d)
+    elif t == 9:  # IQ4_NL: C: d * kvalues[q]
+        d = vsplat(rd_f16(b, o))
+        for l0 in range(0, 16, 8):
+            q = vload_u8(b, o + 2 + l0)
+            _put8(y, yo + l0, d * vlut(_KF_IQ4NL, q & lo4))
+            _put8(y, yo + l0 + 16, d * vlut(_KF_IQ4NL, q >> 4))
     elif t == 10:  # IQ4_XS: 6-bit sub-scales (low nibble in scales_l, 2 high bits in scales_h)
-        d = rd_f16(b, 0)
-        sh = np.int64(b[2]) | (np.int64(b[3]) << 8)
+        d = rd_f16(b, o)
+        sh = np.int64(b[o + 2]) | (np.int64(b[o + 3]) << 8)
         for ib in range(8):
-            ls = ((np.int64(b[4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
-            dl = d * F(ls - 32)
-            for j in range(16):
-                q = np.int64(b[8 + 16 * ib + j])
-                y[o + 32 * ib + j] = canon(dl * F(KVALUES_IQ4NL[q & 0xF]))
-                y[o + 32 * ib + j + 16] = canon(dl * F(KVALUES_IQ4NL[q >> 4]))
+            ls = ((np.int64(b[o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
+            dl = vsplat(d * F(ls - 32))  # C: dl = d * (ls - 32); y = dl * kvalues[q]
+            for l0 in range(0, 16, 8):
+                q = vload_u8(b, o + 8 + 16 * ib + l0)
+                _put8(y, yo + 32 * ib + l0, dl * vlut(_KF_IQ4NL, q & lo4))
+                _put8(y, yo + 32 * ib + l0 + 16, dl * vlut(_KF_IQ4NL, q >> 4))
     elif t == 11:  # Q1_0: bit j set -> +d, clear -> -d
-        d = rd_f16(b, 0)
-        for j in range(128):
-            bit = (np.int64(b[2 + j // 8]) >> (j % 8)) & 1
-            y[o + j] = canon(d if bit else -d)
+        dd = rd_f16(b, o)
+        d = vsplat(dd)
+        nd = vsplat(-dd)
+        for k in range(16):  # byte k holds elements 8k .. 8k + 7, element 8k + i in bit i
+            bit = (visplat(np.int64(b[o + 2 + k])) >> vilanes()) & visplat(1)
+            _put8(y, yo + 8 * k, vsel(vgt(vtof(bit), vsplat(F(0.5))), d, nd))
     elif t == 12:  # Q2_0: 2-bit codes, element j in bits 2(j%4) of qs[j/4]; (q - 1) * d
-        d = rd_f16(b, 0)
+        d = rd_f16(b, o)
         for j in range(64):
-            q = (np.int64(b[2 + j // 4]) >> (2 * (j % 4))) & 3
-            y[o + j] = canon(F(q - 1) * d)
+            q = (np.int64(b[o + 2 + j // 4]) >> (2 * (j % 4))) & 3
+            y[yo + j] = canon(F(q - 1) * d)
     else:  # NVFP4 (ggml type 40): 4 sub-blocks of 16, UE4M3 scales (x0.5), E2M1 codes
-        for s in range(4):
-            d = ue4m3_half(np.int64(b[s]))
-            for j in range(8):
-                q = np.int64(b[4 + 8 * s + j])
-                y[o + 16 * s + j] = canon(F(KVALUES_MXFP4[q & 0xF]) * d)
-                y[o + 16 * s + j + 8] = canon(F(KVALUES_MXFP4[q >> 4]) * d)
+        for sb in range(4):
+            d = vsplat(ue4m3_half(np.int64(b[o + sb])))
+            q = vload_u8(b, o + 4 + 8 * sb)
+            _put8(y, yo + 16 * sb, vlut(_KF_MXFP4, q & lo4) * d)
+            _put8(y, yo + 16 * sb + 8, vlut(_KF_MXFP4, q >> 4) * d)
 
 
 @njit(error_model="numpy", cache=True)
+def _dec_row(t, b, y, nb, ts, bs):
+    # one loop per type with a constant type number: _dec_block is inlined and its type dispatch
+    # folds away, so each loop body is straight-line SIMD code (a 32-element block is too short to
+    # pay for a call and a 14-way branch)
+    if t == 0:
+        for i in range(nb):
+            _dec_block(0, b, i * ts, y, i * bs)
+    elif t == 1:
+        for i in range(nb):
+            _dec_block(1, b, i * ts, y, i * bs)
+    elif t == 2:
+        for i in range(nb):
+            _dec_block(2, b, i * ts, y, i * bs)
+    elif t == 3:
+        for i in range(nb):
+            _dec_block(3, b, i * ts, y, i * bs)
+    elif t == 4:
+        for i in range(nb):
+            _dec_block(4, b, i * ts, y, i * bs)
+    elif t == 5:
+        for i in range(nb):
+            _dec_block(5, b, i * ts, y, i * bs)
+    elif t == 6:
+        for i in range(nb):
+            _dec_block(6, b, i * ts, y, i * bs)
+    elif t == 7:
+        for i in range(nb):
+            _dec_block(7, b, i * ts, y, i * bs)
+    elif t == 8:
+        for i in range(nb):
+            _dec_block(8, b, i * ts, y, i * bs)
+    elif t == 9:
+        for i in range(nb):
+            _dec_block(9, b, i * ts, y, i * bs)
+    elif t == 10:
+        for i in range(nb):
+            _dec_block(10, b, i * ts, y, i * bs)
+    elif t == 11:
+        for i in range(nb):
+            _dec_block(11, b, i * ts, y, i * bs)
+    elif t == 12:
+        for i in range(nb):
+            _dec_block(12, b, i * ts, y, i * bs)
+    else:
+        for i in range(nb):
+            _dec_block(13, b, i * ts, y, i * bs)
+
+
+@njit(error_model="numpy", cache=True, parallel=True)
 def _decode_rows(t, data, out):
     rows, K = out.shape
     bs = _BS[t]
     ts = _TS[t]
-    for r in range(rows):
-        for i in range(K // bs):
-            _dec_block(t, data[r, i * ts:(i + 1) * ts], out[r], i * bs)
+    for r in prange(rows):
+        _dec_row(t, data[r], out[r], K // bs, ts, bs)
 
 
 _NO_QW = np.zeros(1, dtype=np.float32)
@@ -605,4 +808,4 @@ def encode(codec_id: str, x: np.ndarray, qw: np.ndarray | None, out: np.ndarray)
 
 @kernel("gguf_legacy", "cpu", "decode")
 def decode(codec_id: str, data: np.ndarray, out: np.ndarray) -> None:
-    _decode_rows(_IDS[codec_id], data, out)
+    _decode_rows(_IDS[codec_id], np.ascontiguousarray(data), out)
