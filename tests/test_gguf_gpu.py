@@ -1,0 +1,104 @@
+"""GGUF Triton kernels (``backend="gpu"``) against ggml's own C library and the Numba kernels.
+
+Without CUDA the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1),
+where every operation costs tens of microseconds whatever the tensor width: each case here is one
+kernel launch over a few rows that cover the distributions of tests/test_gguf.py (Gaussian,
+heavy-tailed, all-zero, constant, one outlier, tiny, huge, mixed scales, positive only). The same
+tests run on a CUDA device unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lowbit
+from lowbit.errors import BackendUnavailable
+from lowbit.formats import gguf as G
+from lowbit.kernels.registry import has_kernel
+from lowbit.tools.ggml_oracle import GGML, GGML_TYPES
+
+from .harness import gpu_tensor
+from .test_gguf import IQ_IDS, ggml, rows_for, same_float_bits  # noqa: F401  (ggml: the session fixture)
+
+pytest.importorskip("triton")
+torch = pytest.importorskip("torch")
+
+LEGACY = sorted(c for c in lowbit.list_codecs() if lowbit.codec_class(c).family == "gguf_legacy")
+KQUANTS = sorted(c for c in lowbit.list_codecs() if lowbit.codec_class(c).family == "gguf_kquants")
+GPU_ENCODE = [c for c in LEGACY + KQUANTS if has_kernel(lowbit.codec_class(c).family, "gpu", "encode")]
+
+
+def sample_rows(codec: lowbit.Codec, seed: int, blocks: int) -> np.ndarray:
+    """Two rows of each of the nine kinds of rows_for(), ``blocks`` blocks long (18 rows)."""
+    by_len = {x.shape[1]: x for x in rows_for(codec, seed)}
+    x = by_len[blocks * codec.block_size]
+    return np.ascontiguousarray(np.concatenate([x[k::9][:2] for k in range(9)]))
+
+
+def _check_bytes(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    bad = np.nonzero((got != want).any(1))[0]
+    assert bad.size == 0, f"{what}: rows {bad.tolist()} differ, first: {got[bad[0]].tobytes().hex()} != {want[bad[0]].tobytes().hex()}"
+
+
+def _check_floats(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    ok = same_float_bits(got, want)
+    assert ok.all(), f"{what}: differs at {np.argwhere(~ok)[0].tolist()}: {got[~ok][0]!r} != {want[~ok][0]!r}"
+
+
+@pytest.mark.parametrize("cid", GPU_ENCODE)
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["ref", "imatrix"])
+def test_gpu_encode_and_decode_match_ggml_and_cpu(ggml: GGML, cid: str, with_imatrix: bool) -> None:
+    codec = lowbit.get_codec(cid)
+    blocks = 2 if codec.block_size <= 64 else 1
+    x = sample_rows(codec, GGML_TYPES[cid] * 2 + with_imatrix, blocks)
+    K = x.shape[1]
+    imp = (np.random.default_rng(K).random(K) ** 3 * 10).astype(np.float32) if with_imatrix else None
+    want = ggml.quantize(x, cid, imp)
+    qg = codec.encode(gpu_tensor(x), backend="gpu", importance=None if imp is None else gpu_tensor(imp))
+    assert isinstance(qg.data, torch.Tensor)
+    got = qg.data.cpu().numpy()
+    _check_bytes(got, want, f"{cid} gpu encode vs ggml")
+    _check_bytes(got, codec.encode(x, backend="cpu", importance=imp).data, f"{cid} gpu vs cpu encode")
+    y = codec.decode(qg, backend="gpu").cpu().numpy()
+    _check_floats(y, ggml.dequantize(want, cid, K), f"{cid} gpu decode vs ggml")
+
+
+@pytest.mark.parametrize("cid", LEGACY + KQUANTS + IQ_IDS)
+def test_gpu_decode_of_random_bytes_matches_ggml(ggml: GGML, cid: str) -> None:
+    """Totality and bits: any bytes (NaN/Inf scales included) decode like dequantize_row_*."""
+    bs, ts = next((b, t) for (name, b, t) in G.BLOCK.values() if name == cid)
+    rng = np.random.default_rng(1000 + GGML_TYPES[cid])
+    raw = rng.integers(0, 256, (12, 3 * ts), dtype=np.uint8)
+    want = ggml.dequantize(raw, cid, 3 * bs)
+    if cid in IQ_IDS:
+        from lowbit.kernels.gpu.gguf_iq import decode
+
+        yt = torch.empty((12, 3 * bs), dtype=torch.float32, device=gpu_tensor(raw).device)
+        decode(cid, gpu_tensor(raw), yt)
+        y = yt.cpu().numpy()
+    else:
+        y = lowbit.get_codec(cid).decode_bytes(gpu_tensor(raw), (12, 3 * bs), backend="gpu").cpu().numpy()
+    _check_floats(y, want, f"{cid} gpu decode of random bytes vs ggml")
+    # the reader's entry point with numpy bytes and backend="gpu" gives the same bits
+    _check_floats(np.asarray(G.dequantize(raw, cid, (12, 3 * bs), backend="gpu")), want, f"{cid} via gguf.dequantize")
+
+
+@pytest.mark.parametrize("cid", KQUANTS)
+def test_gpu_decode_of_encoded_kquants_matches_ggml(ggml: GGML, cid: str) -> None:
+    """Decoding ggml's own blocks of ordinary rows (the random-bytes test mostly sees odd scales)."""
+    codec = lowbit.get_codec(cid)
+    x = sample_rows(codec, 7, 1)
+    raw = ggml.quantize(x, cid)
+    y = codec.decode_bytes(gpu_tensor(raw), x.shape, backend="gpu").cpu().numpy()
+    _check_floats(y, ggml.dequantize(raw, cid, x.shape[1]), f"{cid} gpu decode vs ggml")
+
+
+def test_missing_gpu_encode_names_the_family() -> None:
+    """A codec without a Triton encoder refuses backend="gpu" (nothing falls back to the CPU)."""
+    missing = [c for c in LEGACY + KQUANTS if c not in GPU_ENCODE]
+    if not missing:
+        pytest.skip("every GGUF codec has a gpu encoder")
+    codec = lowbit.get_codec(missing[0])
+    with pytest.raises(BackendUnavailable, match=codec.family):
+        codec.encode(gpu_tensor(np.zeros((1, codec.block_size), np.float32)), backend="gpu")
