@@ -256,6 +256,28 @@ def signed_absmax(xp, N: tl.constexpr):
     return amax, mx
 
 
+@triton.jit
+def tile_signed_absmax(t, idx, N: tl.constexpr):
+    """signed_absmax of each row of a [lanes, N] tile of finite values (``idx`` = 0..N-1 as
+    [1, N]): the maximum of |x| is order-free; the x that has it is the first such entry (ggml's
+    strict ``>`` keeps the first), read back exactly with :func:`col`; +0.0 when all are zero
+    (ggml's loop never updates from its initial 0, so a -0.0 entry must not leak through)."""
+    a = tl.abs(t)
+    amax = tl.max(a, axis=1)
+    i0 = tl.min(tl.where(a == amax[:, None], idx, N), axis=1)
+    mx = col(t, idx, i0[:, None])
+    return amax, tl.where(amax > 0, mx, 0.0)
+
+
+@triton.jit
+def tile_first_min(t, idx, N: tl.constexpr):
+    """The minimum of each row of a [lanes, N] tile of finite values, as C's ``if (v < min) min =
+    v`` loop leaves it: the first entry equal to the minimum (so of +0.0 and -0.0 the earlier one)."""
+    v = tl.min(t, axis=1)
+    i0 = tl.min(tl.where(t == v[:, None], idx, N), axis=1)
+    return col(t, idx, i0[:, None])
+
+
 # Candidates on a second axis: ggml tries a fixed list of candidate scales one after the other,
 # each one a full pass over the (sub-)block. Here every lane holds all its candidates as a row of a
 # [lanes, NC] tile, so one pass over the elements accumulates every candidate's sums at once: each

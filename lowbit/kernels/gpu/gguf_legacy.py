@@ -18,9 +18,9 @@ import triton.language as tl
 from ..cpu.gguf_legacy import _BS, _IDS, _TS, KVALUES_IQ4NL, KVALUES_MXFP4, log2f_thresholds
 from ..registry import kernel
 from ._ggml import (FP, GROUP_MAX_EPS, W_IMAT, W_X2, best_index_int8, bits_f32, c_roundf, c_trunc, canon, col, f32_bits,
-                    floor_log2, fp32_to_fp16, ld_f16, ld_u8, ld_u16, ld_u32, lut, make_qkx_quants, make_qx_quants,
-                    nearest_int, programs_block, qkx_code, qx_code, sext8, signed_absmax, st_f16, st_u8, sumsq,
-                    weight)
+                    floor_log2, ld_f16, ld_u8, ld_u16, ld_u32, lut, make_qkx_quants, make_qx_quants, nearest_int,
+                    programs_block, qkx_code, qx_code, sext8, signed_absmax, st_f16, st_u8, sumsq, tile_first_min,
+                    tile_signed_absmax, weight)
 
 Q4_0: tl.constexpr = tl.constexpr(0)
 Q4_1: tl.constexpr = tl.constexpr(1)
@@ -181,22 +181,36 @@ def _decode_kernel(data_ptr, out_ptr, kv_ptr, n, K, RB, T: tl.constexpr, BS: tl.
 # ---- encode: one lane per block ----------------------------------------------------------------
 
 @triton.jit
-def _pack_q5(ob, L0, L1, j: tl.constexpr, qh, OQS: tl.constexpr, m):
-    """Q5_x: low nibbles as Q4_0 (L0 = element j low, L1 = j + 16 high); returns qh with the
-    fifth bits j and j + 16 set (a LE u32 whose bit 31 is the int32 sign bit)."""
-    st_u8(ob + OQS + j, (L0 & 0x0F) | ((L1 & 0x0F) << 4), m)
-    return qh | (((L0 & 0x10) >> 4) << j) | (((L1 & 0x10) >> 4) << (j + 16))
+def _row(p, n: tl.constexpr):
+    """Pointers p[:, None] + 0..n-1: a [lanes, n] tile of consecutive elements per lane."""
+    return p[:, None] + tl.arange(0, n)[None, :]
 
 
 @triton.jit
-def _st_u32(ptr, v, m):
-    for k in tl.static_range(4):
-        st_u8(ptr + k, v >> (8 * k), m)
+def _q5_qh(L0, L1):
+    """Q5_x's qh as two 16-bit halves (lo, hi): bit j of lo is the fifth bit of L0[:, j], bit j of
+    hi that of L1[:, j]. The bits are disjoint, so an integer sum is their OR, and each half stays
+    below 2**16 (no int32 wrap-around, which the interpreter would not reproduce)."""
+    jj = tl.arange(0, 16)[None, :]
+    lo = tl.sum(((L0 >> 4) & 1) << jj, axis=1)
+    hi = tl.sum(((L1 >> 4) & 1) << jj, axis=1)
+    return lo, hi
+
+
+@triton.jit
+def _st_qh(ob, lo, hi, m):
+    st_u8(ob, lo, m)
+    st_u8(ob + 1, lo >> 8, m)
+    st_u8(ob + 2, hi, m)
+    st_u8(ob + 3, hi >> 8, m)
 
 
 @triton.jit
 def _encode_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, kv_ptr, thr_ptr, n_blocks, nb, K, RB, T: tl.constexpr,
                    BS: tl.constexpr, HAS_QW: tl.constexpr, TS: tl.constexpr, BLOCK: tl.constexpr):
+    """One lane per block. Element-wise steps run on [lanes, n] tiles of the block's elements;
+    float sums stay sequential loops; maxima/minima use the order-free tile reductions of
+    :mod:`._ggml` (exact, first element on ties as in C)."""
     blk = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = blk < n_blocks
     blk = tl.where(m, blk, 0)  # masked lanes redo block 0 (in bounds); only stores are masked
@@ -205,35 +219,34 @@ def _encode_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, kv_ptr, thr_ptr, n_blocks, nb
     xp = x_ptr + row * K + bi * BS
     qp = qw_ptr + bi * BS
     ob = out_ptr + row * RB + bi * TS
+    m2 = m[:, None]
     x0 = tl.load(xp)
     fz = tl.zeros_like(x0)
-    iz = tl.zeros_like(f32_bits(x0))
+    j16 = tl.arange(0, 16)[None, :]
+    if BS == 32:
+        x32 = tl.load(_row(xp, 32))
+        xa = tl.load(_row(xp, 16))       # elements 0..15 (the low nibbles)
+        xb = tl.load(_row(xp + 16, 16))  # elements 16..31 (the high nibbles)
     if T == Q4_0 or T == Q5_0:
         HALF: tl.constexpr = 8 if T == Q4_0 else 16
         if HAS_QW:  # quantize_row_q{4,5}_0_impl: sigma2 = mean square of the whole row
             sigma2 = tl.math.div_rn(tl.load(ss_ptr + row), fz + K)
             d, pick, off = make_qx_quants(xp, qp, sigma2, 32, HALF, W_IMAT)
+            L0 = qx_code(xa, pick[:, None], off[:, None], HALF)
+            L1 = qx_code(xb, pick[:, None], off[:, None], HALF)
         else:  # quantize_row_q{4,5}_0_ref: d = max/-HALF, codes MIN(2*HALF-1, (int8_t)(x*id + HALF + 0.5f))
-            amax, mx = signed_absmax(xp, 32)
+            amax, mx = tile_signed_absmax(x32, tl.arange(0, 32)[None, :], 32)
             d = tl.math.div_rn(mx, fz - HALF)
-            idd = tl.where(d != 0, tl.math.div_rn(fz + 1.0, d), 0.0)
+            idd = tl.where(d != 0, tl.math.div_rn(fz + 1.0, d), 0.0)[:, None]
+            L0 = tl.minimum(sext8(c_trunc(xa * idd + (HALF + 0.5))), 2 * HALF - 1)
+            L1 = tl.minimum(sext8(c_trunc(xb * idd + (HALF + 0.5))), 2 * HALF - 1)
         st_f16(ob, d, m)
-        qh = iz
-        for j in tl.static_range(16):
-            xa = tl.load(xp + j)
-            xb = tl.load(xp + j + 16)
-            if HAS_QW:
-                L0 = qx_code(xa, pick, off, HALF)
-                L1 = qx_code(xb, pick, off, HALF)
-            else:
-                L0 = tl.minimum(sext8(c_trunc(xa * idd + (HALF + 0.5))), 2 * HALF - 1)
-                L1 = tl.minimum(sext8(c_trunc(xb * idd + (HALF + 0.5))), 2 * HALF - 1)
-            if T == Q4_0:
-                st_u8(ob + 2 + j, L0 | (L1 << 4), m)
-            else:
-                qh = _pack_q5(ob, L0, L1, j, qh, 6, m)
-        if T == Q5_0:
-            _st_u32(ob + 2, qh, m)
+        if T == Q4_0:
+            st_u8(_row(ob + 2, 16), L0 | (L1 << 4), m2)
+        else:
+            st_u8(_row(ob + 6, 16), (L0 & 0x0F) | ((L1 & 0x0F) << 4), m2)
+            lo, hi = _q5_qh(L0, L1)
+            _st_qh(ob + 2, lo, hi, m)
     elif T == Q4_1 or T == Q5_1:
         NMAX: tl.constexpr = 15 if T == Q4_1 else 31
         OQS: tl.constexpr = 4 if T == Q4_1 else 8
@@ -242,60 +255,44 @@ def _encode_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, kv_ptr, thr_ptr, n_blocks, nb
             d, negmin, l_is, l_mn = make_qkx_quants(xp, qp, sigma2, 32, NMAX, W_IMAT, -0.9, 0.05, 36, False, 3, 64)
             st_f16(ob, d, m)
             st_f16(ob + 2, -negmin, m)
+            L0 = qkx_code(xa, l_is[:, None], l_mn[:, None], NMAX)
+            L1 = qkx_code(xb, l_is[:, None], l_mn[:, None], NMAX)
         else:  # quantize_row_q{4,5}_1_ref
-            mn = fz + 3.4028234663852886e38
-            mx = fz - 3.4028234663852886e38
-            for j in range(32):
-                v = tl.load(xp + j)
-                mn = tl.where(v < mn, v, mn)
-                mx = tl.where(v > mx, v, mx)
+            i32 = tl.arange(0, 32)[None, :]
+            mn = tile_first_min(x32, i32, 32)
+            mx = tile_first_min(-x32, i32, 32)
+            mx = -mx  # (the first maximum; negation is exact)
             d = tl.math.div_rn(mx - mn, fz + NMAX)
-            idd = tl.where(d != 0, tl.math.div_rn(fz + 1.0, d), 0.0)
+            idd = tl.where(d != 0, tl.math.div_rn(fz + 1.0, d), 0.0)[:, None]
             st_f16(ob, d, m)
             st_f16(ob + 2, mn, m)
-        qh = iz
-        for j in tl.static_range(16):
-            xa = tl.load(xp + j)
-            xb = tl.load(xp + j + 16)
-            if HAS_QW:
-                L0 = qkx_code(xa, l_is, l_mn, NMAX)
-                L1 = qkx_code(xb, l_is, l_mn, NMAX)
-            else:
-                va = c_trunc((xa - mn) * idd + 0.5)
-                vb = c_trunc((xb - mn) * idd + 0.5)
-                if T == Q4_1:  # MIN(15, (int8_t)(..))
-                    L0 = tl.minimum(sext8(va), 15)
-                    L1 = tl.minimum(sext8(vb), 15)
-                else:  # (uint8_t)(..), no clamp
-                    L0 = va & 0xFF
-                    L1 = vb & 0xFF
-            if T == Q4_1:
-                st_u8(ob + OQS + j, (L0 & 0xFF) | (L1 << 4), m)
-            else:
-                qh = _pack_q5(ob, L0, L1, j, qh, OQS, m)
-        if T == Q5_1:
-            _st_u32(ob + 4, qh, m)
+            va = c_trunc((xa - mn[:, None]) * idd + 0.5)
+            vb = c_trunc((xb - mn[:, None]) * idd + 0.5)
+            if T == Q4_1:  # MIN(15, (int8_t)(..))
+                L0 = tl.minimum(sext8(va), 15)
+                L1 = tl.minimum(sext8(vb), 15)
+            else:  # (uint8_t)(..), no clamp
+                L0 = va & 0xFF
+                L1 = vb & 0xFF
+        if T == Q4_1:
+            st_u8(_row(ob + OQS, 16), (L0 & 0xFF) | (L1 << 4), m2)
+        else:
+            st_u8(_row(ob + OQS, 16), (L0 & 0x0F) | ((L1 & 0x0F) << 4), m2)
+            lo, hi = _q5_qh(L0, L1)
+            _st_qh(ob + 4, lo, hi, m)
     elif T == Q8_0 or T == Q8_1:
-        amax = fz
-        for j in range(32):
-            av = tl.abs(tl.load(xp + j))
-            amax = tl.where(amax > av, amax, av)  # C: MAX(amax, fabsf(v))
+        amax = tl.max(tl.abs(x32), axis=1)  # C: MAX(amax, fabsf(v)); a maximum of |x| is order-free
         d = tl.math.div_rn(amax, fz + 127.0)
         idd = tl.where(d != 0, tl.math.div_rn(fz + 1.0, d), 0.0)
         st_f16(ob, d, m)
         OQ: tl.constexpr = 2 if T == Q8_0 else 4
-        s = iz
-        for j in range(32):
-            q8 = sext8(c_roundf(tl.load(xp + j) * idd))  # roundf, then the int8_t store
-            st_u8(ob + OQ + j, q8, m)
-            s += q8
+        q8 = sext8(c_roundf(x32 * idd[:, None]))  # roundf, then the int8_t store
+        st_u8(_row(ob + OQ, 32), q8, m2)
         if T == Q8_1:
+            s = tl.sum(q8, axis=1)  # an integer sum (|s| <= 4096): exact in any order
             st_f16(ob + 2, s.to(tl.float32) * d, m)  # s = fp16(sum * d)
     elif T == MXFP4:
-        amax = fz
-        for j in range(32):
-            av = tl.abs(tl.load(xp + j))
-            amax = tl.where(amax < av, av, amax)
+        amax = tl.max(tl.abs(x32), axis=1)
         # e = (uint8)(floorf(log2f(amax)) - 2 + 127): floor(log2) from the bits (subnormals from
         # the highest set bit), + 1 where libm's log2f rounds up to the next integer (thresholds)
         a = f32_bits(amax)
@@ -303,94 +300,75 @@ def _encode_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, kv_ptr, thr_ptr, n_blocks, nb
         E = tl.where(e32 == 0, floor_log2(tl.maximum(a, 1)) - 149, e32 - 127)
         E = tl.where(a >= tl.load(thr_ptr + E + 149), E + 1, E)
         e = tl.where(amax > 0, (E - 2 + 127) & 0xFF, 0)
-        d = e8m0_half(e)
+        d = e8m0_half(e)[:, None]
         st_u8(ob, e, m)
-        for j in range(16):
-            x_lo = best_index_mxfp4(tl.load(xp + j), d, kv_ptr)
-            x_hi = best_index_mxfp4(tl.load(xp + j + 16), d, kv_ptr)
-            st_u8(ob + 1 + j, x_lo | (x_hi << 4), m)
+        st_u8(_row(ob + 1, 16), best_index_mxfp4(xa, d, kv_ptr) | (best_index_mxfp4(xb, d, kv_ptr) << 4), m2)
     elif T == TQ1_0 or T == TQ2_0:  # d = amax, trits lroundf(x/d) + 1
-        amax = fz
-        for j in range(256):
-            av = tl.abs(tl.load(xp + j))
-            amax = tl.where(amax > av, amax, av)
-        idd = tl.where(amax != 0, tl.math.div_rn(fz + 1.0, amax), 0.0)
+        amax = tl.max(tl.abs(tl.load(_row(xp, 256))), axis=1)
+        idd = tl.where(amax != 0, tl.math.div_rn(fz + 1.0, amax), 0.0)[:, None]
         if T == TQ2_0:
             st_f16(ob + 64, amax, m)
-            for h in tl.static_range(2):
-                for mm in range(32):
-                    q = iz
-                    for n in tl.static_range(4):
-                        t = c_roundf(tl.load(xp + 128 * h + mm + 32 * n) * idd) + 1
-                        q += (t & 3) << (2 * n)
-                    st_u8(ob + 32 * h + mm, q, m)
+            j32 = tl.arange(0, 32)[None, :]
+            for h in tl.static_range(2):  # byte 32h + mm: elements 128h + mm + 32n at bits 2n
+                q = tl.zeros([BLOCK, 32], tl.int32)
+                for n in tl.static_range(4):
+                    t = c_roundf(tl.load(_row(xp + 128 * h + 32 * n, 32)) * idd) + 1
+                    q += (t & 3) << (2 * n)
+                st_u8(_row(ob + 32 * h, 32), q, m2)
         else:
             st_f16(ob + 52, amax, m)
             # 5 trits per byte, the first most significant (C's uint8_t q*3 + t wraps), stored as
             # the fraction ceil(q * 256 / 243)
-            for mm in range(32):  # bytes 0..31: elements mm + 32n
-                q = iz
-                for n in tl.static_range(5):
-                    q = (q * 3 + c_roundf(tl.load(xp + mm + 32 * n) * idd) + 1) & 0xFF
-                st_u8(ob + mm, (q * 256 + 242) // 243, m)
-            for mm in range(16):  # bytes 32..47: elements 160 + mm + 16n
-                q = iz
-                for n in tl.static_range(5):
-                    q = (q * 3 + c_roundf(tl.load(xp + 160 + mm + 16 * n) * idd) + 1) & 0xFF
-                st_u8(ob + 32 + mm, (q * 256 + 242) // 243, m)
-            for j in range(4):  # qh: elements 240 + j + 4n, four trits moved up by one more x3
-                q = iz
-                for n in tl.static_range(4):
-                    q = (q * 3 + c_roundf(tl.load(xp + 240 + j + 4 * n) * idd) + 1) & 0xFF
-                q = (q * 3) & 0xFF
-                st_u8(ob + 48 + j, (q * 256 + 242) // 243, m)
+            q = tl.zeros([BLOCK, 32], tl.int32)
+            for n in tl.static_range(5):  # bytes 0..31: elements mm + 32n
+                q = (q * 3 + c_roundf(tl.load(_row(xp + 32 * n, 32)) * idd) + 1) & 0xFF
+            st_u8(_row(ob, 32), (q * 256 + 242) // 243, m2)
+            q = tl.zeros([BLOCK, 16], tl.int32)
+            for n in tl.static_range(5):  # bytes 32..47: elements 160 + mm + 16n
+                q = (q * 3 + c_roundf(tl.load(_row(xp + 160 + 16 * n, 16)) * idd) + 1) & 0xFF
+            st_u8(_row(ob + 32, 16), (q * 256 + 242) // 243, m2)
+            q = tl.zeros([BLOCK, 4], tl.int32)
+            for n in tl.static_range(4):  # qh: elements 240 + j + 4n, four trits moved up by one more x3
+                q = (q * 3 + c_roundf(tl.load(_row(xp + 240 + 4 * n, 4)) * idd) + 1) & 0xFF
+            q = (q * 3) & 0xFF
+            st_u8(_row(ob + 48, 4), (q * 256 + 242) // 243, m2)
     elif T == Q1_0:  # d = mean |x| (sequential sum), bit set for x >= 0
         sa = fz
         for j in range(128):
             sa += tl.abs(tl.load(xp + j))
         st_f16(ob, tl.math.div_rn(sa, fz + 128.0), m)
-        for j in range(16):
-            v = iz
-            for k in tl.static_range(8):
-                v |= (tl.load(xp + 8 * j + k) >= 0).to(tl.int32) << k
-            st_u8(ob + 2 + j, v, m)
+        v = tl.zeros([BLOCK, 16], tl.int32)
+        for k in tl.static_range(8):  # byte j: elements 8j + k at bit k
+            v |= (tl.load(xp[:, None] + 8 * j16 + k) >= 0).to(tl.int32) << k
+        st_u8(_row(ob + 2, 16), v, m2)
     elif T == Q2_0:  # d = amax; q = clamp(roundf(x/d) + 1, 0, 3), four per byte, LSB first
-        amax = fz
-        for j in range(64):
-            av = tl.abs(tl.load(xp + j))
-            amax = tl.where(av > amax, av, amax)
-        idd = tl.where(amax > 0, tl.math.div_rn(fz + 1.0, amax), 0.0)
+        amax = tl.max(tl.abs(tl.load(_row(xp, 64))), axis=1)
+        idd = tl.where(amax > 0, tl.math.div_rn(fz + 1.0, amax), 0.0)[:, None]
         st_f16(ob, amax, m)
-        for j in range(16):
-            v = iz
-            for k in tl.static_range(4):
-                q = tl.minimum(tl.maximum(c_roundf(tl.load(xp + 4 * j + k) * idd) + 1, 0), 3)
-                v |= q << (2 * k)
-            st_u8(ob + 2 + j, v, m)
+        v = tl.zeros([BLOCK, 16], tl.int32)
+        for k in tl.static_range(4):  # byte j: elements 4j + k at bits 2k
+            q = tl.minimum(tl.maximum(c_roundf(tl.load(xp[:, None] + 4 * j16 + k) * idd) + 1, 0), 3)
+            v |= q << (2 * k)
+        st_u8(_row(ob + 2, 16), v, m2)
     else:  # NVFP4: per 16 elements a UE4M3 scale of amax/6, E2M1 codes by nearest value
         for s in tl.static_range(4):
-            amax = fz
-            for j in range(16):
-                av = tl.abs(tl.load(xp + 16 * s + j))
-                amax = tl.where(amax < av, av, amax)
+            amax = tl.max(tl.abs(tl.load(_row(xp + 16 * s, 16))), axis=1)
             u = fp32_to_ue4m3(tl.math.div_rn(amax, fz + 6.0))
             st_u8(ob + s, u, m)
-            d = ue4m3_half(u)
-            for j in range(8):
-                x_lo = best_index_mxfp4(tl.load(xp + 16 * s + j), d, kv_ptr)
-                x_hi = best_index_mxfp4(tl.load(xp + 16 * s + 8 + j), d, kv_ptr)
-                st_u8(ob + 4 + 8 * s + j, x_lo | (x_hi << 4), m)
+            d = ue4m3_half(u)[:, None]
+            x_lo = best_index_mxfp4(tl.load(_row(xp + 16 * s, 8)), d, kv_ptr)
+            x_hi = best_index_mxfp4(tl.load(_row(xp + 16 * s + 8, 8)), d, kv_ptr)
+            st_u8(_row(ob + 4 + 8 * s, 8), x_lo | (x_hi << 4), m2)
 
 
 # ---- IQ4_NL / IQ4_XS (ggml quantize_row_iq4_nl_impl, ntry = 7: the chunk path) -----------------
 
 @triton.jit
 def _iq4_codes(xp, ob, idd, kv_ptr, m):
-    """16 bytes of codes of 32 elements: element j low nibble, j + 16 high."""
-    for j in range(16):
-        lo = best_index_int8(kv_ptr, idd * tl.load(xp + j))
-        hi = best_index_int8(kv_ptr, idd * tl.load(xp + j + 16))
-        st_u8(ob + j, lo | (hi << 4), m)
+    """16 bytes of codes of 32 elements: element j low nibble, j + 16 high ([lanes, 16] tiles)."""
+    lo = best_index_int8(kv_ptr, idd[:, None] * tl.load(_row(xp, 16)))
+    hi = best_index_int8(kv_ptr, idd[:, None] * tl.load(_row(xp + 16, 16)))
+    st_u8(_row(ob, 16), lo | (hi << 4), m[:, None])
 
 
 @triton.jit
@@ -411,7 +389,7 @@ def _iq4_search_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, sc_ptr, kv_ptr, n_sub, ns
         sigma2 = tl.load(ss_ptr + (row * K + si * 32) // SBS) * (2.0 / SBS)
     else:
         sigma2 = fz
-    amax, mx = signed_absmax(xp, 32)
+    amax, mx = tile_signed_absmax(tl.load(_row(xp, 32)), tl.arange(0, 32)[None, :], 32)
     # the 16 trial scales side by side (see _ggml.col): candidate 0 is 1/d with d = -max/values[0],
     # candidate c = 1..15 is ggml's itry = c - 8: id = (itry + values[0])/max (an int sum, then
     # converted); values[0] = -127
