@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import lowbit
-from lowbit.errors import BackendUnavailable
 from lowbit.formats import gguf as G
 from lowbit.kernels.registry import has_kernel
 from lowbit.tools.ggml_oracle import GGML, GGML_TYPES
@@ -92,13 +91,3 @@ def test_gpu_decode_of_encoded_kquants_matches_ggml(ggml: GGML, cid: str) -> Non
     raw = ggml.quantize(x, cid)
     y = codec.decode_bytes(gpu_tensor(raw), x.shape, backend="gpu").cpu().numpy()
     _check_floats(y, ggml.dequantize(raw, cid, x.shape[1]), f"{cid} gpu decode vs ggml")
-
-
-def test_missing_gpu_encode_names_the_family() -> None:
-    """A codec without a Triton encoder refuses backend="gpu" (nothing falls back to the CPU)."""
-    missing = [c for c in LEGACY + KQUANTS if c not in GPU_ENCODE]
-    if not missing:
-        pytest.skip("every GGUF codec has a gpu encoder")
-    codec = lowbit.get_codec(missing[0])
-    with pytest.raises(BackendUnavailable, match=codec.family):
-        codec.encode(gpu_tensor(np.zeros((1, codec.block_size), np.float32)), backend="gpu")

@@ -312,8 +312,17 @@ def make_qx_quants(xp, wp, aux, N: tl.constexpr, NMAX: tl.constexpr, WMODE: tl.c
     suml2 = zt
     for i in range(N):
         xi = tl.load(xp + i)
-        w = weight(WMODE, xi, wp, i, aux)
-        fl = tl.minimum(tl.maximum(nearest_int(c_is * xi[:, None]), -NMAX), NMAX - 1).to(tl.float32)
+        if WMODE == W_X2:  # (weight(), inlined: a jit call costs milliseconds in the interpreter)
+            w = xi * xi
+        elif WMODE == W_RAW:
+            w = tl.load(wp + i)
+        elif WMODE == W_IMAT:
+            w = tl.load(wp + i) * tl.math.sqrt_rn(aux + xi * xi)
+        elif WMODE == W_ABS:
+            w = tl.abs(xi)
+        else:
+            w = aux + tl.abs(xi)
+        fl = tl.minimum(tl.maximum((((c_is * xi[:, None]) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, -NMAX), NMAX - 1).to(tl.float32)
         sumlx += (w * xi)[:, None] * fl  # C: sumlx += w*x[i]*l
         suml2 += (w[:, None] * fl) * fl  # C: suml2 += w*l*l
     sx = col(sumlx, cidx, 0)
@@ -356,13 +365,31 @@ def make_qkx_quants(xp, wp, aux, N: tl.constexpr, NMAX: tl.constexpr, WMODE: tl.
     fz = tl.zeros_like(x0)
     mn = x0
     mx = x0
-    sum_w = weight(WMODE, x0, wp, 0, aux)
+    if WMODE == W_X2:  # (weight(), inlined: a jit call costs milliseconds in the interpreter)
+        sum_w = x0 * x0
+    elif WMODE == W_RAW:
+        sum_w = tl.load(wp + 0)
+    elif WMODE == W_IMAT:
+        sum_w = tl.load(wp + 0) * tl.math.sqrt_rn(aux + x0 * x0)
+    elif WMODE == W_ABS:
+        sum_w = tl.abs(x0)
+    else:
+        sum_w = aux + tl.abs(x0)
     sum_x = sum_w * x0
     for i in range(1, N):
         xi = tl.load(xp + i)
         mn = tl.where(xi < mn, xi, mn)
         mx = tl.where(xi > mx, xi, mx)
-        wi = weight(WMODE, xi, wp, i, aux)
+        if WMODE == W_X2:  # (weight(), inlined: a jit call costs milliseconds in the interpreter)
+            wi = xi * xi
+        elif WMODE == W_RAW:
+            wi = tl.load(wp + i)
+        elif WMODE == W_IMAT:
+            wi = tl.load(wp + i) * tl.math.sqrt_rn(aux + xi * xi)
+        elif WMODE == W_ABS:
+            wi = tl.abs(xi)
+        else:
+            wi = aux + tl.abs(xi)
         sum_w += wi
         sum_x += wi * xi
     mn = tl.where(mn > 0, 0.0, mn)
@@ -376,13 +403,23 @@ def make_qkx_quants(xp, wp, aux, N: tl.constexpr, NMAX: tl.constexpr, WMODE: tl.
     best = fz
     for i in range(N):
         xi = tl.load(xp + i)
-        fl = tl.minimum(tl.maximum(nearest_int(iscale * (xi - mn)), 0), NMAX).to(tl.float32)
+        fl = tl.minimum(tl.maximum((((iscale * (xi - mn)) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, 0), NMAX).to(tl.float32)
         diff = (scale * fl + mn) - xi
         if USE_MAD:
             diff = tl.abs(diff)
         else:
             diff = diff * diff
-        best += weight(WMODE, xi, wp, i, aux) * diff
+        if WMODE == W_X2:
+            wi = xi * xi
+        elif WMODE == W_RAW:
+            wi = tl.load(wp + i)
+        elif WMODE == W_IMAT:
+            wi = tl.load(wp + i) * tl.math.sqrt_rn(aux + xi * xi)
+        elif WMODE == W_ABS:
+            wi = tl.abs(xi)
+        else:
+            wi = aux + tl.abs(xi)
+        best += wi * diff
     l_is = iscale
     l_mn = mn
     cidx = tl.arange(0, NC)[None, :]
@@ -398,8 +435,17 @@ def make_qkx_quants(xp, wp, aux, N: tl.constexpr, NMAX: tl.constexpr, WMODE: tl.
         sum_xl = zt
         for i in range(N):
             xi = tl.load(xp + i)
-            wi = weight(WMODE, xi, wp, i, aux)
-            fl = tl.minimum(tl.maximum(nearest_int(c_is * (xi - mn)[:, None]), 0), NMAX).to(tl.float32)
+            if WMODE == W_X2:  # (weight(), inlined: a jit call costs milliseconds in the interpreter)
+                wi = xi * xi
+            elif WMODE == W_RAW:
+                wi = tl.load(wp + i)
+            elif WMODE == W_IMAT:
+                wi = tl.load(wp + i) * tl.math.sqrt_rn(aux + xi * xi)
+            elif WMODE == W_ABS:
+                wi = tl.abs(xi)
+            else:
+                wi = aux + tl.abs(xi)
+            fl = tl.minimum(tl.maximum((((c_is * (xi - mn)[:, None]) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, 0), NMAX).to(tl.float32)
             wl = wi[:, None] * fl
             sum_l += wl
             sum_l2 += wl * fl
@@ -415,8 +461,17 @@ def make_qkx_quants(xp, wp, aux, N: tl.constexpr, NMAX: tl.constexpr, WMODE: tl.
         err = zt
         for i in range(N):
             xi = tl.load(xp + i)
-            wi = weight(WMODE, xi, wp, i, aux)
-            fl = tl.minimum(tl.maximum(nearest_int(c_is * (xi - mn)[:, None]), 0), NMAX).to(tl.float32)
+            if WMODE == W_X2:  # (weight(), inlined: a jit call costs milliseconds in the interpreter)
+                wi = xi * xi
+            elif WMODE == W_RAW:
+                wi = tl.load(wp + i)
+            elif WMODE == W_IMAT:
+                wi = tl.load(wp + i) * tl.math.sqrt_rn(aux + xi * xi)
+            elif WMODE == W_ABS:
+                wi = tl.abs(xi)
+            else:
+                wi = aux + tl.abs(xi)
+            fl = tl.minimum(tl.maximum((((c_is * (xi - mn)[:, None]) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, 0), NMAX).to(tl.float32)
             diff = (ts * fl + tm) - xi[:, None]
             if USE_MAD:
                 diff = tl.abs(diff)
@@ -461,7 +516,7 @@ def make_q3_quants(xp, N: tl.constexpr, NMAX: tl.constexpr):
     Lp = tl.zeros(mx.shape, tl.int64)
     for i in tl.static_range(N):
         xi = tl.load(xp + i)
-        l = tl.minimum(tl.maximum(nearest_int(iscale * xi), -NMAX), NMAX - 1)
+        l = tl.minimum(tl.maximum((((iscale * xi) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, -NMAX), NMAX - 1)
         Lp = Lp + ((l + NMAX).to(tl.int64) << (4 * i))  # stored with the +NMAX offset (0..2*NMAX-1)
         w = xi * xi
         fl = l.to(tl.float32)
@@ -477,7 +532,7 @@ def make_q3_quants(xp, N: tl.constexpr, NMAX: tl.constexpr):
             Li = (lc - NMAX).to(tl.float32)
             slx = sumlx - (w * xi) * Li
             sl2 = suml2 - (w * Li) * Li
-            new_l = tl.minimum(tl.maximum(nearest_int(tl.math.div_rn(xi * sl2, slx)), -NMAX), NMAX - 1)
+            new_l = tl.minimum(tl.maximum((((tl.math.div_rn(xi * sl2, slx)) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, -NMAX), NMAX - 1)
             fn = new_l.to(tl.float32)
             slx2 = slx + (w * xi) * fn
             sl22 = sl2 + (w * fn) * fn
@@ -524,7 +579,7 @@ def make_qp_quants(xp, wp, N: tl.constexpr, NMAX: tl.constexpr):
     best_mse = fz
     for i in tl.static_range(N):
         xi = tl.load(xp + i)
-        L = nearest_int(iscale * xi) & 0xFF
+        L = (((iscale * xi) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000 & 0xFF
         diff = xi - scale * L.to(tl.float32)
         best_mse += (tl.load(wp + i) * diff) * diff
     for isv in tl.static_range(-4, 5):
@@ -534,7 +589,7 @@ def make_qp_quants(xp, wp, N: tl.constexpr, NMAX: tl.constexpr):
             mse = fz
             for i in tl.static_range(N):
                 xi = tl.load(xp + i)
-                l = tl.minimum(nearest_int(iscale_is * xi), NMAX)
+                l = tl.minimum((((iscale_is * xi) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, NMAX)
                 diff = xi - scale_is * l.to(tl.float32)
                 mse += (tl.load(wp + i) * diff) * diff
             better = mse < best_mse
@@ -547,7 +602,7 @@ def make_qp_quants(xp, wp, N: tl.constexpr, NMAX: tl.constexpr):
     for i in tl.static_range(N):
         xi = tl.load(xp + i)
         qi = tl.load(wp + i)
-        L = tl.minimum(nearest_int(iscale * xi), NMAX) & 0xFF
+        L = tl.minimum((((iscale * xi) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, NMAX) & 0xFF
         w0, w1 = _add8(w0, w1, i, L)
         Li = L.to(tl.float32)
         sumlx += (qi * xi) * Li
@@ -560,7 +615,7 @@ def make_qp_quants(xp, wp, N: tl.constexpr, NMAX: tl.constexpr):
             Li = Lo.to(tl.float32)
             slx = sumlx - (qi * xi) * Li
             sl2 = suml2 - (qi * Li) * Li
-            new_l = tl.minimum(nearest_int(tl.math.div_rn(xi * sl2, slx)), NMAX)
+            new_l = tl.minimum((((tl.math.div_rn(xi * sl2, slx)) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, NMAX)
             fn = new_l.to(tl.float32)
             slx2 = slx + (qi * xi) * fn
             sl22 = sl2 + (qi * fn) * fn

@@ -403,10 +403,10 @@ def _iq4_search_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, sc_ptr, kv_ptr, n_sub, ns
     sumq2 = zt
     for j in range(32):
         xj = tl.load(xp + j)
-        if HAS_QW:
-            w = weight(W_IMAT, xj, qp, j, sigma2)
+        if HAS_QW:  # (weight(), inlined: a jit call costs milliseconds in the interpreter)
+            w = tl.load(qp + j) * tl.math.sqrt_rn(sigma2 + xj * xj)
         else:
-            w = weight(W_X2, xj, qp, j, sigma2)
+            w = xj * xj
         q = tl.load(kv_ptr + best_index_int8(kv_ptr, idt * xj[:, None]))
         sumqx += (w[:, None] * q) * xj[:, None]  # C: sumqx += w*q*xb[j]
         sumq2 += (w[:, None] * q) * q
