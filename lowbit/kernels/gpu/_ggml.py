@@ -522,9 +522,14 @@ def make_q3_quants(xp, N: tl.constexpr, NMAX: tl.constexpr):
         fl = l.to(tl.float32)
         sumlx += (w * xi) * fl
         suml2 += (w * fl) * fl
-    # up to 5 passes; ggml stops after a pass that changes nothing, and such a pass would change
-    # nothing again (same state), so every lane simply runs all 5
-    for itry in range(5):
+    # up to 5 passes; ggml stops after a pass that changes nothing. Such a pass would change
+    # nothing again (same state), so a quiet lane may keep sweeping while others still change;
+    # the loop ends when no lane within its 5 passes changed anything in the last one
+    npass = f32_bits(mx) * 0
+    chg = npass + 1
+    while tl.max(tl.where(npass < 5, chg, 0), axis=0) > 0:  # until no lane has a live, changing pass
+        live = npass < 5
+        chg = npass * 0
         for i in tl.static_range(N):
             xi = tl.load(xp + i)
             w = xi * xi
@@ -536,10 +541,12 @@ def make_q3_quants(xp, N: tl.constexpr, NMAX: tl.constexpr):
             fn = new_l.to(tl.float32)
             slx2 = slx + (w * xi) * fn
             sl22 = sl2 + (w * fn) * fn
-            ok = (slx > 0) & (new_l + NMAX != lc) & (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+            ok = live & (slx > 0) & (new_l + NMAX != lc) & (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+            chg = chg | ok.to(tl.int32)
             Lp = Lp + (tl.where(ok, new_l + NMAX - lc, 0).to(tl.int64) << (4 * i))
             sumlx = tl.where(ok, slx2, sumlx)
             suml2 = tl.where(ok, sl22, suml2)
+        npass += 1
     scale = tl.where(suml2 > 0, tl.math.div_rn(sumlx, suml2), 0.0)
     return tl.where(zero, 0.0, scale), tl.where(zero, 0, Lp)
 
@@ -607,7 +614,11 @@ def make_qp_quants(xp, wp, N: tl.constexpr, NMAX: tl.constexpr):
         Li = L.to(tl.float32)
         sumlx += (qi * xi) * Li
         suml2 += (qi * Li) * Li
-    for itry in range(5):  # (as in make_q3_quants: passes after a quiet one change nothing)
+    npass = f32_bits(mx) * 0  # up to 5 passes, as make_q3_quants
+    chg = npass + 1
+    while tl.max(tl.where(npass < 5, chg, 0), axis=0) > 0:
+        live = npass < 5
+        chg = npass * 0
         for i in tl.static_range(N):
             xi = tl.load(xp + i)
             qi = tl.load(wp + i)
@@ -619,10 +630,12 @@ def make_qp_quants(xp, wp, N: tl.constexpr, NMAX: tl.constexpr):
             fn = new_l.to(tl.float32)
             slx2 = slx + (qi * xi) * fn
             sl22 = sl2 + (qi * fn) * fn
-            ok = (slx > 0) & (sl2 > 0) & (new_l != Lo) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+            ok = live & (slx > 0) & (sl2 > 0) & (new_l != Lo) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+            chg = chg | ok.to(tl.int32)
             w0, w1 = _add8(w0, w1, i, tl.where(ok, (new_l & 0xFF) - Lo, 0))
             sumlx = tl.where(ok, slx2, sumlx)
             suml2 = tl.where(ok, sl22, suml2)
+        npass += 1
     scale = tl.where(suml2 > 0, tl.math.div_rn(sumlx, suml2), 0.0)
     return tl.where(zero, 0.0, scale), tl.where(zero, 0, w0), tl.where(zero, 0, w1)
 
