@@ -20,8 +20,20 @@ from lowbit.tools.ggml_oracle import GGML, GGML_TYPES
 from .harness import gpu_tensor
 from .test_gguf import IQ_IDS, ggml, rows_for, same_float_bits  # noqa: F401  (ggml: the session fixture)
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 torch = pytest.importorskip("torch")
+tl = triton.language
+
+from lowbit.kernels.gpu._ggml import fp16_to_fp32, fp32_to_fp16  # noqa: E402
+
+
+@triton.jit
+def _fp16_kernel(x_ptr, h_ptr, hh_ptr, f_ptr, n, BLOCK: tl.constexpr):
+    """fp32_to_fp16 of x into h; fp16_to_fp32 of the halves hh (0..65535) into f."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = i < n
+    tl.store(h_ptr + i, fp32_to_fp16(tl.load(x_ptr + i, mask=m, other=0.0)), mask=m)
+    tl.store(f_ptr + i, fp16_to_fp32(tl.load(hh_ptr + i, mask=i < 65536, other=0)), mask=i < 65536)
 
 LEGACY = sorted(c for c in lowbit.list_codecs() if lowbit.codec_class(c).family == "gguf_legacy")
 KQUANTS = sorted(c for c in lowbit.list_codecs() if lowbit.codec_class(c).family == "gguf_kquants")
@@ -91,3 +103,49 @@ def test_gpu_decode_of_encoded_kquants_matches_ggml(ggml: GGML, cid: str) -> Non
     raw = ggml.quantize(x, cid)
     y = codec.decode_bytes(gpu_tensor(raw), x.shape, backend="gpu").cpu().numpy()
     _check_floats(y, ggml.dequantize(raw, cid, x.shape[1]), f"{cid} gpu decode vs ggml")
+
+
+def test_gpu_fp16_conversions_match_ggml(ggml: GGML) -> None:
+    """The Triton fp32 -> fp16 rounding (integer bit operations, exact in the interpreter and on a
+    GPU) against ggml's GGML_FP32_TO_FP16, on random bit patterns and both edges; and fp16 -> fp32
+    back, exactly, for every half (NaN payloads with the quiet bit, as ggml on x86)."""
+    rng = np.random.default_rng(6)
+    bits = np.concatenate([rng.integers(0, 2**32, 1 << 14, dtype=np.uint64).astype(np.uint32),
+                           np.arange(0x33000000, 0x39000000, 9973, dtype=np.uint32),  # the subnormal edge
+                           np.arange(0x477F0000, 0x47810000, 31, dtype=np.uint32),    # the overflow edge
+                           np.array([0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 0x7F800001, 0, 0x80000000], np.uint32)])
+    n = max(bits.size, 65536)
+    x = np.zeros(n, np.float32)
+    x[:bits.size] = bits.view(np.float32)
+    h = torch.zeros(n, dtype=torch.int32)
+    f = torch.zeros(n, dtype=torch.float32)
+    halves = torch.arange(n, dtype=torch.int32)
+    xt, ht, ft, hh = (gpu_tensor(a.numpy()) if isinstance(a, torch.Tensor) else gpu_tensor(a) for a in (x, h, f, halves))
+    _fp16_kernel[(triton.cdiv(n, 1 << 16),)](xt, ht, hh, ft, n, BLOCK=1 << 16, enable_fp_fusion=False)
+    assert np.array_equal(ht.cpu().numpy()[:bits.size].astype(np.uint16), ggml.fp32_to_fp16(x[:bits.size]))
+    want = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    got = ft.cpu().numpy()[:65536]
+    nan = np.isnan(want)
+    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    # NaN halves keep sign and payload, quiet bit set: sign | 0x7F800000 | m << 13 | 0x400000
+    hv = np.arange(65536, dtype=np.uint32)[nan]
+    exp_bits = ((hv & 0x8000) << 16) | 0x7F800000 | ((hv & 0x3FF) << 13) | 0x400000
+    assert np.array_equal(got[nan].view(np.uint32), exp_bits)
+
+
+def test_gpu_mxfp4_exponent_near_powers_of_two(ggml: GGML) -> None:
+    """floor(log2f(amax)) as libm computes it (amax just below 2**k rounds up for large k), on the GPU."""
+    c = lowbit.get_codec("mxfp4_ggml")
+    rows = []
+    for k in range(-130, 126, 3):
+        for ulps in (0, 1, 2, 40):
+            a = np.float32(2.0 ** k)
+            for _ in range(ulps):
+                a = np.nextafter(a, np.float32(0))
+            r = np.zeros(32, np.float32)
+            r[3] = a
+            r[7] = -a / 3
+            rows.append(r)
+    x = np.asarray(rows, dtype=np.float32)
+    got = c.encode(gpu_tensor(x), backend="gpu").data.cpu().numpy()
+    _check_bytes(got, ggml.quantize(x, "mxfp4_ggml"), "mxfp4 gpu encode near powers of two")

@@ -478,7 +478,7 @@ def encode(codec_id: str, x: torch.Tensor, qw: torch.Tensor | None, out: torch.T
         ss = sumsq(x, 256) if has_qw else x
         scr = torch.zeros((5, n_sub), dtype=torch.float32, device=dev)
         lp = torch.zeros(n_sub if t == 1 and not has_qw else 1, dtype=torch.int64, device=dev)
-        blk = programs_block(n_sub, 64)
+        blk = programs_block(n_sub, 16)  # (a lane's candidate tiles are up to 64 wide: few lanes per program)
         _search_kernel[(triton.cdiv(n_sub, blk),)](x, qwt, ss, scr, lp, n_sub, K // sbs, K, T=t, HAS_QW=has_qw,
                                                     SB=sbs, BLOCK=blk, **FP)
         blk = programs_block(n_sb, 64)
@@ -489,6 +489,6 @@ def encode(codec_id: str, x: torch.Tensor, qw: torch.Tensor | None, out: torch.T
         lp = x
         n_sub = 0
         ns = 1
-    blk = programs_block(n_sb, 64)
+    blk = programs_block(n_sb, 16 if t == 5 else 32)  # (Q8_K holds a [lanes, 256] tile)
     _codes_kernel[(triton.cdiv(n_sb, blk),)](x, scr, lp, out, n_sb, n_sub, nb, K, RB, T=t, HAS_QW=has_qw, TS=ts,
                                               NS=ns, BLOCK=blk, **FP)

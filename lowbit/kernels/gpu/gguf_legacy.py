@@ -513,7 +513,7 @@ def encode(codec_id: str, x: torch.Tensor, qw: torch.Tensor | None, out: torch.T
     n_blocks = rows * (K // bs)
     ss = sumsq(x, K) if has_qw else x  # Q4_0..Q5_1 imatrix: the whole row's sum of squares
     thr = lut("mxfp4_log2f", dev, lambda: log2f_thresholds().astype(np.int32))
-    blk = programs_block(n_blocks, 64)
+    blk = programs_block(n_blocks, 16 if has_qw or t in (7, 8) else 64)  # (imatrix searches, TQ: wide tiles)
     _encode_kernel[(triton.cdiv(n_blocks, blk),)](x, qwt, ss, out, _kv_for(t, dev), thr, n_blocks, K // bs, K,
                                                    out.shape[1], T=t, BS=bs, HAS_QW=has_qw, TS=ts, BLOCK=blk, **FP)
 
