@@ -10,10 +10,19 @@ The same rules as on the CPU, plus three that only the GPU needs (research/gguf.
   operations (the interpreter's float down-casts are wrong, and float -> int conversions of
   NaN/Inf/huge values differ between x86 and NVIDIA), and a float -> int conversion only ever
   sees values that C's conversion would also handle (:func:`c_trunc` routes the rest);
-* a sum runs one element at a time in a loop, never through ``tl.sum`` (a tree).
+* a float sum runs one element at a time in a loop, never through ``tl.sum`` (a tree whose
+  rounding differs). ``tl.sum`` is only used on integers (exact in any order), and ``tl.max`` /
+  ``tl.min`` only for maxima and minima, which are order-free (the entry C's loop would keep on
+  ties is then found by index, :func:`tile_signed_absmax`).
 
 Lanes are GGUF blocks or sub-blocks: one program works on ``BLOCK`` of them at once, each lane
-running ggml's scalar code. Element loops load ``x[base + i]`` lane by lane.
+running ggml's scalar code. Element-wise steps run on ``[lanes, n]`` tiles of a block's elements;
+the sequential float sums load ``x[base + i]`` lane by lane. ggml's candidate-scale searches put
+the candidates on a tile axis (see :func:`col`).
+
+The Triton interpreter (``TRITON_INTERPRET=1``, what CI runs) charges milliseconds per operation
+and more per call of a ``@triton.jit`` helper, so the hottest loops have ``nearest_int`` and the
+weight formula written out inline; the arithmetic is the same.
 """
 
 from __future__ import annotations
