@@ -17,10 +17,10 @@ import triton.language as tl
 
 from ..cpu.gguf_legacy import _BS, _IDS, _TS, KVALUES_IQ4NL, KVALUES_MXFP4, log2f_thresholds
 from ..registry import kernel
-from ._ggml import (FP, GROUP_MAX_EPS, W_IMAT, W_X2, best_index_int8, bits_f32, c_roundf, c_trunc, canon, col, f32_bits,
+from ._ggml import (FP, GROUP_MAX_EPS, W_IMAT, best_index_int8, bits_f32, c_roundf, c_trunc, canon, col, f32_bits,
                     floor_log2, ld_f16, ld_u8, ld_u16, ld_u32, lut, make_qkx_quants, make_qx_quants, nearest_int,
                     programs_block, qkx_code, qx_code, sext8, signed_absmax, st_f16, st_u8, sumsq, tile_first_min,
-                    tile_signed_absmax, weight)
+                    tile_signed_absmax)
 
 Q4_0: tl.constexpr = tl.constexpr(0)
 Q4_1: tl.constexpr = tl.constexpr(1)
