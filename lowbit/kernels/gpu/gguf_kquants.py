@@ -466,7 +466,7 @@ def encode(codec_id: str, x: torch.Tensor, qw: torch.Tensor | None, out: torch.T
     ts = int(_TS[t])
     x = x.contiguous()
     has_qw = qw is not None and t != 5  # Q8_K ignores importance, as ggml does
-    qwt = qw.contiguous() if has_qw else x
+    qwt = qw.to(x.device).contiguous() if has_qw else x
     dev = x.device
     nb = K // 256
     n_sb = rows * nb

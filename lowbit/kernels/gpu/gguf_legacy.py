@@ -491,7 +491,7 @@ def encode(codec_id: str, x: torch.Tensor, qw: torch.Tensor | None, out: torch.T
     bs, ts = int(_BS[t]), int(_TS[t])
     x = x.contiguous()
     has_qw = qw is not None and t in (0, 1, 2, 3, 9, 10)  # the others ignore importance, as ggml does
-    qwt = qw.contiguous() if has_qw else x
+    qwt = qw.to(x.device).contiguous() if has_qw else x
     dev = x.device
     if t in (9, 10):  # IQ4_NL / IQ4_XS
         n_sub = rows * K // 32
