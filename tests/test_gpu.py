@@ -21,8 +21,11 @@ def test_large_tensor_cuda_equals_cpu(cid: str, cfg: dict) -> None:
 
     codec = lowbit.get_codec(cid, **cfg)
     rng = np.random.default_rng(0)
-    K = codec.block_size * 512
+    K = codec.block_size * (512 if codec.block_size <= 32 else 64)  # (GGUF super-blocks: 16K columns)
     x = (rng.standard_normal((3, 1024, K)) * np.exp2(rng.integers(-20, 20, (3, 1024, 1)))).astype(np.float32)
+    if codec.input_policy()["overflow"] == "raise" and codec.interesting_values().size:  # stay in range (GGUF)
+        lim = np.abs(codec.interesting_values()).max()
+        x = np.clip(x, -lim, lim)
     if codec.input_policy()["nan"] != "raise":
         x[0, 0, :8] = np.nan
     qc = codec.encode(x, backend="cpu")
