@@ -1,0 +1,275 @@
+"""Independent numpy references of the KV codecs (TurboQuant, OCTOPUS, BFP), written from the
+spec files, used to write golden vectors and as test oracles.
+
+They share nothing with lowbit's kernels but the spec's *constants* — the codebook tables
+(:mod:`lowbit.codecs._codebooks`) and the seeded matrices (:mod:`lowbit.codecs._rotations`),
+which the tests check separately (against scipy quadrature, orthogonality, the paper's
+numbers). The code is vectorised over vectors with numpy float32 arithmetic in the spec's
+operation order (numpy's float32 ``+ - * / sqrt`` are correctly rounded and never fused), and
+float16 rounding is numpy's own ``astype(np.float16)``; packing is :func:`oracles.pack_codes`.
+``error_bound`` is the float64 side: what the harness checks the kernels' round trip against.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import oracles as O
+
+F32 = np.float32
+
+
+# ---- float32 building blocks in the spec's order ---------------------------------------------
+
+def tree_sum(v: np.ndarray) -> np.ndarray:
+    """Pairwise tree sum over the last axis, zero-padded to a power of two, adjacent pairs first."""
+    v = np.asarray(v, F32)
+    n = v.shape[-1]
+    p = 1 << max(0, (n - 1).bit_length())
+    if p != n:
+        v = np.concatenate([v, np.zeros(v.shape[:-1] + (p - n,), F32)], axis=-1)
+    while v.shape[-1] > 1:
+        v = v[..., 0::2] + v[..., 1::2]
+    return v[..., 0]
+
+
+def fwht(v: np.ndarray) -> np.ndarray:
+    """Unnormalised Walsh–Hadamard transform over the last axis, stages h = 1, 2, 4, …"""
+    v = np.array(v, F32)
+    d = v.shape[-1]
+    h = 1
+    while h < d:
+        w = v.reshape(v.shape[:-1] + (d // (2 * h), 2, h))
+        a, b = w[..., 0, :], w[..., 1, :]
+        v = np.stack([a + b, a - b], axis=-2).reshape(v.shape)
+        h *= 2
+    return v
+
+
+def rotate(x: np.ndarray, rot: Any) -> np.ndarray:
+    """y = Π x per row (dense: left to right over i) or fwht(s ⊙ x)·r (rht)."""
+    if rot.rht:
+        return fwht(x * rot.signs) * rot.rscale
+    y = np.zeros_like(x, dtype=F32)
+    for i in range(x.shape[-1]):
+        y = y + rot.P[:, i][None, :] * x[:, i][:, None]
+    return y
+
+
+def unrotate(w: np.ndarray, rot: Any) -> np.ndarray:
+    if rot.rht:
+        return (fwht(w) * rot.rscale) * rot.signs
+    x = np.zeros_like(w, dtype=F32)
+    for j in range(w.shape[-1]):
+        x = x + rot.P[j, :][None, :] * w[:, j][:, None]
+    return x
+
+
+def f16_bits(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint16 bits of f16(g), overflow mask) for float32 g >= 0."""
+    with np.errstate(over="ignore"):
+        h = np.asarray(g, F32).astype(np.float16)
+    over = ~np.isfinite(h)
+    return np.where(over, np.float16(0), h).view(np.uint16), over
+
+
+def f16_value(bits: np.ndarray) -> np.ndarray:
+    return np.asarray(bits, np.uint16).view(np.float16).astype(F32)
+
+
+def quantize(y: np.ndarray, T: np.ndarray) -> np.ndarray:
+    return (y[..., None] > T).sum(-1)
+
+
+def u16_bytes(h: np.ndarray) -> np.ndarray:
+    return np.asarray(h, "<u2").view(np.uint8).reshape(h.shape + (2,))
+
+
+# ---- TurboQuant -----------------------------------------------------------------------------------
+
+def tq_instance(inst: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The spec's encode of one instance over rows of x (n, d): codes, gamma bits, residual."""
+    n = np.sqrt(tree_sum(x * x))
+    yr = rotate(x, inst.rot)
+    with np.errstate(all="ignore"):
+        y = np.where(n[:, None] > 0, yr / n[:, None], F32(0))
+    out: dict[str, np.ndarray] = {"n": n, "y": y}
+    if inst.bits:
+        codes = quantize(y, inst.T)
+        c = inst.C[codes]
+        with np.errstate(all="ignore"):
+            g, over = f16_bits(n / np.sqrt(tree_sum(c * c)))
+        zero = g == 0
+        codes = np.where(zero[:, None], inst.zero_code, codes)
+        c = inst.C[codes]
+        with np.errstate(all="ignore"):
+            a = np.where(n > 0, f16_value(g) / n, F32(0))
+        out.update(codes=codes, gamma=g, over=over, r=y - c * a[:, None])
+    else:
+        out.update(r=y, over=np.zeros(x.shape[0], bool))
+    return out
+
+
+def tq_mse_encode(codec: Any, x: np.ndarray) -> np.ndarray:
+    xv = x.reshape(-1, codec.dim).astype(F32)
+    parts = []
+    for inst in codec._inst:
+        xi = xv if inst.channels is None else xv[:, inst.channels]
+        r = tq_instance(inst, xi)
+        assert not r["over"].any(), "norm overflow in a golden input"
+        parts += [u16_bytes(r["gamma"]), O.pack_codes(r["codes"], inst.bits)]
+    return np.concatenate(parts, axis=1).reshape(x.shape[:-1] + (-1,))
+
+
+def tq_mse_decode(codec: Any, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    data = data.reshape(-1, codec.type_size)
+    out = np.zeros((data.shape[0], codec.dim), F32)
+    col = 0
+    for inst in codec._inst:
+        g = data[:, col:col + 2].copy().view("<u2")[:, 0]
+        codes = O.unpack_codes(data[:, col + 2:col + 2 + inst.code_bytes], inst.bits, inst.d)
+        z = unrotate(inst.C[codes], inst.rot)
+        gv = f16_value(g)
+        v = np.where(np.isfinite(gv)[:, None], z * gv[:, None], F32(np.nan))
+        if inst.channels is None:
+            out = v
+        else:
+            out[:, inst.channels] = v
+        col += 2 + inst.code_bytes
+    return out.reshape(shape)
+
+
+def tq_prod_encode(codec: Any, x: np.ndarray) -> np.ndarray:
+    xv = x.reshape(-1, codec.dim).astype(F32)
+    inst = codec._inst
+    r = tq_instance(inst, xv)
+    res = r["r"]
+    sk = np.zeros_like(res)
+    for j in range(codec.dim):  # (S r)_i, left to right over j
+        sk = sk + codec._S[:, j][None, :] * res[:, j][:, None]
+    z = (sk < 0).astype(np.int64)
+    rg, over = f16_bits(r["n"] * np.sqrt(tree_sum(res * res)))
+    assert not over.any() and not r["over"].any(), "norm overflow in a golden input"
+    parts = []
+    if inst.bits:
+        parts.append(u16_bytes(r["gamma"]))
+    parts.append(u16_bytes(rg))
+    if inst.bits:
+        parts.append(O.pack_codes(r["codes"], inst.bits))
+    parts.append(O.pack_codes(z, 1))
+    return np.concatenate(parts, axis=1).reshape(x.shape[:-1] + (-1,))
+
+
+def tq_prod_decode(codec: Any, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    data = data.reshape(-1, codec.type_size)
+    gcol, rcol, ccol, zcol = codec._cols()
+    inst = codec._inst
+    d = codec.dim
+    rg = f16_value(data[:, rcol:rcol + 2].copy().view("<u2")[:, 0])
+    beta = codec._alpha * rg
+    zs = O.unpack_codes(data[:, zcol:zcol + d // 8], 1, d)
+    zf = np.where(zs == 1, F32(-1), F32(1))
+    u = np.zeros((data.shape[0], d), F32)
+    for i in range(d):  # u_j = sum_i S[i, j] z_i, left to right over i
+        u = u + codec._S[i, :][None, :] * zf[:, i][:, None]
+    ok = np.isfinite(rg)
+    if inst.bits:
+        g = f16_value(data[:, gcol:gcol + 2].copy().view("<u2")[:, 0])
+        codes = O.unpack_codes(data[:, ccol:ccol + inst.code_bytes], inst.bits, d)
+        w = g[:, None] * inst.C[codes] + beta[:, None] * u
+        ok &= np.isfinite(g)
+    else:
+        w = beta[:, None] * u
+    x = unrotate(w, inst.rot)
+    return np.where(ok[:, None], x, F32(np.nan)).reshape(shape)
+
+
+# ---- error bounds (float64) ---------------------------------------------------------------------
+
+def _nearest(y: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """float64 nearest-centroid reconstruction of y (…, d) on the sorted centroids C."""
+    C = C.astype(np.float64)
+    i = np.clip(np.searchsorted((C[1:] + C[:-1]) / 2, y), 0, C.size - 1)
+    return C[i]
+
+
+def _instance_bound(inst: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bound on ‖x̂ − x‖, ‖x − x̂‖ bound of the MSE part) for one instance, float64.
+
+    With y = Πx/n and c the nearest centroids, the decoded vector is n·Πᵀ(c/‖c‖) (norm
+    correction), so ‖x̂ − x‖ = n‖c/‖c‖ − y‖ ≤ n(|1 − ‖c‖| + ‖c − y‖) ≤ 2n‖c − y‖. Slack: the
+    float16 norm (2**-11 relative), float32 rotations and sums (d·2**-22 relative), ties
+    decided the other way by float32 rounding, and norms that underflow float16 (2**-23).
+    """
+    M = inst.rot.matrix64()
+    x = x.astype(np.float64)
+    n = np.linalg.norm(x, axis=1)
+    with np.errstate(all="ignore"):
+        y = np.where(n[:, None] > 0, (x @ M.T) / n[:, None], 0.0)
+    if not inst.bits:
+        return n * (1 + 1e-5), n
+    c = _nearest(y, inst.C)
+    dist = np.linalg.norm(y - c, axis=1)
+    e = n * (2 * dist + 2.0**-10 + inst.d * 2.0**-20) + 2.0**-22
+    return e, e
+
+
+def error_bound(codec: Any, x: np.ndarray) -> np.ndarray:
+    """Per element: the codec's bound on the vector error ‖x̂ − x‖₂ (which bounds every
+    element's error), float64, broadcast to x's shape."""
+    xv = np.asarray(x, F32).reshape(-1, codec.dim)
+    if codec.codec_id == "turboquant_mse":
+        tot = np.zeros(xv.shape[0])
+        for inst in codec._inst:
+            xi = xv if inst.channels is None else xv[:, inst.channels]
+            tot += _instance_bound(inst, xi)[0]
+    elif codec.codec_id == "turboquant_prod":
+        e, _ = _instance_bound(codec._inst, xv)
+        # x̃ − x = (x̂ − x) + (β Πᵀ Sᵀ z − Πᵀ r·n): ‖·‖ ≤ e + γ_r (1 + α ‖S‖₂ √d), γ_r ≤ e
+        smax = _sketch_norm(codec)
+        tot = e * (2 + float(codec._alpha) * smax * math.sqrt(codec.dim)) * (1 + 1e-3) + 2.0**-20
+    else:
+        tot = codec._bound_vectors(xv)
+    return np.repeat(tot, codec.dim).reshape(np.shape(x)).astype(np.float64)
+
+
+_SNORM: dict[Any, float] = {}
+
+
+def _sketch_norm(codec: Any) -> float:
+    key = (codec.dim, codec.seed)
+    if key not in _SNORM:
+        _SNORM[key] = float(np.linalg.norm(codec._S.astype(np.float64), 2))
+    return _SNORM[key]
+
+
+# ---- golden vectors --------------------------------------------------------------------------
+
+def kv_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Gaussian vectors at several scales, a zero vector, a one-hot, a constant and an
+    outlier-channel vector."""
+    d = codec.dim
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-6, 6, shape[:-1] + (1,)))
+    v = x.reshape(-1, d)
+    if v.shape[0] >= 4:
+        v[0] = 0
+        v[1] = 0
+        v[1, rng.integers(d)] = 3.0
+        v[2] = 0.75
+        v[3, rng.integers(d)] *= 40
+    return x.astype(F32)
+
+
+def turboquant_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    if codec.codec_id == "turboquant_mse":
+        data = tq_mse_encode(codec, x)
+        y = tq_mse_decode(codec, data, x.shape)
+    else:
+        data = tq_prod_encode(codec, x)
+        y = tq_prod_decode(codec, data, x.shape)
+    return {"data": data, "aux": {}, "decoded": y.astype(F32),
+            "oracle": "lowbit.tools.kv_oracles (numpy float32 in the spec's order, written from the spec)",
+            "notes": []}
