@@ -110,6 +110,15 @@ def check_roundtrip_bound(codec: lowbit.Codec, x: np.ndarray) -> None:
 
 def check_idempotent(codec: lowbit.Codec, x: np.ndarray) -> None:
     q = codec.encode(x, backend="cpu")
+    if not getattr(codec, "idempotent", True):
+        # A codec whose decode is a random-sketch *estimator* (turboquant_prod: MSE part plus a
+        # QJL sign sketch) cannot map decode(q) back to q; it declares ``idempotent = False``.
+        # What it still owes: encoding is a deterministic function of the input, and so is
+        # re-encoding what it decoded.
+        _same_q(q, codec.encode(x, backend="cpu"), codec, "encode(x) twice")
+        y = codec.decode(q, backend="cpu")
+        _same_q(codec.encode(y, backend="cpu"), codec.encode(y.copy(), backend="cpu"), codec, "encode(decode(q)) twice")
+        return
     q2 = codec.encode(codec.decode(q, backend="cpu"), backend="cpu")
     _same_q(q, q2, codec, "encode(decode(encode(x))) vs encode(x)")
 

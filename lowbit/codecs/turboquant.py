@@ -184,7 +184,7 @@ class TurboQuantMSE(_TurboBase, codec_id="turboquant_mse"):
             get_kernel(self.family, backend, "pack")(codes, inst.bits, out, col + 2)
             col += 2 + inst.code_bytes
         self._refuse_overflow(flags)
-        return out.reshape(x2d.shape[0], -1), {}
+        return out.reshape(x2d.shape[0], self.row_bytes(x2d.shape[1])), {}
 
     def _decode(self, data2d: Any, aux: Mapping[str, Any], shape: tuple[int, ...], backend: str) -> Any:
         data = data2d.reshape(-1, self.type_size)
@@ -199,7 +199,7 @@ class TurboQuantMSE(_TurboBase, codec_id="turboquant_mse"):
             if inst.channels is not None:
                 inst.put(out, part)
             col += 2 + inst.code_bytes
-        return out.reshape(data2d.shape[0], -1)
+        return out.reshape(data2d.shape[0], shape[-1])
 
     @classmethod
     def examples(cls) -> list[dict[str, Any]]:
@@ -261,7 +261,7 @@ class TurboQuantProd(_TurboBase, codec_id="turboquant_prod"):
         write_u16(out, rcol, rnorm)
         pack(zbits, 1, out, zcol)
         self._refuse_overflow(flags)
-        return out.reshape(x2d.shape[0], -1), {}
+        return out.reshape(x2d.shape[0], self.row_bytes(x2d.shape[1])), {}
 
     def _decode(self, data2d: Any, aux: Mapping[str, Any], shape: tuple[int, ...], backend: str) -> Any:
         data = data2d.reshape(-1, self.type_size)
@@ -271,7 +271,7 @@ class TurboQuantProd(_TurboBase, codec_id="turboquant_prod"):
         get_kernel(self.family, backend, "decode_prod")(
             data, max(gcol, 0), rcol, ccol, zcol, self._inst.bits, _dev(self._inst.C, backend),
             _dev(self._S, backend), self._alpha, P, s, rht, rscale, out)
-        return out.reshape(data2d.shape[0], -1)
+        return out.reshape(data2d.shape[0], shape[-1])
 
     @classmethod
     def examples(cls) -> list[dict[str, Any]]:

@@ -118,6 +118,13 @@ def _ml_dtypes_policies(enc: Any) -> bool:
 
 
 ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle}
+# families whose inputs are not element grids: {family: (oracle, input generator)}
+from lowbit.tools import kv_oracles as _kv  # noqa: E402
+
+ORACLES["turboquant"] = _kv.turboquant_oracle
+INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {
+    "turboquant": _kv.kv_inputs,
+}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
@@ -133,9 +140,11 @@ def cases_for(codec_id: str) -> dict[str, Any]:
         rng = np.random.default_rng(seed)
         mode = codec._mode if isinstance(codec, ElementCodec) else None
         shape = SHAPES.get(mode, (4, 64))
+        if cls.family in INPUTS:  # vector codecs: a few vectors per row, 12 in all
+            shape = (4, 3 * codec.block_size)
         K = -(-shape[-1] // codec.block_size) * codec.block_size
         shape = shape[:-1] + (K,)
-        x = _inputs(codec, shape, rng)
+        x = INPUTS.get(cls.family, _inputs)(codec, shape, rng)
         r = oracle(codec, x)
         used.add(r["oracle"])
         case = {
