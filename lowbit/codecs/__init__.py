@@ -2,3 +2,4 @@
 
 from . import minifloat  # noqa: F401
 from . import turboquant  # noqa: F401
+from . import bfp  # noqa: F401

@@ -273,3 +273,44 @@ def turboquant_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
     return {"data": data, "aux": {}, "decoded": y.astype(F32),
             "oracle": "lowbit.tools.kv_oracles (numpy float32 in the spec's order, written from the spec)",
             "notes": []}
+
+
+# ---- block floating point ------------------------------------------------------------------------
+
+def bfp_reference(codec: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data, decoded, permutation) by float64 arithmetic: frexp for the exponent, rint (half to
+    even) for the mantissas; identity permutation."""
+    n, m = codec.block, codec.mbits
+    K = x.shape[-1]
+    b = x.astype(np.float64).reshape(-1, n)
+    amax = np.abs(b).max(axis=1)
+    _, ex = np.frexp(amax)                     # amax = f * 2**ex, f in [0.5, 1)
+    es = np.where(amax > 0, np.maximum(ex - 1 - (m - 2), -126), -126)
+    lim = 2 ** (m - 1) - 1
+    codes = np.clip(np.rint(b / np.exp2(es)[:, None]), -lim, lim).astype(np.int64)
+    data = np.concatenate([(es + 127).astype(np.uint8)[:, None], O.pack_codes(codes & ((1 << m) - 1), m)], axis=1)
+    y = (codes * np.exp2(es)[:, None]).astype(F32)
+    return data.reshape(x.shape[:-1] + (-1,)), y.reshape(x.shape), np.arange(K, dtype=np.uint16)
+
+
+def bfp_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Gaussian blocks at scales 2**-140 … 2**120, exact ties (odd multiples of half a step),
+    single outliers, zero blocks and the largest float32 values."""
+    n = codec.block
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-140, 120, shape[:-1] + (1,)))
+    v = x.reshape(-1, n)
+    h = 2 ** (codec.mbits - 2)
+    v[0] = (rng.integers(-4 * h, 4 * h, n) + 0.5) / 2 * 2.0 ** rng.integers(-10, 10)  # ties
+    v[0, 0] = 2 * h - 0.25                      # the block maximum rounds past the clamp
+    v[1] = 0.0
+    v[2] = rng.standard_normal(n) * 0.01
+    v[2, rng.integers(n)] = 300.0               # one outlier sets the exponent
+    v[3] = rng.choice([-1, 1], n) * 3.4e38
+    return x.astype(F32)
+
+
+def bfp_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    data, y, perm = bfp_reference(codec, x)
+    return {"data": data, "aux": {"permutation": perm} if codec.ksort else {}, "decoded": y,
+            "oracle": "lowbit.tools.kv_oracles.bfp_reference (float64 frexp/rint, written from the spec)",
+            "notes": []}
