@@ -3,3 +3,4 @@
 from . import minifloat  # noqa: F401
 from . import turboquant  # noqa: F401
 from . import bfp  # noqa: F401
+from . import octopus  # noqa: F401

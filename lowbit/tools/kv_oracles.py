@@ -314,3 +314,128 @@ def bfp_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
     return {"data": data, "aux": {"permutation": perm} if codec.ksort else {}, "decoded": y,
             "oracle": "lowbit.tools.kv_oracles.bfp_reference (float64 frexp/rint, written from the spec)",
             "notes": []}
+
+
+# ---- OCTOPUS -------------------------------------------------------------------------------------
+
+def oct_slots(codec: Any, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(slot codes [n, G], ŷ [n, D], slot energies [n, G]) of rotated unit vectors y, in y's
+    dtype (float32: the spec's arithmetic; float64: the ideal rule, for error bounds)."""
+    dt = y.dtype.type
+    n, D = y.shape
+    bx, be, br = codec.allocation
+    G3, rem, G = codec._G3, codec._rem, codec._G
+    NE = 1 << be
+    tab = {k: np.asarray(getattr(codec, k), dtype=dt) for k in
+           ("_Tx", "_Te", "_Cr", "_Tr", "_DIR3", "_Tc", "_Cr2", "_Tr2", "_DIR2", "_C1", "_T1")}
+    codes = np.zeros((n, G), np.int64)
+    yh = np.zeros((n, D), dt)
+    s2 = np.zeros((n, G), dt)
+    one, zero = dt(1), dt(0)
+    t = y[:, :3 * G3].reshape(n, G3, 3)
+    y0, y1, y2 = t[..., 0], t[..., 1], t[..., 2]
+    l = (np.abs(y0) + np.abs(y1)) + np.abs(y2)
+    with np.errstate(all="ignore"):
+        px, py, pz = (np.where(l > 0, c / l, zero) for c in (y0, y1, y2))
+    sg = lambda a: np.where(a >= 0, one, -one)  # noqa: E731  sgn(0) = +1
+    u = np.where(pz >= 0, px, sg(px) * (one - np.abs(py)))
+    v = np.where(pz >= 0, py, sg(py) * (one - np.abs(px)))
+    ja, jb = quantize(u, tab["_Tx"]), quantize(v, tab["_Te"])
+    D3 = tab["_DIR3"].reshape(-1, 3)
+    if codec.joint:
+        best = np.full(ja.shape, -np.inf, dt)
+        ba, bb = ja.copy(), jb.copy()
+        for da in (-1, 0, 1):
+            for db in (-1, 0, 1):
+                a, b = ja + da, jb + db
+                ok = (a >= 0) & (a < (1 << bx)) & (b >= 0) & (b < NE)
+                dv = D3[np.where(ok, a * NE + b, 0)]
+                s = (y0 * dv[..., 0] + y1 * dv[..., 1]) + y2 * dv[..., 2]
+                upd = ok & (s > best)
+                best = np.where(upd, s, best)
+                ba, bb = np.where(upd, a, ba), np.where(upd, b, bb)
+        ja, jb, rho = ba, bb, best
+    else:
+        rho = np.sqrt((y0 * y0 + y1 * y1) + y2 * y2)
+    jr = quantize(rho, tab["_Tr"])
+    codes[:, :G3] = ja | (jb << bx) | (jr << (bx + be))
+    r = tab["_Cr"][jr]
+    dv = D3[ja * NE + jb]
+    a3 = r[..., None] * dv
+    yh[:, :3 * G3] = a3.reshape(n, -1)
+    s2[:, :G3] = (a3[..., 0] * a3[..., 0] + a3[..., 1] * a3[..., 1]) + a3[..., 2] * a3[..., 2]
+    if rem == 2:
+        y0, y1 = y[:, 3 * G3], y[:, 3 * G3 + 1]
+        l = np.abs(y0) + np.abs(y1)
+        with np.errstate(all="ignore"):
+            u = np.where(l > 0, y0 / l, zero)
+        ja = quantize(u, tab["_Tc"])
+        jb = (y1 < 0).astype(np.int64)
+        jr = quantize(np.sqrt(y0 * y0 + y1 * y1), tab["_Tr2"])
+        codes[:, G3] = ja | (jb << bx) | (jr << (bx + be))
+        dv = tab["_DIR2"].reshape(-1, 2)[2 * ja + jb]
+        a2 = tab["_Cr2"][jr][:, None] * dv
+        yh[:, 3 * G3:] = a2
+        s2[:, G3] = (a2[:, 0] * a2[:, 0] + a2[:, 1] * a2[:, 1]) + zero
+    elif rem == 1:
+        ja = quantize(y[:, 3 * G3], tab["_T1"])
+        codes[:, G3] = ja
+        yh[:, 3 * G3] = tab["_C1"][ja]
+        s2[:, G3] = (yh[:, 3 * G3] * yh[:, 3 * G3] + zero) + zero
+    return codes, yh, s2
+
+
+def oct_encode(codec: Any, x: np.ndarray) -> np.ndarray:
+    xv = x.reshape(-1, codec.dim).astype(F32)
+    n = np.sqrt(tree_sum(xv * xv))
+    yr = rotate(xv, codec._rot)
+    with np.errstate(all="ignore"):
+        y = np.where(n[:, None] > 0, yr / n[:, None], F32(0))
+    codes, _, s2 = oct_slots(codec, y)
+    with np.errstate(all="ignore"):
+        g, over = f16_bits(n / np.sqrt(tree_sum(s2)))
+    assert not over.any(), "norm overflow in a golden input"
+    canon, _, _ = oct_slots(codec, np.zeros((1, codec.dim), F32))
+    codes = np.where((g == 0)[:, None], canon, codes)
+    data = np.concatenate([u16_bytes(g), O.pack_codes(codes, codec._W)], axis=1)
+    return data.reshape(x.shape[:-1] + (-1,))
+
+
+def oct_decode(codec: Any, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    data = data.reshape(-1, codec.type_size)
+    bx, be, br = codec.allocation
+    G3, rem = codec._G3, codec._rem
+    NE = 1 << be
+    codes = O.unpack_codes(data[:, 2:], codec._W, codec._G)
+    ja, jb, jr = codes & ((1 << bx) - 1), (codes >> bx) & (NE - 1), codes >> (bx + be)
+    n = data.shape[0]
+    yh = np.zeros((n, codec.dim), F32)
+    dv = codec._DIR3.reshape(-1, 3)[ja[:, :G3] * NE + jb[:, :G3]]
+    yh[:, :3 * G3] = (codec._Cr[jr[:, :G3]][..., None] * dv).reshape(n, -1)
+    if rem == 2:
+        dv = codec._DIR2.reshape(-1, 2)[2 * ja[:, G3] + (jb[:, G3] & 1)]
+        yh[:, 3 * G3:] = codec._Cr2[jr[:, G3]][:, None] * dv
+    elif rem == 1:
+        yh[:, 3 * G3] = codec._C1[ja[:, G3]]
+    g = f16_value(data[:, :2].copy().view("<u2")[:, 0])
+    z = unrotate(yh, codec._rot)
+    return np.where(np.isfinite(g)[:, None], z * g[:, None], F32(np.nan)).reshape(shape)
+
+
+def octopus_bound(codec: Any, xv: np.ndarray) -> np.ndarray:
+    """‖x̂ − x‖ ≤ n(2‖y − ŷ‖ + slack), ŷ the rule applied in float64 (see _instance_bound)."""
+    M = codec._rot.matrix64()
+    x = xv.astype(np.float64)
+    n = np.linalg.norm(x, axis=1)
+    with np.errstate(all="ignore"):
+        y = np.where(n[:, None] > 0, (x @ M.T) / n[:, None], 0.0)
+    _, yh, _ = oct_slots(codec, y)
+    dist = np.linalg.norm(y - yh, axis=1)
+    return n * (2 * dist + 2.0**-10 + codec.dim * 2.0**-20) + 2.0**-22
+
+
+def octopus_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    data = oct_encode(codec, x)
+    return {"data": data, "aux": {}, "decoded": oct_decode(codec, data, x.shape).astype(F32),
+            "oracle": "lowbit.tools.kv_oracles (numpy float32 in the spec's order, written from the spec)",
+            "notes": []}

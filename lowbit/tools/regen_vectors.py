@@ -123,9 +123,11 @@ from lowbit.tools import kv_oracles as _kv  # noqa: E402
 
 ORACLES["turboquant"] = _kv.turboquant_oracle
 ORACLES["bfp"] = _kv.bfp_oracle
+ORACLES["octopus"] = _kv.octopus_oracle
 INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {
     "turboquant": _kv.kv_inputs,
     "bfp": _kv.bfp_inputs,
+    "octopus": _kv.kv_inputs,
 }
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
