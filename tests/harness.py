@@ -111,10 +111,11 @@ def check_roundtrip_bound(codec: lowbit.Codec, x: np.ndarray) -> None:
 def check_idempotent(codec: lowbit.Codec, x: np.ndarray) -> None:
     q = codec.encode(x, backend="cpu")
     if not getattr(codec, "idempotent", True):
-        # A codec whose decode is a random-sketch *estimator* (turboquant_prod: MSE part plus a
-        # QJL sign sketch) cannot map decode(q) back to q; it declares ``idempotent = False``.
-        # What it still owes: encoding is a deterministic function of the input, and so is
-        # re-encoding what it decoded.
+        # A codec whose decode does not land on its own reconstruction set declares
+        # ``idempotent = False``: turboquant_prod (the decode is an unbiased estimator, MSE part
+        # plus a QJL sign sketch) and the rotated codecs with norm_correction=False (the decoded
+        # norm shrinks by ‖c‖ every round, as published). What they still owe: encoding is a
+        # deterministic function of the input, and so is re-encoding what they decoded.
         _same_q(q, codec.encode(x, backend="cpu"), codec, "encode(x) twice")
         y = codec.decode(q, backend="cpu")
         _same_q(codec.encode(y, backend="cpu"), codec.encode(y.copy(), backend="cpu"), codec, "encode(decode(q)) twice")

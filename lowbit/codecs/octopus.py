@@ -14,7 +14,8 @@ lowbit/kernels/cpu/octopus.py has every float32 step):
    marginal + the sign of the second coordinate + its norm on ρ² ~ Beta(1, (d−2)/2)) or a single
    coordinate (the TurboQuant codebook at ``allocation[0]`` bits) — decoded exactly onto the
    subspace, so re-encoding reproduces them;
-4. norm correction: ``γ = f16(n / ‖ŷ‖)``; decoded ``x̂ = γ · Πᵀ ŷ``.
+4. norm correction: ``γ = f16(n / ‖ŷ‖)`` (``norm_correction=False``: ``γ = f16(n)``); decoded
+   ``x̂ = γ · Πᵀ ŷ``.
 
 Default allocation (b+1, b+1, b−1): 3b+1 bits per triplet, b + 0.35 + 16/128 bits per
 coordinate at dim 128 (research/kvcodecs.md §3.3, bit accounting).
@@ -82,8 +83,9 @@ class Octopus(VectorCodec, codec_id="octopus"):
         [bits of ξ, bits of η, bits of ρ] (ξ, η in 1–6, ρ in 0–4).
     joint:
         3×3 joint rounding of the direction in the encoder (same bitstream).
-    rotation, seed:
-        as ``turboquant_mse``.
+    rotation, seed, norm_correction:
+        as ``turboquant_mse`` (without norm correction γ = f16(n): the papers' MSE figures,
+        not idempotent).
 
     >>> import numpy as np, lowbit
     >>> c = lowbit.get_codec("octopus", dim=128, bits=2)
@@ -98,7 +100,7 @@ class Octopus(VectorCodec, codec_id="octopus"):
     family = "octopus"
 
     def __init__(self, *, dim: int = 128, bits: int = 4, allocation: list[int] | None = None,
-                 joint: bool = False, rotation: str = "haar", seed: int = 0) -> None:
+                 joint: bool = False, rotation: str = "haar", seed: int = 0, norm_correction: bool = True) -> None:
         self._check_dim(dim)
         self._check_seed(seed)
         self._check_rotation(rotation, [dim])
@@ -110,7 +112,10 @@ class Octopus(VectorCodec, codec_id="octopus"):
                               f"got {allocation!r}")
         if not isinstance(joint, bool):
             raise ConfigError(f"{self.codec_id}: joint: expected True or False, got {joint!r}")
+        if not isinstance(norm_correction, bool):
+            raise ConfigError(f"{self.codec_id}: norm_correction: expected True or False, got {norm_correction!r}")
         self.dim, self.bits, self.allocation, self.joint, self.rotation, self.seed = dim, bits, alloc, joint, rotation, seed
+        self.norm_correction = norm_correction
         bx, be, br = alloc
         self._G3, self._rem = dim // 3, dim % 3
         self._G = self._G3 + (self._rem > 0)
@@ -128,6 +133,10 @@ class Octopus(VectorCodec, codec_id="octopus"):
     @property
     def layout(self) -> BlockLayout:
         return BlockLayout.from_spec(self.codec_id, d=self.dim, g=self._G, w=self._W)
+
+    @property
+    def idempotent(self) -> bool:
+        return self.norm_correction
 
     @functools.cached_property
     def _canon(self) -> np.ndarray:
@@ -163,7 +172,8 @@ class Octopus(VectorCodec, codec_id="octopus"):
         canon = self._canon if not tm else _arrays.gpu_tensor(np.array(self._canon))
         bx, be, _ = self.allocation
         get_kernel(self.family, backend, "encode")(xv, *self._rot.args(backend), self._G3, self._rem, bx, be,
-                                                   *self._tables_enc(backend), canon, codes, gam, flags)
+                                                   *self._tables_enc(backend), self.norm_correction, canon, codes,
+                                                   gam, flags)
         self._refuse_overflow(flags)
         write_u16(out, 0, gam)
         get_kernel("turboquant", backend, "pack")(codes, self._W, out, 2)
@@ -194,4 +204,4 @@ class Octopus(VectorCodec, codec_id="octopus"):
     def examples(cls) -> list[dict[str, Any]]:
         return [{"dim": 32, "bits": 2}, {"dim": 64, "bits": 3, "joint": True, "rotation": "rht", "seed": 5},
                 {"dim": 128, "bits": 4, "joint": True}, {"dim": 24, "bits": 1},
-                {"dim": 40, "bits": 2, "allocation": [2, 3, 2]}]
+                {"dim": 40, "bits": 2, "allocation": [2, 3, 2]}, {"dim": 32, "bits": 3, "norm_correction": False}]

@@ -7,14 +7,16 @@ coordinate with the Lloyd–Max codebook of a random unit vector's coordinate in
    or randomized Hadamard, lowbit/codecs/_rotations.py);
 2. ``code_j = #{k : y_j > t_k}``: the nearest Lloyd–Max centroid (ties to the lower one);
 3. norm correction: ``γ = f16(n / ‖c‖)`` with c the centroids picked, so the decoded vector
-   ``x̂ = γ · Πᵀ c`` has the norm of x and re-encoding x̂ gives back the same bytes.
+   ``x̂ = γ · Πᵀ c`` has the norm of x and re-encoding x̂ gives back the same bytes
+   (``norm_correction=False``: ``γ = f16(n)``, the paper's quantizer and its D_mse).
 
 ``bits`` 1–4, or 1.5/2.5/3.5: an outlier split (§1.8 of research/kvcodecs.md) — ``dim/4``
 outlier channels (``outlier_channels``, default the first dim/4) form one instance at
 ``floor(bits)+1`` bits and the rest another at ``floor(bits)``, each with its own rotation,
 codebook and norm; with the two float16 norms counted the rate is exactly ``bits``.
 
-``turboquant_prod`` (lowbit/spec/turboquant_prod.toml): the MSE stage at ``bits−1`` bits plus a
+``turboquant_prod`` (lowbit/spec/turboquant_prod.toml): the MSE stage at ``bits−1`` bits (as
+published: no norm correction, γ = f16(n)) plus a
 1-bit QJL sketch of the residual r = y − ŷ (in the rotated domain): ``z = sign(S r)`` with S a
 seeded dim×dim Gaussian matrix and ``γ_r = f16(n·‖r‖)``; decoded as
 ``Πᵀ(γ c + fl(√(π/2)/dim · γ_r) · Sᵀ z)``, an unbiased estimate of x (E⟨q, x̃⟩ = ⟨q, x⟩).
@@ -93,7 +95,7 @@ class _TurboBase(VectorCodec):
         P, s, rht, rscale = inst.rot.args(backend)
         get_kernel(self.family, backend, "encode_instance")(
             xi, P, s, rht, rscale, _dev(inst.C, backend), _dev(inst.T, backend), inst.zero_code, inst.bits > 0,
-            codes, gam, resid, rnorm, flags)
+            self._nc, codes, gam, resid, rnorm, flags)
         return codes, gam, resid, rnorm
 
     def error_bound(self, x: np.ndarray, q: Any) -> np.ndarray:
@@ -119,6 +121,9 @@ class TurboQuantMSE(_TurboBase, codec_id="turboquant_mse"):
     outlier_channels:
         with fractional bits, the dim/4 channel indices of the high-precision instance
         (default: the first dim/4; see :func:`pick_outlier_channels`).
+    norm_correction:
+        store n/‖c‖ (default; decode keeps the norm, encode∘decode is idempotent) or n (the
+        paper's D_mse; decoded norms shrink by ‖c‖).
 
     >>> import numpy as np, lowbit
     >>> c = lowbit.get_codec("turboquant_mse", dim=64, bits=3)
@@ -134,8 +139,11 @@ class TurboQuantMSE(_TurboBase, codec_id="turboquant_mse"):
     """
 
     def __init__(self, *, dim: int = 128, bits: float = 4, rotation: str = "haar", seed: int = 0,
-                 outlier_channels: list[int] | None = None) -> None:
+                 outlier_channels: list[int] | None = None, norm_correction: bool = True) -> None:
         self._check_dim(dim)
+        if not isinstance(norm_correction, bool):
+            raise ConfigError(f"{self.codec_id}: norm_correction: expected True or False, got {norm_correction!r}")
+        self._nc = norm_correction
         self._check_seed(seed)
         frac = isinstance(bits, float) and not float(bits).is_integer()
         if isinstance(bits, bool) or bits not in (1, 2, 3, 4, 1.5, 2.5, 3.5):
@@ -161,6 +169,14 @@ class TurboQuantMSE(_TurboBase, codec_id="turboquant_mse"):
                           _Instance(rest, dim - n_out, base, rotation, seed, 1)]
             oc = sorted(oc)
         self.outlier_channels = None if not frac or outlier_channels is None else oc
+        self.norm_correction = norm_correction
+
+    @property
+    def idempotent(self) -> bool:
+        """Without norm correction the decoded norm is n·‖c‖ < n, so every decode→encode
+        round shrinks the vector (research/kvcodecs.md §1.7): only the corrected codec is
+        idempotent."""
+        return self.norm_correction
 
     @property
     def layout(self) -> BlockLayout:
@@ -205,7 +221,8 @@ class TurboQuantMSE(_TurboBase, codec_id="turboquant_mse"):
     def examples(cls) -> list[dict[str, Any]]:
         return [{"dim": 32, "bits": 2}, {"dim": 64, "bits": 3, "rotation": "rht", "seed": 7},
                 {"dim": 128, "bits": 4}, {"dim": 32, "bits": 1, "rotation": "rht"},
-                {"dim": 64, "bits": 2.5, "outlier_channels": list(range(48, 64))}]
+                {"dim": 64, "bits": 2.5, "outlier_channels": list(range(48, 64))},
+                {"dim": 64, "bits": 2, "norm_correction": False}]
 
 
 class TurboQuantProd(_TurboBase, codec_id="turboquant_prod"):
@@ -231,6 +248,7 @@ class TurboQuantProd(_TurboBase, codec_id="turboquant_prod"):
         self._check_rotation(rotation, [dim])
         self.dim, self.bits, self.rotation, self.seed = dim, int(bits), rotation, seed
         self._inst = _Instance(None, dim, self.bits - 1, rotation, seed, 0)
+        self._nc = False  # Algorithm 2 as published: the MSE stage stores n itself
         self._S = R.gaussian_matrix(dim, dim, seed, R.TAG_SKETCH)
         self._alpha = np.float32(math.sqrt(math.pi / 2) / dim)  # the QJL scale, rounded once
 

@@ -90,7 +90,7 @@ def u16_bytes(h: np.ndarray) -> np.ndarray:
 
 # ---- TurboQuant -----------------------------------------------------------------------------------
 
-def tq_instance(inst: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+def tq_instance(inst: Any, x: np.ndarray, nc: bool = True) -> dict[str, np.ndarray]:
     """The spec's encode of one instance over rows of x (n, d): codes, gamma bits, residual."""
     n = np.sqrt(tree_sum(x * x))
     yr = rotate(x, inst.rot)
@@ -101,7 +101,7 @@ def tq_instance(inst: Any, x: np.ndarray) -> dict[str, np.ndarray]:
         codes = quantize(y, inst.T)
         c = inst.C[codes]
         with np.errstate(all="ignore"):
-            g, over = f16_bits(n / np.sqrt(tree_sum(c * c)))
+            g, over = f16_bits(n / np.sqrt(tree_sum(c * c)) if nc else n)
         zero = g == 0
         codes = np.where(zero[:, None], inst.zero_code, codes)
         c = inst.C[codes]
@@ -118,7 +118,7 @@ def tq_mse_encode(codec: Any, x: np.ndarray) -> np.ndarray:
     parts = []
     for inst in codec._inst:
         xi = xv if inst.channels is None else xv[:, inst.channels]
-        r = tq_instance(inst, xi)
+        r = tq_instance(inst, xi, codec.norm_correction)
         assert not r["over"].any(), "norm overflow in a golden input"
         parts += [u16_bytes(r["gamma"]), O.pack_codes(r["codes"], inst.bits)]
     return np.concatenate(parts, axis=1).reshape(x.shape[:-1] + (-1,))
@@ -145,7 +145,7 @@ def tq_mse_decode(codec: Any, data: np.ndarray, shape: tuple[int, ...]) -> np.nd
 def tq_prod_encode(codec: Any, x: np.ndarray) -> np.ndarray:
     xv = x.reshape(-1, codec.dim).astype(F32)
     inst = codec._inst
-    r = tq_instance(inst, xv)
+    r = tq_instance(inst, xv, False)
     res = r["r"]
     sk = np.zeros_like(res)
     for j in range(codec.dim):  # (S r)_i, left to right over j
@@ -196,7 +196,7 @@ def _nearest(y: np.ndarray, C: np.ndarray) -> np.ndarray:
     return C[i]
 
 
-def _instance_bound(inst: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _instance_bound(inst: Any, x: np.ndarray, nc: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(bound on ‖x̂ − x‖, ‖x − x̂‖ bound of the MSE part) for one instance, float64.
 
     With y = Πx/n and c the nearest centroids, the decoded vector is n·Πᵀ(c/‖c‖) (norm
@@ -213,7 +213,8 @@ def _instance_bound(inst: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return n * (1 + 1e-5), n
     c = _nearest(y, inst.C)
     dist = np.linalg.norm(y - c, axis=1)
-    e = n * (2 * dist + 2.0**-10 + inst.d * 2.0**-20) + 2.0**-22
+    # without norm correction x̂ = n·Πᵀc: ‖x̂ − x‖ = n‖c − y‖
+    e = n * ((2 if nc else 1) * dist + 2.0**-10 + inst.d * 2.0**-20) + 2.0**-22
     return e, e
 
 
@@ -225,9 +226,9 @@ def error_bound(codec: Any, x: np.ndarray) -> np.ndarray:
         tot = np.zeros(xv.shape[0])
         for inst in codec._inst:
             xi = xv if inst.channels is None else xv[:, inst.channels]
-            tot += _instance_bound(inst, xi)[0]
+            tot += _instance_bound(inst, xi, codec.norm_correction)[0]
     elif codec.codec_id == "turboquant_prod":
-        e, _ = _instance_bound(codec._inst, xv)
+        e, _ = _instance_bound(codec._inst, xv, False)
         # x̃ − x = (x̂ − x) + (β Πᵀ Sᵀ z − Πᵀ r·n): ‖·‖ ≤ e + γ_r (1 + α ‖S‖₂ √d), γ_r ≤ e
         smax = _sketch_norm(codec)
         tot = e * (2 + float(codec._alpha) * smax * math.sqrt(codec.dim)) * (1 + 1e-3) + 2.0**-20
@@ -393,7 +394,7 @@ def oct_encode(codec: Any, x: np.ndarray) -> np.ndarray:
         y = np.where(n[:, None] > 0, yr / n[:, None], F32(0))
     codes, _, s2 = oct_slots(codec, y)
     with np.errstate(all="ignore"):
-        g, over = f16_bits(n / np.sqrt(tree_sum(s2)))
+        g, over = f16_bits(n / np.sqrt(tree_sum(s2)) if codec.norm_correction else n)
     assert not over.any(), "norm overflow in a golden input"
     canon, _, _ = oct_slots(codec, np.zeros((1, codec.dim), F32))
     codes = np.where((g == 0)[:, None], canon, codes)
@@ -431,7 +432,7 @@ def octopus_bound(codec: Any, xv: np.ndarray) -> np.ndarray:
         y = np.where(n[:, None] > 0, (x @ M.T) / n[:, None], 0.0)
     _, yh, _ = oct_slots(codec, y)
     dist = np.linalg.norm(y - yh, axis=1)
-    return n * (2 * dist + 2.0**-10 + codec.dim * 2.0**-20) + 2.0**-22
+    return n * ((2 if codec.norm_correction else 1) * dist + 2.0**-10 + codec.dim * 2.0**-20) + 2.0**-22
 
 
 def octopus_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:

@@ -14,7 +14,7 @@ A slot's code is ``jξ | jη << bξ | jρ << (bξ + bη)``.
   ρ = sqrt(y0² + y1²) on the pair-norm codebook; ``ŷ = Cρ2[jρ] · DIR2[jξ, jη]``;
 * single: ``jξ = #(y0 > T1)`` on the f_d codebook; ``ŷ = C1[jξ]``;
 * ``‖ŷ‖²`` = pairwise tree over the slots of ``(ŷ0² + ŷ1²) + ŷ2²``; ``γ = f16(n / ‖ŷ‖)``; γ that
-  underflows → the canonical codes (those of y = 0), γ past 65504 → ``flags[0]``.
+  underflows → the canonical codes; ``nc=False``: ``γ = f16(n)`` (those of y = 0), γ past 65504 → ``flags[0]``.
 
 Decode: ``x = unrotate(ŷ) · γ`` (the turboquant order), NaN when the norm field is Inf/NaN.
 """
@@ -128,7 +128,7 @@ def _encode_slots(y, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2,
 
 @njit(cache=True)
 def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1,
-            canon, codes, gam, flags):
+            nc, canon, codes, gam, flags):
     n, D = x.shape
     G = codes.shape[1]
     y = np.empty(D, np.float32)
@@ -156,7 +156,7 @@ def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joi
             p //= 2
             for k in range(p):
                 buf[k] = buf[2 * k] + buf[2 * k + 1]
-        g16 = f32_to_f16(nrm / np.float32(math.sqrt(buf[0])))
+        g16 = f32_to_f16(nrm / np.float32(math.sqrt(buf[0])) if nc else nrm)
         if g16 == F16_OVERFLOW:
             flags[0] = 1
             g16 = 0
@@ -168,9 +168,9 @@ def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joi
 
 @kernel("octopus", "cpu", "encode")
 def encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1,
-           canon, codes, gam, flags):
+           nc, canon, codes, gam, flags):
     _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1,
-            canon, codes, gam, flags)
+            nc, canon, codes, gam, flags)
 
 
 @njit(cache=True)

@@ -4,9 +4,9 @@
 One *instance* is (dimension D, rotation, codebook): ``turboquant_mse`` has one (two with an
 outlier split), ``turboquant_prod`` one MSE instance plus a QJL sketch. Entry points:
 
-* ``encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, gam, resid, rnorm, flags)``:
+* ``encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, codes, gam, resid, rnorm, flags)``:
   for every row of ``x[n, D]``: ``nrm = sqrt(tree_sumsq(x))``, ``y = rotate(x) / nrm`` (0 if
-  nrm = 0), ``code_j = #{k : y_j > T[k]}``, ``γ = f16(nrm / sqrt(tree_sumsq(C[code])))``; a γ
+  nrm = 0), ``code_j = #{k : y_j > T[k]}``, ``γ = f16(nrm / sqrt(tree_sumsq(C[code])))`` (norm correction, ``nc``; else ``f16(nrm)``); a γ
   that rounds to 0 resets the codes to ``zero_code`` (what y = 0 gives), one past 65504 sets
   ``flags[0]``. With ``resid`` non-empty also the residual ``r = y − C[code]·fl(γ/nrm)`` and
   ``rnorm = f16(nrm · sqrt(tree_sumsq(r)))`` for the QJL stage; ``has_mse=False`` (1-bit prod)
@@ -31,7 +31,7 @@ NAN32 = np.float32(np.nan)
 
 
 @njit(cache=True)
-def _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, gam, resid, rnorm, flags):
+def _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, codes, gam, resid, rnorm, flags):
     n, D = x.shape
     want_r = resid.shape[0] > 0
     y = np.empty(D, np.float32)
@@ -54,7 +54,7 @@ def _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, 
                 codes[v, j] = k
                 c[j] = C[k]
             cn = np.float32(math.sqrt(tree_sumsq(c, D, buf)))
-            g16 = f32_to_f16(nrm / cn)
+            g16 = f32_to_f16(nrm / cn if nc else nrm)
             if g16 == F16_OVERFLOW:
                 flags[0] = 1
                 g16 = 0
@@ -76,8 +76,8 @@ def _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, 
 
 
 @kernel("turboquant", "cpu", "encode_instance")
-def encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, gam, resid, rnorm, flags):
-    _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, gam, resid, rnorm, flags)
+def encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, codes, gam, resid, rnorm, flags):
+    _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, codes, gam, resid, rnorm, flags)
 
 
 @njit(cache=True)

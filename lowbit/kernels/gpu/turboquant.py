@@ -39,7 +39,7 @@ def _rotate_tile(x_ptr, rows, rmask, cols, cmask, P_ptr, s_ptr, rscale, D, BV: t
 @triton.jit
 def _encode_kernel(x_ptr, P_ptr, s_ptr, rscale, C_ptr, T_ptr, NT, zero_code, codes_ptr, gam_ptr,
                    r_ptr, rn_ptr, flag_ptr, n, D, BV: tl.constexpr, DP: tl.constexpr, LOG: tl.constexpr,
-                   RHT: tl.constexpr, HAS_MSE: tl.constexpr, WANT_R: tl.constexpr):
+                   RHT: tl.constexpr, HAS_MSE: tl.constexpr, NC: tl.constexpr, WANT_R: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BV + tl.arange(0, BV)
     rmask = rows < n
     cols = tl.arange(0, DP)
@@ -60,7 +60,10 @@ def _encode_kernel(x_ptr, P_ptr, s_ptr, rscale, C_ptr, T_ptr, NT, zero_code, cod
             codes += (y > t).to(tl.int32)
         c = tl.load(C_ptr + codes, mask=m2, other=0.0)
         cn = tl.sqrt_rn(tree_sum(c * c, BV, DP, LOG))
-        g16 = f32_to_f16(tl.math.div_rn(nrm, cn))
+        if NC:
+            g16 = f32_to_f16(tl.math.div_rn(nrm, cn))
+        else:
+            g16 = f32_to_f16(nrm)
         ovf = (g16 == 0x7C00).to(tl.int32)
         g16 = tl.where(g16 == 0x7C00, 0, g16)
         zero = g16 == 0  # the norm underflows: store what a zero vector stores
@@ -84,7 +87,7 @@ def _encode_kernel(x_ptr, P_ptr, s_ptr, rscale, C_ptr, T_ptr, NT, zero_code, cod
 
 
 @kernel("turboquant", "gpu", "encode_instance")
-def encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, gam, resid, rnorm, flags) -> None:
+def encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, codes, gam, resid, rnorm, flags) -> None:
     n, D = x.shape
     if n == 0:
         return
@@ -93,7 +96,7 @@ def encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, codes, g
     want_r = resid.shape[0] > 0
     _encode_kernel[(triton.cdiv(n, bv),)](
         x, P, signs, float(rscale), C, T, T.shape[0], zero_code, codes, gam, resid if want_r else x, rnorm, flags,
-        n, D, BV=bv, DP=dp, LOG=_log2(dp), RHT=bool(rht), HAS_MSE=bool(has_mse), WANT_R=want_r,
+        n, D, BV=bv, DP=dp, LOG=_log2(dp), RHT=bool(rht), HAS_MSE=bool(has_mse), NC=bool(nc), WANT_R=want_r,
         enable_fp_fusion=False)
 
 
