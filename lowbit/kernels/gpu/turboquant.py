@@ -257,3 +257,49 @@ def decode_prod(data, gcol, rcol, ccol, zcol, bits, C, S, alpha, P, signs, rht, 
                                           n, D, M, W=max(bits, 1), HAS_MSE=bits > 0, BV=bv, DP=dp,
                                           enable_fp_fusion=False)
     unrotate_rows(w, bad, P, signs, rht, rscale, out)
+
+
+@triton.jit
+def _rotate_rows_kernel(x_ptr, P_ptr, s_ptr, rscale, y_ptr, nrm_ptr, n, D, BV: tl.constexpr, DP: tl.constexpr,
+                        LOG: tl.constexpr, RHT: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BV + tl.arange(0, BV)
+    rmask = rows < n
+    cols = tl.arange(0, DP)
+    cmask = cols < D
+    m2 = rmask[:, None] & cmask[None, :]
+    x = tl.load(x_ptr + rows[:, None] * D + cols[None, :], mask=m2, other=0.0)
+    tl.store(nrm_ptr + rows, tl.sqrt_rn(tree_sum(x * x, BV, DP, LOG)), mask=rmask)
+    y = _rotate_tile(x_ptr, rows, rmask, cols, cmask, P_ptr, s_ptr, rscale, D, BV, DP, LOG, RHT)
+    tl.store(y_ptr + rows[:, None] * D + cols[None, :], y, mask=m2)
+
+
+def rotate_rows(x: Any, P: Any, signs: Any, rht: bool, rscale: Any, y: Any, nrm: Any) -> None:
+    """nrm = sqrt(tree_sumsq(x)), y = rotate(x) (not divided by nrm), row by row."""
+    n, D = x.shape
+    bv = block_vectors(n)
+    dp = triton.next_power_of_2(D)
+    _rotate_rows_kernel[(triton.cdiv(n, bv),)](x, P, signs, float(rscale), y, nrm, n, D, BV=bv, DP=dp, LOG=_log2(dp),
+                                               RHT=bool(rht), enable_fp_fusion=False)
+
+
+@triton.jit
+def _unrotate_scaled_kernel(w_ptr, g_ptr, P_ptr, s_ptr, rscale, out_ptr, n, D, BV: tl.constexpr, DP: tl.constexpr,
+                            LOG: tl.constexpr, RHT: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BV + tl.arange(0, BV)
+    rmask = rows < n
+    cols = tl.arange(0, DP)
+    cmask = cols < D
+    z = _unrotate_tile(w_ptr, w_ptr, rows, rmask, cols, cmask, rows, 0, w_ptr, P_ptr, s_ptr, rscale, D,
+                       1, False, BV, DP, LOG, RHT)
+    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)
+    v = tl.where((g == g)[:, None], z * g[:, None], float("nan"))  # NaN γ: the vector is NaN
+    tl.store(out_ptr + rows[:, None] * D + cols[None, :], v, mask=rmask[:, None] & cmask[None, :])
+
+
+def unrotate_scaled(w: Any, g: Any, P: Any, signs: Any, rht: bool, rscale: Any, out: Any) -> None:
+    """out = unrotate(w) · g row by row (g float32 per row; NaN g gives a NaN row)."""
+    n, D = w.shape
+    bv = block_vectors(n)
+    dp = triton.next_power_of_2(D)
+    _unrotate_scaled_kernel[(triton.cdiv(n, bv),)](w, g, P, signs, float(rscale), out, n, D, BV=bv, DP=dp,
+                                                   LOG=_log2(dp), RHT=bool(rht), enable_fp_fusion=False)
