@@ -68,7 +68,7 @@ def _mm(a: Any, b: np.ndarray) -> Any:
     if _arrays.is_torch(a):
         import torch
 
-        return torch.matmul(a, torch.from_numpy(np.ascontiguousarray(b)).to(a.device))
+        return torch.matmul(a, torch.from_numpy(np.array(b, dtype=np.float32)).to(a.device))
     return np.matmul(a, b).astype(np.float32)
 
 
