@@ -216,11 +216,12 @@ def ksort_permutation(wk: Any, n_kv_heads: int, head_dim: int, *, rope: str | No
     ``wk``: W_k as [n_kv_heads·head_dim, hidden] (rows = key channels), or already its row
     norms [n_kv_heads·head_dim]. Per KV head the channels are ordered by decreasing row norm;
     ``rope`` keeps RoPE partners together so RoPE can be applied after the permutation:
-    ``"half"`` (HF rotate-half: channels i and i + head_dim/2 pair; the same order of pair
-    indices is used in both halves) or ``"interleaved"`` (GGUF/Meta: 2i and 2i+1 stay adjacent);
-    pairs are ranked by the norm of their two rows. ``None`` sorts single channels.
-    Apply with :func:`permute_heads` to W_k and W_q (and permute RoPE's inverse frequencies
-    of each head by the pair order, :func:`rope_pairs_kept`), or to post-RoPE keys and queries.
+    ``"half"`` (HF rotate-half: channels i and i + head_dim/2 pair) or ``"interleaved"``
+    (GGUF/Meta: 2i and 2i+1 pair);
+    pairs are ranked by the norm of their two rows and each pair's two channels are placed next
+    to each other (so the permuted head uses interleaved RoPE with the frequencies in pair order,
+    :func:`rope_pairs_kept`). ``None`` sorts single channels. Apply with :func:`permute_heads` to
+    the rows of W_k and W_q (compile time), or to the last axis of post-RoPE keys and queries.
     """
     w = np.asarray(_arrays.to_numpy(wk), dtype=np.float64)
     norms = w if w.ndim == 1 else np.linalg.norm(w, axis=1)
@@ -234,10 +235,10 @@ def ksort_permutation(wk: Any, n_kv_heads: int, head_dim: int, *, rope: str | No
     for h in range(n_kv_heads):
         nh = norms[h * head_dim:(h + 1) * head_dim]
         base = h * head_dim
-        if rope == "half":
+        if rope == "half":  # partners i and i + d/2 become adjacent: (π(j), π(j) + d/2) at 2j, 2j+1
             pair = np.sqrt(nh[:half] ** 2 + nh[half:] ** 2)
             order = np.argsort(-pair, kind="stable")
-            out.append(np.concatenate([base + order, base + half + order]))
+            out.append(base + np.stack([order, order + half], axis=1).reshape(-1))
         elif rope == "interleaved":
             pair = np.sqrt(nh[0::2] ** 2 + nh[1::2] ** 2)
             order = np.argsort(-pair, kind="stable")
@@ -262,11 +263,9 @@ def permute_heads(w: Any, perm: np.ndarray, n_heads: int, n_kv_heads: int, head_
 
 
 def rope_pairs_kept(perm_head: np.ndarray, rope: str = "half") -> np.ndarray:
-    """For one head's channel permutation, the order of RoPE frequency indices it implies
-    (permute ``inv_freq`` by this so that RoPE after the permuted projection equals the
-    permuted RoPE output)."""
+    """For one head's K-sort permutation (values in [0, head_dim)), the RoPE frequency index of
+    each new adjacent pair (2j, 2j+1): interleaved RoPE with ``inv_freq[rope_pairs_kept(p)]`` on
+    the permuted projection equals the permuted output of the original RoPE."""
     d = perm_head.size
-    p = perm_head - perm_head.min() if perm_head.min() >= d else perm_head
-    if rope == "half":
-        return p[: d // 2] % (d // 2)
-    return p[0::2] // 2
+    first = np.asarray(perm_head)[0::2]
+    return first % (d // 2) if rope == "half" else first // 2

@@ -70,6 +70,10 @@ def main() -> int:
         data[f"k{L}"] = k.float().numpy().astype(np.float32)
         w = model.model.layers[L].self_attn.k_proj.weight.detach().float()
         data[f"wk_rows{L}"] = w.norm(dim=1).numpy().astype(np.float32)
+        # the same with the input RMSNorm gain folded in (W_k · diag(γ), what multiplies the
+        # normalised hidden state; folding it is a compile-time rewrite)
+        gam = model.model.layers[L].input_layernorm.weight.detach().float()
+        data[f"wkg_rows{L}"] = (w * gam[None, :]).norm(dim=1).numpy().astype(np.float32)
     v = cache.layers[15].values[0] if hasattr(cache, "layers") else cache.value_cache[15][0]
     data["v15"] = v.float().numpy().astype(np.float32)
     data["q15"] = qs[15][0, :, -16:].float().numpy().astype(np.float32)
