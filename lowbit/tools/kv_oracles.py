@@ -20,6 +20,7 @@ import numpy as np
 from . import oracles as O
 
 F32 = np.float32
+NC_ROUNDS = 16  # the spec's norm-correction fixed-point rounds ([algorithm] fixed_point)
 
 
 # ---- float32 building blocks in the spec's order ---------------------------------------------
@@ -100,6 +101,10 @@ def tq_instance(inst: Any, x: np.ndarray, nc: bool = True) -> dict[str, np.ndarr
     if inst.bits:
         codes = quantize(y, inst.T)
         c = inst.C[codes]
+        if nc:  # fixed-point rounds: code = Q(C[code] / ‖C[code]‖), NC_ROUNDS times
+            for _ in range(NC_ROUNDS):
+                codes = quantize(c / np.sqrt(tree_sum(c * c))[:, None], inst.T)
+                c = inst.C[codes]
         with np.errstate(all="ignore"):
             g, over = f16_bits(n / np.sqrt(tree_sum(c * c)) if nc else n)
         zero = g == 0
@@ -199,8 +204,12 @@ def _nearest(y: np.ndarray, C: np.ndarray) -> np.ndarray:
 def _instance_bound(inst: Any, x: np.ndarray, nc: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(bound on ‖x̂ − x‖, ‖x − x̂‖ bound of the MSE part) for one instance, float64.
 
-    With y = Πx/n and c the nearest centroids, the decoded vector is n·Πᵀ(c/‖c‖) (norm
-    correction), so ‖x̂ − x‖ = n‖c/‖c‖ − y‖ ≤ n(|1 − ‖c‖| + ‖c − y‖) ≤ 2n‖c − y‖. Slack: the
+    With y = Πx/n and c₀ the nearest centroids, u_t = c_t/‖c_t‖ and c_{t+1} = Q(u_t) (the
+    norm-correction rounds, K = NC_ROUNDS), the decoded vector is n·Πᵀu_K, so
+    ‖x̂ − x‖ = n‖u_K − y‖. ‖u₀ − y‖ ≤ |1 − ‖c₀‖| + ‖c₀ − y‖ ≤ 2‖c₀ − y‖; a round adds
+    ‖u_{t+1} − c_{t+1}‖ + ‖c_{t+1} − u_t‖ ≤ 2‖c_{t+1} − u_t‖ ≤ 2‖c_t − u_t‖ = 2|1 − ‖c_t‖|
+    (Q is the nearest centroid vector, c_t one candidate), and |1 − ‖c_t‖| ≤ … ≤ |1 − ‖c₀‖|
+    ≤ ‖c₀ − y‖: so ‖x̂ − x‖ ≤ (2 + 2K)·n‖c₀ − y‖. Slack: the
     float16 norm (2**-11 relative), float32 rotations and sums (d·2**-22 relative), ties
     decided the other way by float32 rounding, and norms that underflow float16 (2**-23).
     """
@@ -214,7 +223,7 @@ def _instance_bound(inst: Any, x: np.ndarray, nc: bool = True) -> tuple[np.ndarr
     c = _nearest(y, inst.C)
     dist = np.linalg.norm(y - c, axis=1)
     # without norm correction x̂ = n·Πᵀc: ‖x̂ − x‖ = n‖c − y‖
-    e = n * ((2 if nc else 1) * dist + 2.0**-10 + inst.d * 2.0**-20) + 2.0**-22
+    e = n * ((2 + 2 * NC_ROUNDS if nc else 1) * dist + 2.0**-10 + inst.d * 2.0**-20) + 2.0**-22
     return e, e
 
 
@@ -392,7 +401,10 @@ def oct_encode(codec: Any, x: np.ndarray) -> np.ndarray:
     yr = rotate(xv, codec._rot)
     with np.errstate(all="ignore"):
         y = np.where(n[:, None] > 0, yr / n[:, None], F32(0))
-    codes, _, s2 = oct_slots(codec, y)
+    codes, yh, s2 = oct_slots(codec, y)
+    if codec.norm_correction:  # fixed-point rounds: codes = slots(ŷ/‖ŷ‖), NC_ROUNDS times
+        for _ in range(NC_ROUNDS):
+            codes, yh, s2 = oct_slots(codec, yh / np.sqrt(tree_sum(s2))[:, None])
     with np.errstate(all="ignore"):
         g, over = f16_bits(n / np.sqrt(tree_sum(s2)) if codec.norm_correction else n)
     assert not over.any(), "norm overflow in a golden input"
@@ -424,7 +436,9 @@ def oct_decode(codec: Any, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
 
 
 def octopus_bound(codec: Any, xv: np.ndarray) -> np.ndarray:
-    """‖x̂ − x‖ ≤ n(2‖y − ŷ‖ + slack), ŷ the rule applied in float64 (see _instance_bound)."""
+    """‖x̂ − x‖ ≤ n((2 + 2K)‖y − ŷ‖ + slack), ŷ the rule applied in float64, K = NC_ROUNDS
+    (see _instance_bound: a norm-correction round only moves the norm codes ρ along fixed
+    directions, to the nearest ρ centroid, so the same chain of inequalities holds)."""
     M = codec._rot.matrix64()
     x = xv.astype(np.float64)
     n = np.linalg.norm(x, axis=1)
@@ -432,7 +446,7 @@ def octopus_bound(codec: Any, xv: np.ndarray) -> np.ndarray:
         y = np.where(n[:, None] > 0, (x @ M.T) / n[:, None], 0.0)
     _, yh, _ = oct_slots(codec, y)
     dist = np.linalg.norm(y - yh, axis=1)
-    return n * ((2 if codec.norm_correction else 1) * dist + 2.0**-10 + codec.dim * 2.0**-20) + 2.0**-22
+    return n * ((2 + 2 * NC_ROUNDS if codec.norm_correction else 1) * dist + 2.0**-10 + codec.dim * 2.0**-20) + 2.0**-22
 
 
 def octopus_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:

@@ -13,7 +13,9 @@ A slot's code is ``jξ | jη << bξ | jρ << (bξ + bη)``.
 * pair: ``u = y0 / (|y0| + |y1|)`` (0 if that is 0) on the circle codebook, jη = 1 if y1 < 0,
   ρ = sqrt(y0² + y1²) on the pair-norm codebook; ``ŷ = Cρ2[jρ] · DIR2[jξ, jη]``;
 * single: ``jξ = #(y0 > T1)`` on the f_d codebook; ``ŷ = C1[jξ]``;
-* ``‖ŷ‖²`` = pairwise tree over the slots of ``(ŷ0² + ŷ1²) + ŷ2²``; ``γ = f16(n / ‖ŷ‖)``; γ that
+* ``‖ŷ‖²`` = pairwise tree over the slots of ``(ŷ0² + ŷ1²) + ŷ2²``; norm correction: up to
+  NC_ROUNDS rounds re-quantize ``ŷ/‖ŷ‖`` (all slots, as above) so that re-encoding the decoded
+  vector gives the same codes; then ``γ = f16(n / ‖ŷ‖)``; γ that
   underflows → the canonical codes; ``nc=False``: ``γ = f16(n)`` (those of y = 0), γ past 65504 → ``flags[0]``.
 
 Decode: ``x = unrotate(ŷ) · γ`` (the turboquant order), NaN when the norm field is Inf/NaN.
@@ -28,6 +30,8 @@ from numba import njit
 
 from ..registry import kernel
 from ._kvcommon import F16_OVERFLOW, f16_to_f32, f32_to_f16, field, next_pow2, rotate, unrotate
+
+NC_ROUNDS = 16  # norm-correction fixed-point rounds (spec: [algorithm] fixed_point)
 
 
 @njit(cache=True, inline="always")
@@ -127,6 +131,19 @@ def _encode_slots(y, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2,
 
 
 @njit(cache=True)
+def _slot_norm(s2, G, buf):
+    """‖ŷ‖ = sqrt of the pairwise tree sum of the slot energies s2[0:G] (zero-padded)."""
+    p = next_pow2(G)
+    for i in range(p):
+        buf[i] = s2[i] if i < G else np.float32(0.0)
+    while p > 1:
+        p //= 2
+        for k in range(p):
+            buf[k] = buf[2 * k] + buf[2 * k + 1]
+    return np.float32(math.sqrt(buf[0]))
+
+
+@njit(cache=True)
 def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1,
             nc, canon, codes, gam, flags):
     n, D = x.shape
@@ -135,6 +152,8 @@ def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joi
     yh = np.empty(D, np.float32)
     buf = np.empty(2 * D + 2, np.float32)
     s2 = np.empty(G, np.float32)
+    u = np.empty(D, np.float32)
+    old = np.empty(G, np.int64)
     for v in range(n):
         xv = x[v]
         p = next_pow2(D)
@@ -149,14 +168,27 @@ def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joi
         for j in range(D):
             y[j] = y[j] / nrm if nrm > 0 else np.float32(0.0)
         _encode_slots(y, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1, codes[v], yh, s2)
-        p = next_pow2(G)  # ‖ŷ‖²: pairwise tree over the slot energies
-        for i in range(p):
-            buf[i] = s2[i] if i < G else np.float32(0.0)
-        while p > 1:
-            p //= 2
-            for k in range(p):
-                buf[k] = buf[2 * k] + buf[2 * k + 1]
-        g16 = f32_to_f16(nrm / np.float32(math.sqrt(buf[0])) if nc else nrm)
+        cn = _slot_norm(s2, G, buf)
+        if nc:
+            # Decoding gives the direction ŷ/‖ŷ‖, which re-encoding quantizes: make the codes a
+            # fixed point of codes ↦ slots(ŷ/‖ŷ‖) (only the norm codes ρ can move: the
+            # directions are scale-free), up to NC_ROUNDS rounds; a round that moves nothing
+            # leaves every later round unchanged, so stopping early equals running them all.
+            for _ in range(NC_ROUNDS):
+                for j in range(D):
+                    u[j] = yh[j] / cn
+                for g in range(G):
+                    old[g] = codes[v, g]
+                _encode_slots(u, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1,
+                              codes[v], yh, s2)
+                cn = _slot_norm(s2, G, buf)
+                moved = False
+                for g in range(G):
+                    if old[g] != codes[v, g]:
+                        moved = True
+                if not moved:
+                    break
+        g16 = f32_to_f16(nrm / cn if nc else nrm)
         if g16 == F16_OVERFLOW:
             flags[0] = 1
             g16 = 0

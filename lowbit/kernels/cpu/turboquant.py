@@ -6,7 +6,9 @@ outlier split), ``turboquant_prod`` one MSE instance plus a QJL sketch. Entry po
 
 * ``encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, codes, gam, resid, rnorm, flags)``:
   for every row of ``x[n, D]``: ``nrm = sqrt(tree_sumsq(x))``, ``y = rotate(x) / nrm`` (0 if
-  nrm = 0), ``code_j = #{k : y_j > T[k]}``, ``γ = f16(nrm / sqrt(tree_sumsq(C[code])))`` (norm correction, ``nc``; else ``f16(nrm)``); a γ
+  nrm = 0), ``code_j = #{k : y_j > T[k]}``, ``γ = f16(nrm / sqrt(tree_sumsq(C[code])))`` (norm correction, ``nc``, after
+  up to NC_ROUNDS rounds of ``code = Q(C[code] / ‖C[code]‖)`` so that re-encoding the decoded
+  vector reproduces the codes; else ``f16(nrm)``); a γ
   that rounds to 0 resets the codes to ``zero_code`` (what y = 0 gives), one past 65504 sets
   ``flags[0]``. With ``resid`` non-empty also the residual ``r = y − C[code]·fl(γ/nrm)`` and
   ``rnorm = f16(nrm · sqrt(tree_sumsq(r)))`` for the QJL stage; ``has_mse=False`` (1-bit prod)
@@ -28,6 +30,7 @@ from ._kvcommon import (F16_OVERFLOW, f16_to_f32, f32_to_f16, field, pack_fields
                         unrotate)
 
 NAN32 = np.float32(np.nan)
+NC_ROUNDS = 16  # norm-correction fixed-point rounds (spec: [algorithm] fixed_point)
 
 
 @njit(cache=True)
@@ -54,6 +57,26 @@ def _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, cod
                 codes[v, j] = k
                 c[j] = C[k]
             cn = np.float32(math.sqrt(tree_sumsq(c, D, buf)))
+            if nc:
+                # Decoding gives the direction c/‖c‖, which re-encoding quantizes; make the codes
+                # a fixed point of code ↦ Q(C[code] / ‖C[code]‖) so that encode∘decode is the
+                # identity. Up to NC_ROUNDS rounds; once a round changes nothing the codes stay
+                # put, so stopping early equals running all rounds (the GPU kernel does that).
+                for _ in range(NC_ROUNDS):
+                    moved = False
+                    for j in range(D):
+                        u = c[j] / cn
+                        k = 0
+                        for t in range(nb):
+                            k += u > T[t]
+                        if k != codes[v, j]:
+                            moved = True
+                        codes[v, j] = k
+                    if not moved:
+                        break
+                    for j in range(D):
+                        c[j] = C[codes[v, j]]
+                    cn = np.float32(math.sqrt(tree_sumsq(c, D, buf)))
             g16 = f32_to_f16(nrm / cn if nc else nrm)
             if g16 == F16_OVERFLOW:
                 flags[0] = 1

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from ..registry import kernel
 from ._kvcommon import block_vectors, f16_to_f32, f32_to_f16, load_field, load_u16, tree_sum
-from .turboquant import _log2, rotate_rows, unrotate_scaled
+from .turboquant import NC_ROUNDS, _log2, rotate_rows, unrotate_scaled
 
 
 @triton.jit
@@ -30,24 +30,13 @@ def _sgn(a):
 
 
 @triton.jit
-def _quant_kernel(y_ptr, nrm_ptr, Tx, NTX, Te, NTE, Cr, Tr, NTR, DIR3, Tc, NTC, Cr2, Tr2, NTR2, DIR2, C1, T1, NT1,
-                  canon_ptr, codes_ptr, gam_ptr, flag_ptr, n, D, G3, G,
-                  BX: tl.constexpr, BE: tl.constexpr, REM: tl.constexpr, JOINT: tl.constexpr, NC: tl.constexpr,
-                  BV: tl.constexpr, GP: tl.constexpr, LOGG: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BV + tl.arange(0, BV)
-    rmask = rows < n
-    g = tl.arange(0, GP)
+def _slots(y0, y1, y2, q0, q1, full, g, G3, Tx, NTX, Te, NTE, Cr, Tr, NTR, DIR3, Tc, NTC, Cr2, Tr2, NTR2, DIR2,
+           C1, T1, NT1, BX: tl.constexpr, BE: tl.constexpr, REM: tl.constexpr, JOINT: tl.constexpr):
+    """Quantize the slots of rotated unit vectors: triplets (y0, y1, y2) [BV, GP] and the last
+    slot (q0, q1) [BV] (pair, or q0 alone). Returns the slot codes, the slot energies and ŷ
+    (triplets a0, a1, a2; last slot b0, b1 — a single coordinate in b0)."""
     NE: tl.constexpr = 1 << BE
     NX: tl.constexpr = 1 << BX
-    full = rmask[:, None] & (g < G3)[None, :]
-    nrm = tl.load(nrm_ptr + rows, mask=rmask, other=0.0)
-    pos = nrm > 0
-    nd1 = tl.where(pos, nrm, 1.0)
-    nd = nd1[:, None]
-    base = y_ptr + rows[:, None] * D + 3 * g[None, :]
-    y0 = tl.where(pos[:, None], tl.math.div_rn(tl.load(base, mask=full, other=0.0), nd), 0.0)
-    y1 = tl.where(pos[:, None], tl.math.div_rn(tl.load(base + 1, mask=full, other=0.0), nd), 0.0)
-    y2 = tl.where(pos[:, None], tl.math.div_rn(tl.load(base + 2, mask=full, other=0.0), nd), 0.0)
     l = (tl.abs(y0) + tl.abs(y1)) + tl.abs(y2)
     lp = l > 0
     ld = tl.where(lp, l, 1.0)
@@ -87,9 +76,9 @@ def _quant_kernel(y_ptr, nrm_ptr, Tx, NTX, Te, NTE, Cr, Tr, NTR, DIR3, Tc, NTC, 
     a1 = r * tl.load(DIR3 + k + 1)
     a2 = r * tl.load(DIR3 + k + 2)
     s2 = tl.where(full, (a0 * a0 + a1 * a1) + a2 * a2, 0.0)
+    b0 = tl.zeros(q0.shape, dtype=tl.float32)
+    b1 = tl.zeros(q0.shape, dtype=tl.float32)
     if REM == 2:  # the last slot is a pair
-        q0 = tl.where(pos, tl.math.div_rn(tl.load(y_ptr + rows * D + 3 * G3, mask=rmask, other=0.0), nd1), 0.0)
-        q1 = tl.where(pos, tl.math.div_rn(tl.load(y_ptr + rows * D + 3 * G3 + 1, mask=rmask, other=0.0), nd1), 0.0)
         l2 = tl.abs(q0) + tl.abs(q1)
         u2 = tl.where(l2 > 0, tl.math.div_rn(q0, tl.where(l2 > 0, l2, 1.0)), 0.0)
         ja2 = _count(u2, Tc, NTC)
@@ -103,14 +92,57 @@ def _quant_kernel(y_ptr, nrm_ptr, Tx, NTX, Te, NTE, Cr, Tr, NTR, DIR3, Tc, NTC, 
         code = tl.where(last, (ja2 | (jb2 << BX) | (jr2 << (BX + BE)))[:, None], code)
         s2 = tl.where(last, ((b0 * b0 + b1 * b1) + 0.0)[:, None], s2)
     if REM == 1:  # the last slot is one coordinate
-        q0 = tl.where(pos, tl.math.div_rn(tl.load(y_ptr + rows * D + 3 * G3, mask=rmask, other=0.0), nd1), 0.0)
         j1 = _count(q0, T1, NT1)
-        c1 = tl.load(C1 + j1)
+        b0 = tl.load(C1 + j1)
         last = (g == G3)[None, :]
         code = tl.where(last, j1[:, None], code)
-        s2 = tl.where(last, ((c1 * c1 + 0.0) + 0.0)[:, None], s2)
+        s2 = tl.where(last, ((b0 * b0 + 0.0) + 0.0)[:, None], s2)
+    return code, s2, a0, a1, a2, b0, b1
+
+
+@triton.jit
+def _quant_kernel(y_ptr, nrm_ptr, Tx, NTX, Te, NTE, Cr, Tr, NTR, DIR3, Tc, NTC, Cr2, Tr2, NTR2, DIR2, C1, T1, NT1,
+                  canon_ptr, codes_ptr, gam_ptr, flag_ptr, n, D, G3, G,
+                  BX: tl.constexpr, BE: tl.constexpr, REM: tl.constexpr, JOINT: tl.constexpr, NC: tl.constexpr,
+                  BV: tl.constexpr, GP: tl.constexpr, LOGG: tl.constexpr, NCR: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BV + tl.arange(0, BV)
+    rmask = rows < n
+    g = tl.arange(0, GP)
+    full = rmask[:, None] & (g < G3)[None, :]
+    nrm = tl.load(nrm_ptr + rows, mask=rmask, other=0.0)
+    pos = nrm > 0
+    nd1 = tl.where(pos, nrm, 1.0)
+    nd = nd1[:, None]
+    base = y_ptr + rows[:, None] * D + 3 * g[None, :]
+    y0 = tl.where(pos[:, None], tl.math.div_rn(tl.load(base, mask=full, other=0.0), nd), 0.0)
+    y1 = tl.where(pos[:, None], tl.math.div_rn(tl.load(base + 1, mask=full, other=0.0), nd), 0.0)
+    y2 = tl.where(pos[:, None], tl.math.div_rn(tl.load(base + 2, mask=full, other=0.0), nd), 0.0)
+    q0 = tl.zeros([BV], dtype=tl.float32)  # the last slot (pair, or one coordinate)
+    q1 = tl.zeros([BV], dtype=tl.float32)
+    if REM > 0:
+        q0 = tl.where(pos, tl.math.div_rn(tl.load(y_ptr + rows * D + 3 * G3, mask=rmask, other=0.0), nd1), 0.0)
+    if REM == 2:
+        q1 = tl.where(pos, tl.math.div_rn(tl.load(y_ptr + rows * D + 3 * G3 + 1, mask=rmask, other=0.0), nd1), 0.0)
+    code, s2, a0, a1, a2, b0, b1 = _slots(y0, y1, y2, q0, q1, full, g, G3, Tx, NTX, Te, NTE, Cr, Tr, NTR, DIR3,
+                                          Tc, NTC, Cr2, Tr2, NTR2, DIR2, C1, T1, NT1, BX, BE, REM, JOINT)
     cn = tl.sqrt_rn(tree_sum(s2, BV, GP, LOGG))
     if NC:
+        # fixed-point rounds codes = slots(ŷ/‖ŷ‖) (see the CPU kernel), until no code of the
+        # block moves or NCR rounds: a row whose codes stopped moving stays put, so this equals
+        # the CPU's per-row early stop
+        valid = rmask[:, None] & (g < G)[None, :]
+        moved = 1
+        it = 0
+        while (moved != 0) & (it < NCR):
+            cd = tl.where(cn > 0, cn, 1.0)
+            nw, s2, a0, a1, a2, b0, b1 = _slots(
+                tl.math.div_rn(a0, cd[:, None]), tl.math.div_rn(a1, cd[:, None]), tl.math.div_rn(a2, cd[:, None]),
+                tl.math.div_rn(b0, cd), tl.math.div_rn(b1, cd), full, g, G3, Tx, NTX, Te, NTE, Cr, Tr, NTR, DIR3,
+                Tc, NTC, Cr2, Tr2, NTR2, DIR2, C1, T1, NT1, BX, BE, REM, JOINT)
+            moved = tl.max(tl.max(tl.where(valid & (nw != code), 1, 0), axis=1), axis=0)
+            code = nw
+            cn = tl.sqrt_rn(tree_sum(s2, BV, GP, LOGG))
+            it += 1
         g16 = f32_to_f16(tl.math.div_rn(nrm, cn))
     else:
         g16 = f32_to_f16(nrm)
@@ -139,7 +171,8 @@ def encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, join
     _quant_kernel[(triton.cdiv(n, bv),)](
         y, nrm, Tx, Tx.shape[0], Te, Te.shape[0], Cr, Tr, Tr.shape[0], DIR3, Tc, Tc.shape[0], Cr2, Tr2, Tr2.shape[0],
         DIR2, C1, T1, T1.shape[0], canon, codes, gam, flags, n, D, G3, G,
-        BX=bx, BE=be, REM=rem, JOINT=bool(joint), NC=bool(nc), BV=bv, GP=gp, LOGG=_log2(gp), enable_fp_fusion=False)
+        BX=bx, BE=be, REM=rem, JOINT=bool(joint), NC=bool(nc), BV=bv, GP=gp, LOGG=_log2(gp), NCR=NC_ROUNDS,
+        enable_fp_fusion=False)
 
 
 @triton.jit

@@ -14,6 +14,8 @@ from ..registry import kernel
 from ._kvcommon import block_vectors, f16_to_f32, f32_to_f16, fwht, load_field, load_u16, tree_sum
 from ._kvcommon import pack as _pack
 
+NC_ROUNDS = 16  # norm-correction fixed-point rounds, = lowbit.kernels.cpu.turboquant.NC_ROUNDS
+
 
 def _log2(n: int) -> int:
     return max(0, (n - 1).bit_length())
@@ -39,7 +41,8 @@ def _rotate_tile(x_ptr, rows, rmask, cols, cmask, P_ptr, s_ptr, rscale, D, BV: t
 @triton.jit
 def _encode_kernel(x_ptr, P_ptr, s_ptr, rscale, C_ptr, T_ptr, NT, zero_code, codes_ptr, gam_ptr,
                    r_ptr, rn_ptr, flag_ptr, n, D, BV: tl.constexpr, DP: tl.constexpr, LOG: tl.constexpr,
-                   RHT: tl.constexpr, HAS_MSE: tl.constexpr, NC: tl.constexpr, WANT_R: tl.constexpr):
+                   RHT: tl.constexpr, HAS_MSE: tl.constexpr, NC: tl.constexpr, WANT_R: tl.constexpr,
+                   NCR: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BV + tl.arange(0, BV)
     rmask = rows < n
     cols = tl.arange(0, DP)
@@ -61,6 +64,21 @@ def _encode_kernel(x_ptr, P_ptr, s_ptr, rscale, C_ptr, T_ptr, NT, zero_code, cod
         c = tl.load(C_ptr + codes, mask=m2, other=0.0)
         cn = tl.sqrt_rn(tree_sum(c * c, BV, DP, LOG))
         if NC:
+            # fixed-point rounds code = Q(C[code] / ‖C[code]‖) (see the CPU kernel), until no code
+            # of the block moves or NCR rounds: a row whose codes stopped moving stays put, so
+            # this equals the CPU's per-row early stop
+            moved = 1
+            it = 0
+            while (moved != 0) & (it < NCR):
+                u = tl.math.div_rn(c, tl.where(cn > 0, cn, 1.0)[:, None])
+                nw = tl.zeros([BV, DP], dtype=tl.int32)
+                for k in range(NT):
+                    nw += (u > tl.load(T_ptr + k)).to(tl.int32)
+                moved = tl.max(tl.max(tl.where(m2 & (nw != codes), 1, 0), axis=1), axis=0)
+                codes = nw
+                c = tl.load(C_ptr + codes, mask=m2, other=0.0)
+                cn = tl.sqrt_rn(tree_sum(c * c, BV, DP, LOG))
+                it += 1
             g16 = f32_to_f16(tl.math.div_rn(nrm, cn))
         else:
             g16 = f32_to_f16(nrm)
@@ -97,7 +115,7 @@ def encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, code
     _encode_kernel[(triton.cdiv(n, bv),)](
         x, P, signs, float(rscale), C, T, T.shape[0], zero_code, codes, gam, resid if want_r else x, rnorm, flags,
         n, D, BV=bv, DP=dp, LOG=_log2(dp), RHT=bool(rht), HAS_MSE=bool(has_mse), NC=bool(nc), WANT_R=want_r,
-        enable_fp_fusion=False)
+        NCR=NC_ROUNDS, enable_fp_fusion=False)
 
 
 @triton.jit
