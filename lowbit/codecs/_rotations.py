@@ -99,6 +99,9 @@ def gaussian_matrix(rows: int, cols: int, seed: int, tag: int = TAG_SKETCH) -> n
 
 def hadamard(d: int) -> np.ndarray:
     """The Sylvester Hadamard matrix H (entries ±1, H[i, j] = (−1)^popcount(i & j)), float64."""
-    i = np.arange(d)
-    pc = np.vectorize(lambda v: bin(v).count("1"))(i[:, None] & i[None, :])
-    return np.where(pc % 2 == 1, -1.0, 1.0)
+    # Sylvester doubling [[H, H], [H, −H]]: the new top bit of i and j is set in both only in
+    # the lower-right quarter, which flips the sign exactly when popcount(i & j) gains one
+    H = np.ones((1, 1))
+    while H.shape[0] < d:
+        H = np.block([[H, H], [H, -H]])
+    return H

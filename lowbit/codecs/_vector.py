@@ -41,10 +41,16 @@ class Rotation:
         self.rscale = np.float32(1.0 / np.sqrt(np.float64(d)))
 
     def matrix64(self) -> np.ndarray:
-        """The exact float64 matrix the float32 kernels apply (y ≈ M x)."""
-        if not self.rht:
-            return self.P.astype(np.float64)
-        return R.hadamard(self.d) * float(self.rscale) * self.signs.astype(np.float64)[None, :]
+        """The exact float64 matrix the float32 kernels apply (y ≈ M x); computed once."""
+        m = self.__dict__.get("_m64")
+        if m is None:
+            if not self.rht:
+                m = self.P.astype(np.float64)
+            else:
+                m = R.hadamard(self.d) * float(self.rscale) * self.signs.astype(np.float64)[None, :]
+            m.setflags(write=False)
+            self._m64 = m
+        return m
 
     def args(self, backend: str) -> tuple[Any, Any, bool, Any]:
         return (_dev(self.P, backend), _dev(self.signs, backend), self.rht, self.rscale)

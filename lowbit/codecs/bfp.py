@@ -200,8 +200,8 @@ class BFP16(BFP, codec_id="bfp16", preset={"mbits": 8}):
 
     >>> import numpy as np, lowbit
     >>> c = lowbit.get_codec("bfp16")
-    >>> c.decode(c.encode(np.full(32, 0.1, np.float32)))[0]
-    np.float32(0.1015625)
+    >>> c.decode(c.encode(np.full(32, 0.1, np.float32)))[0]   # es = -4 - 6: RNE(102.4) / 1024
+    np.float32(0.099609375)
     """
 
     def __init__(self, *, block: int = 32, ksort: bool = False) -> None:

@@ -74,8 +74,9 @@ def fwht(v, d):
 
 
 @njit(cache=True)
-def rotate(x, P, signs, rht, rscale, y):
-    """y = Π x (dense, P[j, i]) or fwht(s ⊙ x)·rscale (rht); float32, the spec's order."""
+def rotate(x, PT, signs, rht, rscale, y):
+    """y = Π x (dense; PT = Πᵀ, i.e. PT[i, j] = P[j, i], C-contiguous so the inner loop over j
+    is contiguous and vectorizes) or fwht(s ⊙ x)·rscale (rht); float32, the spec's order."""
     d = x.shape[0]
     if rht:
         for i in range(d):
@@ -89,7 +90,7 @@ def rotate(x, P, signs, rht, rscale, y):
         for i in range(d):  # i outer: every y[j] is summed left to right over i
             xi = x[i]
             for j in range(d):
-                y[j] = y[j] + P[j, i] * xi
+                y[j] = y[j] + PT[i, j] * xi
 
 
 @njit(cache=True)

@@ -147,6 +147,7 @@ def _slot_norm(s2, G, buf):
 def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1,
             nc, canon, codes, gam, flags):
     n, D = x.shape
+    PT = np.ascontiguousarray(P.T)  # Πᵀ row-major: rotate's inner loop runs along memory
     G = codes.shape[1]
     y = np.empty(D, np.float32)
     yh = np.empty(D, np.float32)
@@ -164,7 +165,7 @@ def _encode(x, P, signs, rht, rscale, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joi
             for k in range(p):
                 buf[k] = buf[2 * k] + buf[2 * k + 1]
         nrm = np.float32(math.sqrt(buf[0]))
-        rotate(xv, P, signs, rht, rscale, y)
+        rotate(xv, PT, signs, rht, rscale, y)
         for j in range(D):
             y[j] = y[j] / nrm if nrm > 0 else np.float32(0.0)
         _encode_slots(y, G3, rem, bx, be, Tx, Te, Cr, Tr, DIR3, joint, Tc, Cr2, Tr2, DIR2, C1, T1, codes[v], yh, s2)

@@ -36,6 +36,7 @@ NC_ROUNDS = 16  # norm-correction fixed-point rounds (spec: [algorithm] fixed_po
 @njit(cache=True)
 def _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, codes, gam, resid, rnorm, flags):
     n, D = x.shape
+    PT = np.ascontiguousarray(P.T)  # Πᵀ row-major: rotate's inner loop runs along memory
     want_r = resid.shape[0] > 0
     y = np.empty(D, np.float32)
     c = np.empty(D, np.float32)
@@ -44,7 +45,7 @@ def _encode_instance(x, P, signs, rht, rscale, C, T, zero_code, has_mse, nc, cod
     for v in range(n):
         xv = x[v]
         nrm = np.float32(math.sqrt(tree_sumsq(xv, D, buf)))
-        rotate(xv, P, signs, rht, rscale, y)
+        rotate(xv, PT, signs, rht, rscale, y)
         for j in range(D):
             y[j] = y[j] / nrm if nrm > 0 else np.float32(0.0)
         g16 = 0
