@@ -22,22 +22,53 @@ from ._bits import bits_f32
 from ._kvcommon import f16_to_f32, field
 
 
+@njit(cache=True, inline="always")
+def _centroids(row, n, ccol, W, C, v, D):
+    """v[j] = C[code j] of row n. Code j starts at bit (j·W) & 7 of byte ccol + (j·W) >> 3; for
+    W ≤ 8 it spans that byte and at most the next one (read only when sh + W > 8, so never past
+    the row): one or two byte loads, a shift and a mask; wider codes use ``field``."""
+    if W <= 8:
+        mask = (1 << W) - 1
+        for j in range(D):
+            bit = j * W
+            o = ccol + (bit >> 3)
+            sh = bit & 7
+            w = np.int64(row[n, o])
+            if sh + W > 8:
+                w |= np.int64(row[n, o + 1]) << 8
+            v[j] = C[(w >> sh) & mask]
+    else:
+        for j in range(D):
+            v[j] = C[field(row, n, ccol, j, W)]
+
+
+@njit(cache=True, inline="always")
+def _dot8(q, v, D):
+    """Σ_j q[j]·v[j] with 8 interleaved partial sums (lane j % 8), added pairwise at the end:
+    independent lanes let LLVM vectorize without fastmath; the order differs from a left-to-right
+    sum, which the score kernels do not promise (float32 error bound only)."""
+    acc = np.zeros(8, np.float32)
+    D8 = D - D % 8
+    for j0 in range(0, D8, 8):
+        for l in range(8):
+            acc[l] += q[j0 + l] * v[j0 + l]
+    for j in range(D8, D):
+        acc[j - D8] += q[j] * v[j]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
 @njit(cache=True)
 def _inst_scores(q, data, gcol, mult, ccol, W, C, out):
     B, M, D = q.shape
     N = data.shape[1]
     v = np.empty(D, np.float32)
     for b in range(B):
+        row = data[b]
         for n in range(N):
-            row = data[b]
             g = mult * f16_to_f32(np.int64(row[n, gcol]) | (np.int64(row[n, gcol + 1]) << 8))
-            for j in range(D):
-                v[j] = C[field(row, n, ccol, j, W)]
+            _centroids(row, n, ccol, W, C, v, D)
             for m in range(M):
-                s = np.float32(0.0)
-                for j in range(D):
-                    s += q[b, m, j] * v[j]
-                out[b, m, n] += g * s
+                out[b, m, n] += g * _dot8(q[b, m], v, D)
 
 
 @kernel("kvattn", "cpu", "inst_scores")
@@ -54,8 +85,7 @@ def _inst_wsum(p, data, gcol, mult, ccol, W, C, out):
         row = data[b]
         for n in range(N):
             g = mult * f16_to_f32(np.int64(row[n, gcol]) | (np.int64(row[n, gcol + 1]) << 8))
-            for j in range(D):
-                v[j] = C[field(row, n, ccol, j, W)]
+            _centroids(row, n, ccol, W, C, v, D)
             for m in range(M):
                 c = p[b, m, n] * g
                 for j in range(D):
@@ -101,18 +131,15 @@ def _oct_scores(q, data, W, G3, rem, bx, be, Cr, DIR3, Cr2, DIR2, C1, out):
     B, M, G3x = q.shape
     G = G3x // 3
     N = data.shape[1]
-    a = np.empty((3, G), np.float32)
+    a1 = np.empty(3 * G, np.float32)
+    a = a1.reshape(3, G)  # a view: a1[k·G + i] = a[k, i], the queries' slot-major order
     for b in range(B):
         row = data[b]
         for n in range(N):
             g = f16_to_f32(np.int64(row[n, 0]) | (np.int64(row[n, 1]) << 8))
             _oct_slot_vectors(row, n, W, G3, rem, bx, be, Cr, DIR3, Cr2, DIR2, C1, a)
             for m in range(M):
-                s = np.float32(0.0)
-                for k in range(3):
-                    for i in range(G):
-                        s += q[b, m, k * G + i] * a[k, i]
-                out[b, m, n] = g * s
+                out[b, m, n] = g * _dot8(q[b, m], a1, 3 * G)
 
 
 @kernel("kvattn", "cpu", "oct_scores")
