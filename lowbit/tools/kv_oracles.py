@@ -259,8 +259,9 @@ def _sketch_norm(codec: Any) -> float:
 # ---- golden vectors --------------------------------------------------------------------------
 
 def kv_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Gaussian vectors at several scales, a zero vector, a one-hot, a constant and an
-    outlier-channel vector."""
+    """Gaussian vectors at several scales, a zero vector, a one-hot, a constant, an
+    outlier-channel vector, and one whose rotation is (nearly) one-hot: ‖C[code]‖ is then far
+    below 1, so the norm-correction fixed-point rounds move codes (spec [algorithm] fixed_point)."""
     d = codec.dim
     x = rng.standard_normal(shape) * np.exp2(rng.integers(-6, 6, shape[:-1] + (1,)))
     v = x.reshape(-1, d)
@@ -270,6 +271,13 @@ def kv_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> n
         v[1, rng.integers(d)] = 3.0
         v[2] = 0.75
         v[3, rng.integers(d)] *= 40
+    rot = getattr(codec, "_rot", None) or getattr(codec._inst[0] if isinstance(getattr(codec, "_inst", None), list)
+                                                  else getattr(codec, "_inst", None), "rot", None)
+    if v.shape[0] >= 5 and rot is not None and rot.d == d:
+        # y = Π x = e_j + small noise: x = Πᵀ(e_j + 0.05·g)
+        y = 0.05 * rng.standard_normal(d)
+        y[rng.integers(d)] += 1.0
+        v[4] = 2.5 * (rot.matrix64().T @ y)
     return x.astype(F32)
 
 
