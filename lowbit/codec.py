@@ -277,6 +277,23 @@ class Codec:
         ``q = encode(x)`` (float64; ``inf`` where the policy gives a non-finite value)."""
         raise NotImplementedError(f"{self.codec_id}: error_bound is part of the codec contract")
 
+    def backends(self) -> list[str]:
+        """The backends with an encoder for this codec (``"cpu"`` always; ``"gpu"`` once its
+        family has Triton kernels)."""
+        from .kernels.registry import has_kernel
+
+        return [be for be in ("cpu", "gpu") if has_kernel(self.family, be, "encode")]
+
+    def idempotence(self) -> str:
+        """What ``encode(decode(encode(x)))`` promises, checked by the harness: ``"bytes"``
+        (the same bytes and side arrays: the default), ``"values"`` (possibly other bytes that
+        decode to the same values), ``"bound"`` (only the round-trip error bound: a reference
+        encoder that is not idempotent itself, e.g. ggml's scale searches) or ``"deterministic"``
+        (decode is an estimator off the reconstruction set, e.g. TurboQuant-prod: encoding, and
+        re-encoding what was decoded, are only deterministic). Derived from ``idempotent`` unless
+        a codec says more."""
+        return "bytes" if self.idempotent else "bound"
+
     def interesting_values(self) -> np.ndarray:
         """float32 values at or next to rounding boundaries (ties, ±max, the smallest values),
         mixed into the harness' random inputs."""

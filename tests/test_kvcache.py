@@ -141,7 +141,7 @@ def test_lossy_cache_fused_equals_decode_path_and_saves_memory() -> None:
     ids = torch.randint(1, 128, (2, 40), generator=torch.Generator().manual_seed(2))
     c1 = LowbitCache(model.config, window=8, flush=8, layer_overrides={-1: {"key_codec": {"id": "fp8_e4m3", "scale": "channel"}}})
     out1 = _generate(model, c1, ids)
-    assert c1.layers[1].store.key_codec.codec_id == "fp8_e4m3" and c1.layers[0].store.key_codec.codec_id == "fp4_e2m1"
+    assert c1.layers[1].store.key_codec.codec_id == "fp8_e4m3" and c1.layers[0].store.key_codec.codec_id == "turboquant_mse"
     assert c1.nbytes < 0.6 * c1.nbytes_as(torch.float32)
     use_lowbit_attention(model)
     c2 = LowbitCache(model.config, window=8, flush=8, layer_overrides={-1: {"key_codec": {"id": "fp8_e4m3", "scale": "channel"}}})

@@ -1,14 +1,16 @@
 """KV-cache compression: an append-only compressed store per layer (:class:`KVStore`, framework
-free) and its transformers integration (:class:`LowbitCache`, imported on first use because it
-needs transformers)."""
+free), attention on the codes of the rotated KV codecs (:func:`scores`, :func:`weighted_sum`, see
+:mod:`lowbit.kvcache.codes`) and the transformers integration (:class:`LowbitCache`, imported on
+first use because it needs transformers)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .codes import scores, weighted_sum
 from .store import KVStore
 
-__all__ = ["KVStore", "LowbitCache", "LowbitLayer", "use_lowbit_attention"]
+__all__ = ["KVStore", "LowbitCache", "LowbitLayer", "scores", "use_lowbit_attention", "weighted_sum"]
 
 
 def __getattr__(name: str) -> Any:

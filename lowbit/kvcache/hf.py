@@ -36,11 +36,12 @@ from lowbit.kvcache.store import KVStore
 
 __all__ = ["LowbitLayer", "LowbitCache", "use_lowbit_attention", "DEFAULT_KV"]
 
-# The default configuration: 4-bit keys and values with a per-vector scale (4.5 bits/element),
-# a 128-token full-precision window flushed 32 tokens at a time.
+# The default configuration: TurboQuant-MSE at 4 bits for keys and values (random rotation per
+# head dimension, Lloyd-Max codes, a float16 norm per vector: 4.25 bits/element at head_dim 64),
+# attended on the codes; a 128-token full-precision window flushed 32 tokens at a time.
 DEFAULT_KV: dict[str, Any] = {
-    "key_codec": {"id": "fp4_e2m1", "scale": "channel"},
-    "value_codec": {"id": "fp4_e2m1", "scale": "channel"},
+    "key_codec": {"id": "turboquant_mse", "bits": 4},
+    "value_codec": {"id": "turboquant_mse", "bits": 4},
     "window": 128,
     "flush": 32,
 }
@@ -66,7 +67,10 @@ class LowbitLayer(CacheLayerMixin):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
-        self.store = KVStore(**self.kv_args)
+        # vector codecs (TurboQuant, OCTOPUS) take the head dimension: the model's, unless given
+        args = dict(self.kv_args)
+        args["codec_params"] = {"dim": int(key_states.shape[-1]), **dict(args.get("codec_params") or {})}
+        self.store = KVStore(**args)
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,8 +9,8 @@ arrays are per token (a scale or norm per vector, as element codecs with ``scale
 rotated vector codecs have).
 
 Attention (:meth:`KVStore.attend`) runs over the compressed history and the window with an online
-softmax. If the key codec offers ``scores(q, codes)`` and the value codec ``weighted_sum(p, codes)``
-(the rotated KV codecs do), keys and values are never materialised: :attr:`attention_path` is
+softmax. If both codecs work on codes (TurboQuant, OCTOPUS, BFP: :mod:`lowbit.kvcache.codes`
+computes ``q·kᵀ`` and ``p·v`` from the codes, the query rotated once), keys and values are never materialised: :attr:`attention_path` is
 ``"scores-on-codes"``. Otherwise the history is decoded block by block and attended in full
 precision: ``"decode-then-attend"``.
 
@@ -190,8 +190,9 @@ class KVStore:
 
     @property
     def attention_path(self) -> str:
-        k, v = self.key_codec, self.value_codec
-        if k is not None and v is not None and hasattr(k, "scores") and hasattr(v, "weighted_sum"):
+        from .codes import supports
+
+        if supports(self.key_codec) and supports(self.value_codec):
             return "scores-on-codes"
         return "decode-then-attend"
 
@@ -292,16 +293,18 @@ class KVStore:
             p = torch.exp(s - safe)
             corr = torch.exp(torch.where(torch.isfinite(m), m - safe, torch.full_like(m, -math.inf)))
             den = den * corr + p.sum(-1, keepdim=True)
-            pv = self.value_codec.weighted_sum(p, vals) if on_codes else p @ vals.float()
+            pv = codes.weighted_sum(p, vals) if on_codes else p @ vals.float()
             acc = acc * corr + pv
             m = m_new
+
+        from . import codes
 
         on_codes = self.attention_path == "scores-on-codes"
         for start in range(0, self.compressed_length, block):
             stop = min(self.compressed_length, start + block)
             kq, vq = self._k.view(start, stop), self._v.view(start, stop)
             if on_codes:
-                s = self.key_codec.scores(qf, kq) * scale
+                s = codes.scores(qf, kq) * scale
                 step(s, vq, start, stop, True)
             else:
                 kd = self.key_codec.decode(kq).float()

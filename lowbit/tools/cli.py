@@ -26,18 +26,10 @@ __all__ = ["main"]
 
 
 def _codec_rows() -> list[dict[str, Any]]:
-    from lowbit.kernels.registry import get_kernel
-
     rows = []
     for cid in lowbit.list_codecs():
         c = lowbit.get_codec(cid)
-        backends = []
-        for be in ("cpu", "gpu"):
-            try:
-                get_kernel(c.family, be, "encode")
-                backends.append(be)
-            except LowbitError:
-                pass
+        backends = c.backends()
         fmt = getattr(c, "format", None)
         rows.append({
             "id": cid,

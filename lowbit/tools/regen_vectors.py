@@ -118,13 +118,24 @@ def _ml_dtypes_policies(enc: Any) -> bool:
 
 
 ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle}
+# families whose inputs are not element grids: {family: (oracle, input generator)}
+from lowbit.tools import kv_oracles as _kv  # noqa: E402
+
+ORACLES["turboquant"] = _kv.turboquant_oracle
+ORACLES["bfp"] = _kv.bfp_oracle
+ORACLES["octopus"] = _kv.octopus_oracle
+INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {
+    "turboquant": _kv.kv_inputs,
+    "bfp": _kv.bfp_inputs,
+    "octopus": _kv.kv_inputs,
+}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
 # ---- GGUF: ggml's own C library (lowbit.tools.ggml_oracle) ------------------------------------------
 
-def gguf_inputs(codec: Any, rng: np.random.Generator) -> np.ndarray:
-    """Rows of two blocks: Gaussian, heavy-tailed, one outlier, constant, all-zero, tiny."""
+def gguf_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """(``shape`` is not used: always) rows of two blocks: Gaussian, heavy-tailed, one outlier, constant, all-zero, tiny."""
     K = 2 * codec.block_size
     rows = [rng.standard_normal(K), rng.standard_t(3, K), rng.standard_normal(K) * 0.01, np.full(K, 0.37),
             np.zeros(K), rng.standard_normal(K) * 1e-5]
@@ -143,7 +154,7 @@ def gguf_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
 
 
 ORACLES.update({"gguf_legacy": gguf_oracle, "gguf_kquants": gguf_oracle})
-INPUTS: dict[str, Callable[[Any, np.random.Generator], np.ndarray]] = {"gguf_legacy": gguf_inputs, "gguf_kquants": gguf_inputs}
+INPUTS.update({"gguf_legacy": gguf_inputs, "gguf_kquants": gguf_inputs})
 
 
 def cases_for(codec_id: str) -> dict[str, Any]:
@@ -158,13 +169,12 @@ def cases_for(codec_id: str) -> dict[str, Any]:
         rng = np.random.default_rng(seed)
         mode = codec._mode if isinstance(codec, ElementCodec) else None
         shape = SHAPES.get(mode, (4, 64))
+        if cls.family in INPUTS:  # vector codecs: a few vectors per row, 12 in all
+            shape = (4, 3 * codec.block_size)
         K = -(-shape[-1] // codec.block_size) * codec.block_size
         shape = shape[:-1] + (K,)
-        if cls.family in INPUTS:
-            x = INPUTS[cls.family](codec, rng)
-            shape = x.shape
-        else:
-            x = _inputs(codec, shape, rng)
+        x = INPUTS.get(cls.family, _inputs)(codec, shape, rng)
+        shape = x.shape
         r = oracle(codec, x)
         used.add(r["oracle"])
         case = {
