@@ -274,6 +274,14 @@ class Codec:
         ``q = encode(x)`` (float64; ``inf`` where the policy gives a non-finite value)."""
         raise NotImplementedError(f"{self.codec_id}: error_bound is part of the codec contract")
 
+    def idempotence(self) -> str:
+        """What ``encode(decode(encode(x)))`` promises, checked by the harness: ``"bytes"``
+        (the same bytes and side arrays: the default), ``"values"`` (possibly other bytes that
+        decode to the same values, e.g. a round-up scale rule that picks a lower binade for the
+        decoded block) or ``"bound"`` (only the round-trip error bound, e.g. a per-tensor scale
+        computed from data whose decoded maximum differs from the original)."""
+        return "bytes"
+
     def interesting_values(self) -> np.ndarray:
         """float32 values at or next to rounding boundaries (ties, ±max, the smallest values),
         mixed into the harness' random inputs."""
