@@ -1,4 +1,4 @@
 """Built-in codecs, one module per family. Importing this package registers them all."""
 
 from . import minifloat  # noqa: F401
-from . import mx, nvfp4  # noqa: F401
+from . import bnb, mx, nvfp4  # noqa: F401
