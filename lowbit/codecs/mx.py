@@ -181,7 +181,10 @@ class MXCodec(Codec):
             hi = G[np.minimum(i + 1, G.size - 1)]
             half = np.where(c >= G[-1], 0.0, (hi - G[i]) / 2)
             bound = (np.abs(v - c) + half) * s
-        return np.where(bad | ~np.isfinite(bound), np.inf, bound)
+            # the nearest grid value may lie past float32's range (E2M1 4 * 2**126 under RCEIL):
+            # it then decodes to ±Inf, as the peers' float32 dequantizers give
+            over = np.abs(x.astype(np.float64)) + bound > float(np.finfo(np.float32).max)
+        return np.where(bad | over | ~np.isfinite(bound), np.inf, bound)
 
     def input_policy(self) -> dict[str, str]:
         return {"nan": self.nonfinite, "inf": self.nonfinite, "overflow": "saturate", "negative": "encode"}

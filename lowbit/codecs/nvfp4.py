@@ -20,7 +20,7 @@ arithmetic step by step (each step one correctly rounded fp32 operation):
 
     g     = (6 * 448) / max(amax(x), FLT_MIN)            # 1.0 if that is not finite
     s_blk = e4m3(clamp(g * (amax_blk / 6), -448, 448)),  a zero scale replaced by 0.125
-    q     = e2m1(clamp(x / (s_blk / g), -6, 6))
+    q     = e2m1(clamp(x / (s_blk / g) + 0.0, -6, 6))      # "+ 0.0" (its zero point): -0 -> +0
     y     = e2m1_value(q) * (s_blk / g)
 
 Rounding is to nearest-even everywhere, with saturation. ``amax(x)`` is the largest finite |x|;

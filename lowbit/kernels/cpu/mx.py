@@ -65,7 +65,8 @@ def scale_exponent(amax_bits, rule, emax, round_add, vmax):
 
     * FLOOR: ``floor(log2 amax) - emax`` (OCP MX v1.0 §6.3): the exponent field minus the bias
       (fp32 subnormals give -127, and so does every result after the clamp);
-    * CEIL:  ``ceil(log2 amax) - emax``: one more when the mantissa field is not zero;
+    * CEIL:  ``ceil(log2 amax) - emax``: one more when the mantissa field is not zero (for an
+      fp32 subnormal amax: when it exceeds 2**-127);
     * EVEN:  FLOOR of amax rounded half-up at the element's mantissa width (adding half an ulp
       of that width to the bit pattern carries into the exponent field exactly when amax would
       round up to the next power of two);
@@ -88,7 +89,10 @@ def scale_exponent(amax_bits, rule, emax, round_add, vmax):
         field = a >> 23
         s = field - 127 - emax
         if rule == CEIL:
-            s += (field != 0) & ((a & 0x7FFFFF) != 0)
+            # +1 unless a is a power of two; for an fp32 subnormal a (field 0), log2 a > -127
+            # exactly when the mantissa exceeds 2**22 (a > 2**-127)
+            m = a & 0x7FFFFF
+            s += ((field != 0) & (m != 0)) | ((field == 0) & (m > 0x400000))
     return min(max(s, -127), 127)
 
 

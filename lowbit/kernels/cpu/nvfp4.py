@@ -129,7 +129,10 @@ def _encode(x, nblocks, p, fast, subscale, is_int, sp, slut, recipe, emax_val, s
             else:
                 d = np.float32(sv / g)                # block scale / global scale
                 for i in range(BLOCK):
-                    v[b * BLOCK + i] = min(max(np.float32(x[e0 + i] / d), lo), hi)
+                    # compressed-tensors adds its zero point (0.0) to the quotient, which turns a
+                    # -0.0 quotient into +0.0: a zero quotient takes the +0 code
+                    q = np.float32(x[e0 + i] / d)
+                    v[b * BLOCK + i] = min(max(q, lo), hi) if q != 0 else np.float32(0.0)
         if is_int:
             nslow = _fast_int(v, codes, signed, ss + 1, max_mag, neg_lim)
         else:

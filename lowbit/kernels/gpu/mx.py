@@ -51,7 +51,10 @@ def _scale_exponent(amax, VMAX, RULE: tl.constexpr, EMAX: tl.constexpr, RADD: tl
         field = a >> 23
         s = field - 127 - EMAX
         if RULE == _CEIL:
-            s = s + ((field != 0) & ((a & 0x7FFFFF) != 0)).to(tl.int32)
+            # ceil(log2 a): +1 unless a is a power of two; for an fp32 subnormal a (field 0)
+            # log2 a > -127 exactly when the mantissa exceeds 2**22 (a > 2**-127)
+            m = a & 0x7FFFFF
+            s = s + (((field != 0) & (m != 0)) | ((field == 0) & (m > 0x400000))).to(tl.int32)
     return tl.minimum(tl.maximum(s, -127), 127)
 
 

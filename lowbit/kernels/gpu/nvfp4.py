@@ -62,6 +62,7 @@ def _encode_kernel(x_ptr, slut_ptr, out_ptr, flag_ptr, n_blocks, g, rg, EM, SMIN
     else:
         d = tl.math.div_rn(sv, zero_f + g)
         v = tl.math.div_rn(x, tl.broadcast_to(d[:, None], [BPP, 16]))
+        v = tl.where(v == 0.0, 0.0, v)  # compressed-tensors' "+ zero point": -0.0 becomes +0.0
     v = tl.minimum(tl.maximum(v, -EM), EM)
     v = tl.where(nonfinite[:, None], 0.0, v)
     code, _nb2, _rb2 = _quantize(v.to(tl.int32, bitcast=True), IS_INT, M, TMIN, Z, SUB, SIGNED, SS, MAXMAG,
