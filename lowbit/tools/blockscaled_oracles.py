@@ -324,3 +324,138 @@ def describe_versions() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - absent peers are simply not listed
             pass
     return out
+
+
+# ---- golden vectors (python -m lowbit.tools.regen_vectors) ----------------------------------------
+
+def _mx_golden_inputs(codec: Any, rng: np.random.Generator) -> np.ndarray:
+    """8 rows x 4 blocks: rows of different magnitudes, then one adversarial block per kind
+    (all-zero, one huge outlier, fp32 subnormals only, ±max and just past it, exact ties under a
+    pinned block max, amax a hair above max * 2**k, near float32's max), plus NaN / ±Inf
+    blocks where the policy writes them."""
+    tname, emax, mbits, vmax, w, _ = MX_ELEMENTS[codec.codec_id]
+    grid = codec._grid()
+    mids = (grid[1:] + grid[:-1]) / 2
+    x = rng.standard_normal((8, 128)) * np.exp2(rng.integers(-30, 30, (8, 1)))
+    blocks = x.reshape(32, 32)
+    e = int(rng.integers(-20, 20))
+    blocks[0] = 0.0
+    blocks[1] = rng.standard_normal(32) * 2.0**e
+    blocks[1, 7] = 2.0 ** (e + 24)
+    blocks[2] = rng.standard_normal(32) * 2.0**-135
+    blocks[3] = rng.choice([-1.0, 1.0], 32) * vmax * 2.0**e * rng.choice([1.0, 1.0, 1.0625, 0.96875], 32)
+    blocks[4] = rng.choice(mids, 32) * 2.0**e
+    blocks[4, 0] = vmax * 2.0**e
+    blocks[5] = rng.choice(np.concatenate([mids, grid]), 32) * 2.0**e
+    blocks[6] = rng.standard_normal(32) * 2.0**e * 0.01
+    blocks[6, 3] = float(np.nextafter(F32(vmax * 2.0**e), F32(np.inf)))
+    blocks[7] = rng.standard_normal(32) * 2.0**125
+    blocks[8] = rng.standard_normal(32) * 2.0**-120
+    if codec.nonfinite == "nan":
+        blocks[9, 3] = np.nan
+        blocks[10, 5] = np.inf
+        blocks[11, 0] = -np.inf
+    with np.errstate(over="ignore"):
+        return blocks.reshape(8, 128).astype(F32)
+
+
+def _nv_golden_inputs(codec: Any, rng: np.random.Generator) -> np.ndarray:
+    """8 rows x 4 blocks of 16 with g = 1 exactly (the tensor amax is emax * smax): rows of
+    different magnitudes, an all-zero block, exact element ties under a UE4M3 block scale of 2,
+    signed zeros and values that underflow, and a block at the tensor max."""
+    emaxv = codec.emax_val
+    smax = float(codec.scale_fmt.max)
+    grid = codec._grid()
+    mids = (grid[1:] + grid[:-1]) / 2
+    x = rng.standard_normal((8, 64)) * np.exp2(rng.integers(-6, 12, (8, 1)))
+    b = x.reshape(32, 16)
+    b[0] = 0.0
+    b[1] = rng.choice(mids, 16) * 2.0
+    b[1, 0] = emaxv * 2.0
+    b[2] = [0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3] + list(rng.standard_normal(10))
+    b[3] = rng.standard_normal(16)
+    b[3, 5] = emaxv * smax     # the tensor max: g = amax / (emax * smax) = 1
+    b[4] = rng.choice(np.concatenate([grid, mids]), 16) * 0.5
+    b[4, 0] = emaxv * 0.5
+    return b.reshape(8, 64).astype(F32)
+
+
+def _bnb_golden_inputs(codec: Any, rng: np.random.Generator) -> np.ndarray:
+    """Rows of different magnitudes whose block maxima are multiples of 1/8 below 2**17 (so any
+    summation order gives bitsandbytes' float32 mean exactly, and the nested offset is the
+    same however it is computed), exact table midpoints, an all-zero block. (Several nested
+    blocks of 256 are exercised by tests/test_bnb_oracles.py, not here: files stay small.)"""
+    bs = codec.blocksize
+    nb = max(8, 1024 // bs)
+    rows = 4 if nb % 4 == 0 else 3 if nb % 3 == 0 else 2
+    blocks = rng.standard_normal((nb, bs)) * rng.uniform(0.1, 1, (nb, 1))
+    blocks /= np.abs(blocks).max(axis=1, keepdims=True)
+    amax = rng.integers(1, 2**20, (nb, 1)) / 8.0
+    T = np.sort(codec.table.astype(np.float64))
+    mids = ((T[1:] + T[:-1]).astype(F32) / F32(2)).astype(np.float64)
+    blocks[1] = rng.choice(mids, bs)
+    amax[1] = 1.0
+    blocks[1, 0] = 1.0
+    blocks[2] = 0.0
+    blocks[3, 5] = -1.0
+    x = (blocks * amax).astype(F32)
+    return x.reshape(rows, -1)
+
+
+def golden_inputs(codec: Any, rng: np.random.Generator) -> np.ndarray:
+    fam = codec.family
+    return {"mx": _mx_golden_inputs, "nvfp4": _nv_golden_inputs, "bnb": _bnb_golden_inputs}[fam](codec, rng)
+
+
+def golden_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    """The golden bytes, side arrays and decoded values for ``x`` from a peer run (or the
+    independent reference where no peer has the format), with the peer/reference cross-checks
+    asserted on the way."""
+    fam, cid = codec.family, codec.codec_id
+    v = describe_versions()
+    notes: list[str] = []
+    aux: dict[str, np.ndarray] = {}
+    if fam == "mx":
+        rule = codec.scale_rounding
+        data, y = mx_reference(x, cid, rule)
+        oracle = "lowbit.tools.blockscaled_oracles.mx_reference (numpy OCP MX, ml_dtypes element casts)"
+        if MX_ELEMENTS[cid][5] is not None:
+            dt, yt = torchao_mx(x, cid, rule)
+            dq, _ = mx_reference(x, cid, rule, torchao018=True)
+            rows = x.shape[0]
+            fin = np.isfinite(x).reshape(rows, -1, 32).all(-1)
+            blocks = lambda a: a.reshape(rows, fin.shape[1], -1)  # noqa: E731
+            assert (blocks(dt) == blocks(dq)).all(-1)[fin].all(), f"{cid}/{rule}: torchao != its emulated deviations"
+            same = (blocks(dt) == blocks(data)).all(-1) & fin
+            data = np.where(np.repeat(same, data.shape[1] // fin.shape[1], axis=1), dt, data)
+            oracle = f"torchao {v.get('torchao')} to_mx(scaling_mode={rule.upper()}) on the CPU (torch {v.get('torch')})"
+            notes.append(f"{int(same.sum())} of {same.size} blocks are torchao's bytes; the other {int((~same).sum())} "
+                         "(NaN/Inf blocks, byte-0 scales, RCEIL float32-log2 edges: torchao 0.18's documented "
+                         "deviations, see lowbit/tools/blockscaled_oracles.py) come from mx_reference")
+        else:
+            notes.append("no peer implements MXINT8 (torchao: 'TODO: add support for MX int8'); independent reference")
+    elif fam == "nvfp4":
+        if cid == "nvfp4" and codec.scale_format == "ue4m3":
+            if codec.recipe == "torchao":
+                data, g, y = torchao_nvfp4(x)
+                oracle = f"torchao {v.get('torchao')} nvfp4_quantize + NVFP4Tensor.dequantize on the CPU"
+            else:
+                data, g, y = compressed_tensors_nvfp4(x)
+                oracle = (f"compressed-tensors {v.get('compressed_tensors')} generate_gparam + calculate_qparams + "
+                          "quantize + pack_fp4_to_uint8 + dequantize on the CPU")
+        else:
+            el = "int4" if cid == "nvint4" else "e2m1"
+            data, g, y = nv_reference(x, el, codec.scale_format)
+            oracle = "lowbit.tools.blockscaled_oracles.nv_reference (torchao's NVFP4 recipe in torch ops)"
+            notes.append("no peer has this element/scale combination; the reference equals torchao for E2M1/UE4M3")
+        aux["global_scale"] = np.array(g, dtype=F32)
+    elif fam == "bnb":
+        data, aux, y = bnb_4bit(x, codec.quant_type, codec.blocksize, codec.double_quant)
+        oracle = f"bitsandbytes {v.get('bitsandbytes')} quantize_4bit / dequantize_4bit on the CPU"
+        if codec.double_quant:
+            a = np.abs(x.reshape(-1, codec.blocksize)).max(axis=1).astype(np.float64)
+            exact = F32(sum(a.tolist()) / a.size)
+            assert aux["nested_offset"] == exact, f"{cid}: bitsandbytes' mean {aux['nested_offset']} != exact {exact}"
+    else:
+        raise ValueError(fam)
+    return {"data": data, "aux": aux, "decoded": y.astype(F32), "oracle": oracle, "notes": notes}

@@ -2,7 +2,9 @@
 
 The bytes come from a real oracle run, never from lowbit's encoder: ml_dtypes' casts where the
 element format exists there, and :class:`lowbit.tools.oracles.ReferenceQuantizer` (an independent
-nearest-value search) otherwise. Where both exist they must agree; the one documented exception
+nearest-value search) otherwise; for the block-scaled families torchao, compressed-tensors and
+bitsandbytes on the CPU, or the references in :mod:`lowbit.tools.blockscaled_oracles` where no
+peer has the format. Where both exist they must agree; the one documented exception
 is ml_dtypes rounding float32-subnormal inputs to E8M0 (1.36·2**-127 → 2**-126 instead of
 2**-127), where the reference is used and the case says so in ``notes``.
 
@@ -25,6 +27,7 @@ import numpy as np
 import lowbit
 from lowbit.codecs.minifloat import ElementCodec
 from lowbit.numerics import FloatFormat, IntFormat
+from lowbit.tools import blockscaled_oracles as BO
 from lowbit.tools import oracles as O
 
 VECTOR_DIR = Path(str(resources.files("lowbit") / "spec" / "vectors"))
@@ -117,7 +120,11 @@ def _ml_dtypes_policies(enc: Any) -> bool:
     return enc.overflow == default_ovf
 
 
-ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle}
+ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {
+    "minifloat": element_oracle, "mx": BO.golden_oracle, "nvfp4": BO.golden_oracle, "bnb": BO.golden_oracle}
+# families that choose their own inputs (and shape): codec, rng -> float32 array
+INPUTS: dict[str, Callable[[Any, np.random.Generator], np.ndarray]] = {
+    "mx": BO.golden_inputs, "nvfp4": BO.golden_inputs, "bnb": BO.golden_inputs}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
@@ -135,7 +142,11 @@ def cases_for(codec_id: str) -> dict[str, Any]:
         shape = SHAPES.get(mode, (4, 64))
         K = -(-shape[-1] // codec.block_size) * codec.block_size
         shape = shape[:-1] + (K,)
-        x = _inputs(codec, shape, rng)
+        if cls.family in INPUTS:
+            x = INPUTS[cls.family](codec, rng)
+            shape = x.shape
+        else:
+            x = _inputs(codec, shape, rng)
         r = oracle(codec, x)
         used.add(r["oracle"])
         case = {
