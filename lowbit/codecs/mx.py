@@ -224,9 +224,12 @@ class MXFP8E5M2(MXCodec, codec_id="mxfp8_e5m2"):
     """OCP MXFP8 with E5M2 elements (max 57344, saturating: MX never writes Inf elements).
 
     >>> import numpy as np, lowbit
-    >>> q = lowbit.encode(np.full((1, 32), 1000.0, np.float32), "mxfp8_e5m2")
-    >>> int(q.data[0, 0]) - 127, lowbit.decode(q)[0, 0]
-    (-6, np.float32(1024.0))
+    >>> x = np.full((1, 32), 1000.0, np.float32)
+    >>> q = lowbit.encode(x, "mxfp8_e5m2")             # FLOOR: 1000 * 2**6 saturates to 57344
+    >>> int(q.data[0, 0]) - 127, float(lowbit.decode(q)[0, 0])
+    (-6, 896.0)
+    >>> float(lowbit.decode(lowbit.encode(x, "mxfp8_e5m2", scale_rounding="rceil"))[0, 0])
+    1024.0
     """
 
     element = FloatFormat(5, 2, special="ieee")
@@ -271,8 +274,8 @@ class MXFP4(MXCodec, codec_id="mxfp4"):
     >>> import numpy as np, lowbit
     >>> x = np.zeros((1, 32), np.float32); x[0, :4] = [6.0, -0.5, 5.0, 7.0]
     >>> q = lowbit.encode(x, "mxfp4")
-    >>> q.data[0, :3].tobytes().hex()       # scale 2**0, then 0x97 = (-0.5 << 4) | 6
-    '7f977c'
+    >>> q.data[0, :3].tobytes().hex()       # scale 2**0; 0x97 = (-0.5 << 4) | 6; 5 ties to 4, 7 saturates
+    '7f9776'
     >>> lowbit.decode(lowbit.encode(x, "mxfp4", scale_rounding="rceil"))[0, :4].tolist()
     [6.0, -0.5, 4.0, 8.0]
     """

@@ -34,8 +34,13 @@ with zero codes and decodes to NaN (``nonfinite="nan"``) or is refused (``"raise
 NVINT4 uses the torchao recipe with int4 elements in [-7, 7] (symmetric, as in the INT-vs-FP
 comparison of fine-grained formats) in place of E2M1, i.e. 6 replaced by 7.
 
-Checkpoint layouts (ModelOpt, compressed-tensors) and the conversions between the two global
-scale conventions are in :mod:`lowbit.formats.blockscaled`.
+Checkpoint conventions: :func:`to_modelopt` / :func:`from_modelopt` (``weight``,
+``weight_scale``, ``weight_scale_2`` = the multiplier) and :func:`to_compressed_tensors` /
+:func:`from_compressed_tensors` (``weight_packed``, ``weight_scale``, ``weight_global_scale`` =
+the divisor) split a QTensor into the tensors those checkpoints store and back, converting the
+global scale with :func:`multiplier_to_divisor` / :func:`divisor_to_multiplier` (``fl(1/g)``)
+when the QTensor was made with the other recipe. Codes and block scale bytes never change; the
+reciprocal is not exactly invertible in float32, so a decoded value can move by one ulp.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ from ..kernels.cpu.nvfp4 import BLOCK, RECIPES, NVKernelFormat
 from ..kernels.registry import get_kernel
 from ..numerics import ElementEncoding, FloatFormat, IntFormat
 
-__all__ = ["NVCodec", "NVFP4", "NVINT4", "SCALE_FORMATS"]
+__all__ = ["NVCodec", "NVFP4", "NVINT4", "SCALE_FORMATS", "multiplier_to_divisor", "divisor_to_multiplier",
+           "to_modelopt", "to_compressed_tensors", "from_modelopt", "from_compressed_tensors"]
 
 SCALE_FORMATS = {
     "ue4m3": FloatFormat(4, 3, signed=False, special="fn"),   # float7_e4m3fnu in a byte: max 448
@@ -275,3 +281,95 @@ class NVINT4(NVCodec, codec_id="nvint4"):
     @classmethod
     def examples(cls) -> list[dict[str, Any]]:
         return [{}, {"scale_format": "ue5m3", "nonfinite": "raise"}]
+
+
+# ---- checkpoint conventions ------------------------------------------------------------------
+
+def multiplier_to_divisor(weight_scale_2: Any) -> np.float32:
+    """ModelOpt's ``weight_scale_2`` (decode = e2m1 * scale * g) → compressed-tensors'
+    ``weight_global_scale`` (decode = e2m1 * scale / g): ``fl(1 / g)``.
+
+    >>> from lowbit.codecs.nvfp4 import multiplier_to_divisor
+    >>> float(multiplier_to_divisor(1 / 2688))
+    2688.0
+    """
+    with np.errstate(all="ignore"):
+        return np.float32(1.0) / np.float32(_arrays.to_numpy(weight_scale_2).reshape(()))
+
+
+def divisor_to_multiplier(weight_global_scale: Any) -> np.float32:
+    """The inverse convention change, ``fl(1 / g)`` (see :func:`multiplier_to_divisor`)."""
+    return multiplier_to_divisor(weight_global_scale)
+
+
+def _split(q: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(packed codes ``(..., K/2)``, scale bytes ``(..., K/16)``) of an NVFP4 QTensor."""
+    d = _arrays.to_numpy(q.data)
+    blocks = d.reshape(d.shape[:-1] + (-1, 9))
+    return (np.ascontiguousarray(blocks[..., 1:]).reshape(d.shape[:-1] + (-1,)),
+            np.ascontiguousarray(blocks[..., 0]))
+
+
+def _join(packed: Any, scales: Any, g: np.float32, recipe: str) -> Any:
+    from ..codec import QTensor
+
+    p = np.asarray(_arrays.to_numpy(packed)).view(np.uint8)
+    sc = np.asarray(_arrays.to_numpy(scales)).view(np.uint8)
+    if p.shape[:-1] != sc.shape[:-1] or p.shape[-1] != 8 * sc.shape[-1]:
+        raise ConfigError(f"nvfp4: expected packed (..., 8n) and scales (..., n) uint8/float8 arrays, got "
+                          f"{p.shape} and {sc.shape}")
+    data = np.concatenate([sc[..., None], p.reshape(p.shape[:-1] + (-1, 8))], axis=-1).reshape(p.shape[:-1] + (-1,))
+    codec = NVFP4(recipe=recipe)
+    return QTensor(data, {"global_scale": np.array(g, dtype=np.float32)}, p.shape[:-1] + (2 * p.shape[-1],), codec)
+
+
+def to_modelopt(q: Any) -> dict[str, np.ndarray]:
+    """The tensors a ModelOpt NVFP4 checkpoint stores for one weight: ``weight`` (uint8
+    ``[out, in/2]``, even element in the low nibble), ``weight_scale`` (the UE4M3 bytes, uint8
+    ``[out, in/16]``; view as float8_e4m3fn) and ``weight_scale_2`` (float32 scalar, multiplier).
+
+    >>> import numpy as np, lowbit
+    >>> from lowbit.codecs.nvfp4 import to_modelopt, from_modelopt
+    >>> q = lowbit.encode(np.linspace(-3, 3, 64, dtype=np.float32).reshape(2, 32), "nvfp4")
+    >>> t = to_modelopt(q); t["weight"].shape, t["weight_scale"].shape, bool(t["weight_scale_2"] == np.float32(3) / np.float32(2688))
+    ((2, 16), (2, 2), True)
+    >>> bool((lowbit.decode(from_modelopt(**t)) == lowbit.decode(q)).all())
+    True
+    """
+    if q.codec.codec_id != "nvfp4" or q.codec.scale_format != "ue4m3":
+        raise ConfigError(f"to_modelopt: expected an nvfp4 (ue4m3) QTensor, got {q.codec!r}")
+    packed, scales = _split(q)
+    g = np.float32(_arrays.to_numpy(q.aux["global_scale"]).reshape(()))
+    if q.codec.recipe != "torchao":
+        g = divisor_to_multiplier(g)
+    return {"weight": packed, "weight_scale": scales, "weight_scale_2": np.array(g, dtype=np.float32)}
+
+
+def from_modelopt(weight: Any, weight_scale: Any, weight_scale_2: Any) -> Any:
+    """A QTensor (recipe ``torchao``: the multiplier convention) from ModelOpt's tensors."""
+    return _join(weight, weight_scale, np.float32(_arrays.to_numpy(weight_scale_2).reshape(())), "torchao")
+
+
+def to_compressed_tensors(q: Any) -> dict[str, np.ndarray]:
+    """The tensors of compressed-tensors' ``nvfp4-pack-quantized`` format: ``weight_packed``,
+    ``weight_scale`` (UE4M3 bytes) and ``weight_global_scale`` (float32 ``[1]``, divisor).
+
+    >>> import numpy as np, lowbit
+    >>> from lowbit.codecs.nvfp4 import to_compressed_tensors
+    >>> q = lowbit.encode(np.linspace(-3, 3, 32, dtype=np.float32).reshape(1, 32), "nvfp4", recipe="compressed_tensors")
+    >>> to_compressed_tensors(q)["weight_global_scale"].tolist()
+    [896.0]
+    """
+    if q.codec.codec_id != "nvfp4" or q.codec.scale_format != "ue4m3":
+        raise ConfigError(f"to_compressed_tensors: expected an nvfp4 (ue4m3) QTensor, got {q.codec!r}")
+    packed, scales = _split(q)
+    g = np.float32(_arrays.to_numpy(q.aux["global_scale"]).reshape(()))
+    if q.codec.recipe != "compressed_tensors":
+        g = multiplier_to_divisor(g)
+    return {"weight_packed": packed, "weight_scale": scales, "weight_global_scale": np.array([g], dtype=np.float32)}
+
+
+def from_compressed_tensors(weight_packed: Any, weight_scale: Any, weight_global_scale: Any) -> Any:
+    """A QTensor (recipe ``compressed_tensors``: the divisor convention) from its tensors."""
+    return _join(weight_packed, weight_scale, np.float32(_arrays.to_numpy(weight_global_scale).reshape(())),
+                 "compressed_tensors")
