@@ -277,7 +277,7 @@ class MXFP4(MXCodec, codec_id="mxfp4"):
     >>> q.data[0, :3].tobytes().hex()       # scale 2**0; 0x97 = (-0.5 << 4) | 6; 5 ties to 4, 7 saturates
     '7f9776'
     >>> lowbit.decode(lowbit.encode(x, "mxfp4", scale_rounding="rceil"))[0, :4].tolist()
-    [6.0, -0.5, 4.0, 8.0]
+    [6.0, -0.0, 4.0, 8.0]
     """
 
     element = FloatFormat(2, 1, special="finite")
