@@ -124,3 +124,17 @@ def test_every_nested_and_element_code_decodes(codec_id: str, backend: str) -> N
         data, aux = gpu_tensor(data), {k: gpu_tensor(np.asarray(v)) for k, v in aux.items()}
     y = codec.decode_bytes(data, (16, nb * bs // 16), aux=aux, backend=backend)
     assert_same_bits(lowbit._arrays.to_numpy(y), want, codec, f"every nested x element code on {backend}")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_subnormal_nested_maximum_like_bitsandbytes(backend: str) -> None:
+    """absmax values 1e-40 apart: the nested max is an fp32 subnormal, 1/max overflows and the
+    block equal to the offset gives 0 * Inf = NaN, which bitsandbytes writes as code 0."""
+    x = np.zeros((3, 64), np.float32)
+    x[:, 0] = [1e-40, 2e-40, 1.5e-40]
+    want, aux, want_y = B.bnb_4bit(x, "nf4", 64, True)
+    codec = lowbit.get_codec("nf4", double_quant=True)
+    q = codec.encode(x if backend == "cpu" else gpu_tensor(x), backend=backend)
+    assert_same_bytes(q.data, want, codec, f"{backend} encode vs bitsandbytes")
+    assert_same_bits(q.aux["nested_absmax"], aux["nested_absmax"], codec, "nested absmax")
+    assert_same_bits(codec.decode(q, backend=backend), want_y, codec, "decode vs bitsandbytes")

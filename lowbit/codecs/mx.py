@@ -40,7 +40,8 @@ from ..kernels.registry import get_kernel
 from ..layout import BlockLayout
 from ..numerics import ElementEncoding, FloatFormat, IntFormat
 
-__all__ = ["MXCodec", "MXFP8E4M3", "MXFP8E5M2", "MXFP6E3M2", "MXFP6E2M3", "MXFP4", "MXINT8"]
+__all__ = ["MXCodec", "MXFP8E4M3", "MXFP8E5M2", "MXFP6E3M2", "MXFP6E2M3", "MXFP4", "MXINT8",
+           "to_ggml_mxfp4", "from_ggml_mxfp4", "mxfp4_to_nvfp4", "nvfp4_to_mxfp4"]
 
 NONFINITE_POLICIES = ("nan", "raise")
 
@@ -269,7 +270,7 @@ class MXFP6E2M3(MXCodec, codec_id="mxfp6_e2m3"):
 class MXFP4(MXCodec, codec_id="mxfp4"):
     """OCP MXFP4 with E2M1 elements (0, 0.5, 1, 1.5, 2, 3, 4, 6 and negatives): 1 E8M0 byte +
     16 bytes, the even element in the low nibble (OCP / gpt-oss / torchao / compressed-tensors
-    order; GGUF's MXFP4 splits the halves instead, see ``lowbit.formats.blockscaled``).
+    order; GGUF's MXFP4 splits the halves instead: :func:`to_ggml_mxfp4` / :func:`from_ggml_mxfp4`).
 
     >>> import numpy as np, lowbit
     >>> x = np.zeros((1, 32), np.float32); x[0, :4] = [6.0, -0.5, 5.0, 7.0]
@@ -302,3 +303,133 @@ class MXINT8(MXCodec, codec_id="mxint8"):
     elem_mbits = 6
     emax = 0
 
+
+
+# ---- conversions that keep the codes ---------------------------------------------------------
+
+def _nibbles(d: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale bytes (rows, nb), codes (rows, nb, 32)) of MXFP4 block bytes in OCP order."""
+    blk = d.reshape(-1, nb, 17)
+    b = blk[..., 1:]
+    codes = np.stack([b & 0xF, b >> 4], axis=-1).reshape(blk.shape[0], nb, 32)  # byte i: 2i low, 2i+1 high
+    return blk[..., 0], codes
+
+
+def to_ggml_mxfp4(q: Any) -> np.ndarray:
+    """The bytes of ggml's ``block_mxfp4`` (GGUF type 39) for an ``mxfp4`` QTensor: the same E8M0
+    byte, and byte j of the 16 holds element j (low nibble) and element j + 16 (high nibble).
+    ggml's ``kvalues_mxfp4`` are E2M1 doubled and its scale ``2**(e - 128)``, so the codes and the
+    scale byte carry over unchanged and every value decodes the same.
+
+    >>> import numpy as np, lowbit
+    >>> from lowbit.codecs.mx import to_ggml_mxfp4, from_ggml_mxfp4
+    >>> q = lowbit.encode(np.arange(32, dtype=np.float32).reshape(1, 32) / 8, "mxfp4")
+    >>> g = to_ggml_mxfp4(q); g.shape, g[0, :3].tobytes().hex()     # elements 0 | 16, 1 | 17
+    ((1, 17), '7e6060')
+    >>> bool((lowbit.decode(from_ggml_mxfp4(g, (1, 32))) == lowbit.decode(q)).all())
+    True
+    """
+    if q.codec.codec_id != "mxfp4":
+        raise ConfigError(f"to_ggml_mxfp4: expected an mxfp4 QTensor, got {q.codec!r}")
+    d = np.ascontiguousarray(_arrays.to_numpy(q.data))
+    nb = q.shape[-1] // BLOCK
+    scale, codes = _nibbles(d, nb)
+    g = (codes[..., :16] | (codes[..., 16:] << 4)).astype(np.uint8)   # ggml: j low, j + 16 high
+    out = np.concatenate([scale[..., None], g], axis=-1)
+    return out.reshape(d.shape)
+
+
+def from_ggml_mxfp4(raw: Any, shape: tuple[int, ...], *, scale_rounding: str = "floor") -> Any:
+    """An ``mxfp4`` QTensor of logical ``shape`` from ggml ``block_mxfp4`` bytes (the inverse of
+    :func:`to_ggml_mxfp4`; llama.cpp's encoder rounds the scale with FLOOR, the default here)."""
+    from ..codec import QTensor
+
+    codec = MXFP4(scale_rounding=scale_rounding)
+    shape = tuple(int(s) for s in shape)
+    codec._check_shape(shape)
+    d = np.ascontiguousarray(_arrays.to_numpy(raw), dtype=np.uint8).reshape(-1)
+    rows = int(np.prod(shape[:-1]))
+    nb = shape[-1] // BLOCK
+    if d.size != rows * nb * 17:
+        raise ConfigError(f"from_ggml_mxfp4: expected {rows * nb * 17} bytes for shape {shape}, got {d.size}")
+    blk = d.reshape(rows, nb, 17)
+    g = blk[..., 1:]
+    codes = np.concatenate([g & 0xF, g >> 4], axis=-1)               # elements 0..15, then 16..31
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    data = np.concatenate([blk[..., :1], packed], axis=-1).reshape(shape[:-1] + (nb * 17,))
+    return QTensor(data, {}, shape, codec)
+
+
+def _e4m3_pow2_byte(p: np.ndarray) -> np.ndarray:
+    """The E4M3 byte of 2**p for p in [-9, 8]: normal (p + 7) << 3, subnormal 1 << (p + 9)."""
+    return np.where(p >= -6, (p + 7) << 3, 1 << np.clip(p + 9, 0, 2)).astype(np.uint8)
+
+
+def mxfp4_to_nvfp4(q: Any) -> Any:
+    """Re-express an ``mxfp4`` QTensor as ``nvfp4`` (recipe torchao: ``global_scale`` a
+    multiplier) with the same E2M1 codes and bit-identical decoded values: each block of 32
+    becomes two blocks of 16 whose UE4M3 scale times the global power of two equals the MX scale.
+    Exact only when the tensor's (non-zero) block scales span at most 18 binades (E4M3 holds
+    2**-9 … 2**8) and no block is NaN; otherwise raises :class:`~lowbit.errors.RangeError`.
+
+    >>> import numpy as np, lowbit
+    >>> from lowbit.codecs.mx import mxfp4_to_nvfp4
+    >>> x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    >>> q = lowbit.encode(x, "mxfp4"); n = mxfp4_to_nvfp4(q)
+    >>> n.codec.codec_id, bool((lowbit.decode(n) == lowbit.decode(q)).all())
+    ('nvfp4', True)
+    """
+    from ..codec import QTensor
+    from .nvfp4 import NVFP4
+
+    if q.codec.codec_id != "mxfp4":
+        raise ConfigError(f"mxfp4_to_nvfp4: expected an mxfp4 QTensor, got {q.codec!r}")
+    d = np.ascontiguousarray(_arrays.to_numpy(q.data))
+    nb = q.shape[-1] // BLOCK
+    blk = d.reshape(-1, nb, 17)
+    e = blk[..., 0].astype(np.int64)
+    if (e == 0xFF).any():
+        raise RangeError("mxfp4_to_nvfp4: a block has the NaN scale 0xFF; NVFP4 cannot hold a NaN block exactly")
+    used = (blk[..., 1:] & 0x77).any(-1)                     # blocks with a non-zero magnitude
+    k = e - 127
+    kmax = int(k[used].max()) if used.any() else 0
+    kmin = int(k[used].min()) if used.any() else 0
+    if kmax - kmin > 17:
+        raise RangeError(f"mxfp4_to_nvfp4: block scales span 2**{kmin} … 2**{kmax}; UE4M3 times one global "
+                         "power of two covers 18 binades, so this tensor has no exact NVFP4 form")
+    j = max(kmax - 8, -126)                                 # global scale 2**j (a normal float32)
+    p = np.where(used, k - j, -9)
+    if (p[used] < -9).any() or (p > 8).any():
+        raise RangeError(f"mxfp4_to_nvfp4: block scales span 2**{kmin} … 2**{kmax}: no exact NVFP4 form")
+    sb = _e4m3_pow2_byte(p)
+    halves = blk[..., 1:].reshape(blk.shape[0], nb, 2, 8)
+    out = np.concatenate([np.repeat(sb[..., None, None], 2, axis=2), halves], axis=-1)
+    data = out.reshape(q.shape[:-1] + (nb * 18,))
+    return QTensor(data, {"global_scale": np.array(np.float32(2.0**j))}, q.shape, NVFP4())
+
+
+def nvfp4_to_mxfp4(q: Any) -> Any:
+    """The inverse of :func:`mxfp4_to_nvfp4`, for an ``nvfp4`` QTensor whose two blocks of each
+    32 decode with the same power-of-two scale (blocks whose codes are all ±0 take any scale);
+    raises :class:`~lowbit.errors.RangeError` naming the first block where that fails."""
+    from ..codec import QTensor
+
+    if q.codec.codec_id != "nvfp4" or q.codec.scale_format != "ue4m3":
+        raise ConfigError(f"nvfp4_to_mxfp4: expected an nvfp4 (ue4m3) QTensor, got {q.codec!r}")
+    d = np.ascontiguousarray(_arrays.to_numpy(q.data))
+    nb = q.shape[-1] // BLOCK
+    blk = d.reshape(-1, nb, 2, 9)
+    m = q.codec.effective_scales(q).reshape(-1, nb, 2).astype(np.float32)   # float32 g*s or s/g
+    used = (blk[..., 1:] & 0x77).any(-1)
+    mant, ex = np.frexp(m.astype(np.float64))
+    pow2 = (mant == 0.5) & np.isfinite(m)
+    k = (ex - 1).astype(np.int64)
+    kk = np.where(used, k, np.where(used[..., ::-1], k[..., ::-1], -127))  # a zero half takes its twin's
+    ok = (~used | pow2) & (kk[..., 0] == kk[..., 1])[..., None] & (kk >= -127) & (kk <= 127)
+    if not ok.all():
+        r, b, h = (int(i) for i in np.argwhere(~ok)[0])
+        raise RangeError(f"nvfp4_to_mxfp4: block {2 * b + h} of row {r} decodes with scale {m[r, b, h]!r}, "
+                         "not the power of two its MX block shares: no exact MXFP4 form")
+    e = (kk[..., 0] + 127).astype(np.uint8)
+    data = np.concatenate([e[..., None], blk[..., 0, 1:], blk[..., 1, 1:]], axis=-1).reshape(q.shape[:-1] + (nb * 17,))
+    return QTensor(data, {}, q.shape, MXFP4())

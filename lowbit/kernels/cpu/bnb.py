@@ -113,8 +113,11 @@ def _nested(absmax, offset, lut, out, ts, nested_absmax):
             v = min(max(v, np.float32(-1.0)), np.float32(1.0))
             # norm_to_lut_index: (v + 1) * 0.5 * 65535 + 0.5, each step in float32, truncated
             t = np.float32(np.float32(np.float32(v + np.float32(1.0)) * np.float32(0.5)) * np.float32(LUT_SIZE - 1))
-            idx = np.int64(np.float32(t + np.float32(0.5)))
-            out[b * ts] = lut[idx]
+            t = np.float32(t + np.float32(0.5))
+            # a subnormal nested max overflows 1/m to Inf, and 0 * Inf is NaN: bitsandbytes then
+            # writes code 0; clamp too, so no value can index outside the table
+            idx = np.int64(t) if t == t else np.int64(0)
+            out[b * ts] = lut[min(max(idx, np.int64(0)), np.int64(LUT_SIZE - 1))]
 
 
 @njit(cache=True, parallel=True)

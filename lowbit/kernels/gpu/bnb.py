@@ -65,7 +65,10 @@ def _nested_kernel(absmax_ptr, lut_ptr, out_ptr, nabs_ptr, n, offset, TS: tl.con
     inv = tl.math.div_rn(tl.zeros_like(mx) + 1.0, tl.where(mx == 0.0, 1.0, mx))
     v = tl.minimum(tl.maximum(a * inv[:, None], -1.0), 1.0)
     t = ((v + 1.0) * 0.5) * 65535.0 + 0.5      # norm_to_lut_index, each step in fp32
-    code = tl.load(lut_ptr + t.to(tl.int32))    # float -> int truncates, as the C cast does
+    # float -> int truncates, as the C cast does; NaN (0 * Inf from a subnormal nested max) takes
+    # code 0 as bitsandbytes writes, and the index is clamped into the table
+    idx = tl.where(t == t, t, 0.0).to(tl.int32)
+    code = tl.load(lut_ptr + tl.minimum(tl.maximum(idx, 0), 65535))
     code = tl.where((mx == 0.0)[:, None], 0, code)
     tl.store(out_ptr + b * TS, code, mask=m)
 
