@@ -126,7 +126,7 @@ def test_every_nested_and_element_code_decodes(codec_id: str, backend: str) -> N
     assert_same_bits(lowbit._arrays.to_numpy(y), want, codec, f"every nested x element code on {backend}")
 
 
-@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+@pytest.mark.parametrize("backend", ["cpu", "gpu"], ids=["numba", "triton"])  # a bare "gpu" id means CUDA-only
 def test_subnormal_nested_maximum_like_bitsandbytes(backend: str) -> None:
     """absmax values 1e-40 apart: the nested max is an fp32 subnormal, 1/max overflows and the
     block equal to the offset gives 0 * Inf = NaN, which bitsandbytes writes as code 0."""
