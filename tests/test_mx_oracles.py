@@ -243,3 +243,52 @@ def test_every_scale_and_element_code_decodes(codec_id: str, backend: str) -> No
     assert np.array_equal(np.isnan(y), nan), f"{codec!r}: NaN positions differ"
     assert_same_bits(np.where(nan, 0, y).astype(np.float32), np.where(nan, 0, want).astype(np.float32), codec,
                      f"every scale x element code on {backend}")
+
+
+# ---- conversions that keep the codes -----------------------------------------------------------
+
+def test_ggml_mxfp4_order_against_gguf_py() -> None:
+    """gguf-py's MXFP4 (the llama.cpp reference, GGUF type 39) decodes our converted blocks to our
+    values, and its own blocks convert to an mxfp4 QTensor that decodes to its values and back to
+    the same bytes."""
+    from gguf import GGMLQuantizationType as QT
+    from gguf.quants import dequantize, quantize
+
+    from lowbit.codecs.mx import from_ggml_mxfp4, to_ggml_mxfp4
+
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((16, 256)) * np.exp2(rng.integers(-10, 10, (16, 1)))).astype(np.float32)
+    q = lowbit.encode(x, "mxfp4")
+    g = to_ggml_mxfp4(q)
+    # ggml's kvalues_mxfp4 hold an integer 0 for code 8 (E2M1 -0): values equal, ±0 merged
+    assert np.array_equal(dequantize(g, QT.MXFP4).astype(np.float32), lowbit.decode(q))
+    theirs = quantize(x, QT.MXFP4)
+    back = from_ggml_mxfp4(theirs, x.shape)
+    assert np.array_equal(lowbit.decode(back), dequantize(theirs, QT.MXFP4).astype(np.float32))
+    assert np.array_equal(to_ggml_mxfp4(back), theirs)
+
+
+def test_mxfp4_nvfp4_conversions_are_exact() -> None:
+    from lowbit.codecs.mx import mxfp4_to_nvfp4, nvfp4_to_mxfp4
+    from lowbit.errors import RangeError
+
+    rng = np.random.default_rng(22)
+    x = (rng.standard_normal((8, 128)) * np.exp2(rng.integers(-8, 8, (8, 1)))).astype(np.float32)
+    x[2, :32] = 0.0
+    q = lowbit.encode(x, "mxfp4", scale_rounding="rceil")
+    n = mxfp4_to_nvfp4(q)
+    assert n.codec.codec_id == "nvfp4" and n.data.shape == (8, 128 // 16 * 9)
+    assert_same_bits(lowbit.decode(n), lowbit.decode(q), q.codec, "mxfp4 -> nvfp4 decode")
+    m = nvfp4_to_mxfp4(n)
+    assert_same_bits(lowbit.decode(m), lowbit.decode(q), q.codec, "nvfp4 -> mxfp4 decode")
+    # same codes both ways (the all-zero block's scale byte may differ: any scale decodes it)
+    live = (q.data.reshape(8, 4, 17)[..., 1:] != 0).any(-1)
+    assert np.array_equal(m.data.reshape(8, 4, 17)[live], q.data.reshape(8, 4, 17)[live])
+    # scales 2**-40 and 2**40 in one tensor: no exact NVFP4 form
+    x[0, :32] *= np.float32(2.0**-40)
+    x[1, :32] *= np.float32(2.0**40)
+    with pytest.raises(RangeError, match="binades"):
+        mxfp4_to_nvfp4(lowbit.encode(x, "mxfp4"))
+    # a real NVFP4 tensor has block scales that are not powers of two
+    with pytest.raises(RangeError, match="power of two"):
+        nvfp4_to_mxfp4(lowbit.encode(x, "nvfp4"))
