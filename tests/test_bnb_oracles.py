@@ -138,3 +138,40 @@ def test_subnormal_nested_maximum_like_bitsandbytes(backend: str) -> None:
     assert_same_bytes(q.data, want, codec, f"{backend} encode vs bitsandbytes")
     assert_same_bits(q.aux["nested_absmax"], aux["nested_absmax"], codec, "nested absmax")
     assert_same_bits(codec.decode(q, backend=backend), want_y, codec, "decode vs bitsandbytes")
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_to_bitsandbytes_matches_a_linear4bit_state_dict(quant_type: str) -> None:
+    """The arrays bitsandbytes' own ``Linear4bit`` writes to its state dict (transformers'
+    checkpoint layout), and the OCP nibble order helper."""
+    import json
+
+    import bitsandbytes as bnb
+    import torch
+
+    from lowbit.codecs.bnb import swap_nibbles, to_bitsandbytes
+
+    rng = np.random.default_rng(31)
+    w = rng.standard_normal((32, 128)).astype(np.float32)
+    lin = bnb.nn.Linear4bit(128, 32, bias=False, compress_statistics=True, quant_type=quant_type,
+                            compute_dtype=torch.float32)
+    lin.weight = bnb.nn.Params4bit(torch.from_numpy(w), requires_grad=False, compress_statistics=True,
+                                   quant_type=quant_type)
+    lin.weight = lin.weight._quantize("cpu") if hasattr(lin.weight, "_quantize") else lin.weight
+    sd = {k: v for k, v in lin.state_dict().items()}
+    blob = json.loads(bytes(sd[f"weight.quant_state.bitsandbytes__{quant_type}"].numpy()).decode())
+    cid = "nf4" if quant_type == "nf4" else "fp4_bnb"
+    q = lowbit.encode(w, cid, double_quant=True, nested_offset=np.float32(blob["nested_offset"]))
+    t = to_bitsandbytes(q)
+    assert np.array_equal(t["weight"], sd["weight"].numpy())
+    assert np.array_equal(t["absmax"], sd["weight.absmax"].numpy())
+    assert np.array_equal(t["nested_absmax"].view(np.uint32), sd["weight.nested_absmax"].numpy().view(np.uint32))
+    assert np.array_equal(t["quant_map"], sd["weight.quant_map"].numpy())   # values (fp4: ±0 merged)
+    assert np.array_equal(t["nested_quant_map"], np.sort(sd["weight.nested_quant_map"].numpy()))
+    for k in ("quant_type", "blocksize", "shape", "nested_blocksize"):
+        assert t["quant_state"][k] == blob[k]
+    # OCP order: the first element in the low nibble
+    ocp = swap_nibbles(t["weight"].reshape(-1))
+    codes = np.stack([ocp & 0xF, ocp >> 4], -1).reshape(-1)
+    bnb_codes = np.stack([t["weight"].reshape(-1) >> 4, t["weight"].reshape(-1) & 0xF], -1).reshape(-1)
+    assert np.array_equal(codes, bnb_codes)

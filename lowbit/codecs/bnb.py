@@ -45,7 +45,8 @@ from ..kernels.cpu.bnb import LUT_SIZE, NESTED_BLOCK, BnbKernelFormat
 from ..kernels.registry import get_kernel
 from ..layout import BlockLayout
 
-__all__ = ["BnbCodec", "NF4", "FP4BNB", "NF4_TABLE", "FP4_BNB_TABLE", "dynamic_map", "nested_lut"]
+__all__ = ["BnbCodec", "NF4", "FP4BNB", "NF4_TABLE", "FP4_BNB_TABLE", "dynamic_map", "nested_lut", "swap_nibbles",
+           "to_bitsandbytes"]
 
 F32 = np.float32
 
@@ -290,3 +291,55 @@ class FP4BNB(BnbCodec, codec_id="fp4_bnb"):
 
     table = FP4_BNB_TABLE
     quant_type = "fp4"
+
+
+# ---- layouts -----------------------------------------------------------------------------------
+
+def swap_nibbles(packed: Any) -> np.ndarray:
+    """bitsandbytes' nibble order (first element high) ⇄ OCP's (first element low): the two
+    nibbles of every byte exchanged. Its own inverse.
+
+    >>> import numpy as np
+    >>> from lowbit.codecs.bnb import swap_nibbles
+    >>> swap_nibbles(np.array([0x12, 0xF0], np.uint8)).tolist()
+    [33, 15]
+    """
+    b = np.asarray(_arrays.to_numpy(packed), dtype=np.uint8)
+    return ((b & 0x0F) << 4 | (b >> 4)).astype(np.uint8)   # low nibble up, high nibble down
+
+
+def to_bitsandbytes(q: Any) -> dict[str, Any]:
+    """The arrays of a bitsandbytes ``Params4bit`` state dict for one weight (transformers'
+    ``bnb_4bit`` checkpoints), without the ``weight.`` prefix: ``weight`` (uint8
+    ``[n/2, 1]``, the codes as bitsandbytes packs them), ``absmax`` (float32, or the uint8 nested
+    codes), ``quant_map`` (the 16 table values) and, double-quantized, ``nested_absmax``,
+    ``nested_quant_map`` and ``nested_offset``; plus ``quant_state`` (the JSON fields of
+    ``quant_state.bitsandbytes__<type>``).
+
+    >>> import numpy as np, lowbit
+    >>> from lowbit.codecs.bnb import to_bitsandbytes
+    >>> t = to_bitsandbytes(lowbit.encode(np.ones((2, 64), np.float32), "nf4", double_quant=True))
+    >>> t["weight"].shape, t["absmax"].dtype.name, t["quant_state"]["quant_type"], t["quant_state"]["shape"]
+    ((64, 1), 'uint8', 'nf4', [2, 64])
+    """
+    c = q.codec
+    if not isinstance(c, BnbCodec):
+        raise ConfigError(f"to_bitsandbytes: expected an nf4 or fp4_bnb QTensor, got {c!r}")
+    d = np.ascontiguousarray(_arrays.to_numpy(q.data)).reshape(-1, c.type_size)
+    a = 1 if c.double_quant else 4
+    out: dict[str, Any] = {
+        "weight": np.ascontiguousarray(d[:, a:]).reshape(-1, 1),
+        "absmax": np.ascontiguousarray(d[:, :a]).reshape(-1) if c.double_quant
+        else np.ascontiguousarray(d[:, :4]).view(np.float32).reshape(-1),
+        "quant_map": c.table.copy(),
+    }
+    state: dict[str, Any] = {"quant_type": c.quant_type, "blocksize": c.blocksize, "dtype": "float32",
+                             "shape": list(q.shape)}
+    if c.double_quant:
+        out["nested_absmax"] = np.asarray(_arrays.to_numpy(q.aux["nested_absmax"]), dtype=F32)
+        out["nested_quant_map"] = dynamic_map().copy()
+        out["nested_offset"] = np.asarray(_arrays.to_numpy(q.aux["nested_offset"]), dtype=F32)
+        state.update(nested_blocksize=NESTED_BLOCK, nested_dtype="float32",
+                     nested_offset=float(out["nested_offset"]))
+    out["quant_state"] = state
+    return out
