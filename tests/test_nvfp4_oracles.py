@@ -151,3 +151,24 @@ def test_every_scale_and_element_code_decodes(recipe: str, backend: str) -> None
     assert np.array_equal(np.isnan(y), nan)
     assert_same_bits(np.where(nan, 0, y).astype(np.float32), np.where(nan, 0, want).astype(np.float32), codec,
                      f"every scale x element code on {backend}")
+
+
+def test_tiny_tensor_multiplier_saturates_like_transformer_engine() -> None:
+    """amax below 2688 * 2**-126: (1/g)/s can overflow float32. torchao 0.18 then multiplies by
+    Inf (NaN codes, or ±6 where 0 belongs); lowbit takes TransformerEngine's min(., FLT_MAX):
+    finite, and at 1e-36 as accurate as at any scale. Both backends alike."""
+    codec = lowbit.get_codec("nvfp4")
+    for mag in (1e-44, 1e-36):
+        x = (np.random.default_rng(4).standard_normal((2, 32)) * mag).astype(np.float32)
+        x[0, :16] *= np.float32(1e-3)
+        q = codec.encode(x)
+        y = codec.decode(q)
+        assert np.isfinite(y).all()
+        qg = codec.encode(gpu_tensor(x), backend="gpu")
+        assert_same_bytes(qg.data, q.data, codec, "gpu vs cpu on a tiny tensor")
+        _, _, ty = B.torchao_nvfp4(x)
+        if mag == 1e-44:
+            assert np.isnan(ty).any()                                    # the peer's NaNs, pinned
+        else:
+            assert np.abs(y - x).max() <= 0.25 * np.abs(x).max()
+            assert np.abs(ty - x).max() > 0.9 * np.abs(x).max()         # the peer's ±6s, pinned

@@ -131,8 +131,9 @@ class MXCodec(Codec):
         x = _arrays.to_numpy(x2d)
         flat = int(np.flatnonzero(~np.isfinite(x))[0])
         idx = tuple(int(i) for i in np.unravel_index(flat, shape))
-        raise RangeError(f"{self.codec_id}: input value {x.reshape(-1)[flat]!r} at index {idx}: expected finite "
-                         f"values (nonfinite='raise'; 'nan' writes the block as NaN); nothing was encoded")
+        what = "NaN" if np.isnan(x.reshape(-1)[flat]) else "Inf"
+        raise RangeError(f"{self.codec_id}: input has {what} at index {idx}: expected finite values "
+                         f"(nonfinite='raise'; 'nan' writes the block as NaN); nothing was encoded")
 
     # ---- columnwise (training) layout ------------------------------------------------------
     def encode_columnwise(self, x: Any, *, backend: str = "auto") -> Any:

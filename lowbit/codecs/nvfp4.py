@@ -12,7 +12,7 @@ arithmetic step by step (each step one correctly rounded fp32 operation):
 
     g     = amax(x) / (6 * 448)                         # global_scale
     s_blk = ue4m3(clamp((amax_blk / 6) / g, 2**-6, 448))
-    q     = e2m1(clamp(x * ((1 / g) / s_blk), -6, 6))
+    q     = e2m1(clamp(x * min((1 / g) / s_blk, FLT_MAX), -6, 6))   # min: TransformerEngine's
     y     = e2m1_value(q) * (g * s_blk)
 
 ``recipe="compressed_tensors"`` (llm-compressor ``nvfp4-pack-quantized`` checkpoints:
@@ -167,8 +167,9 @@ class NVCodec(Codec):
                 x = _arrays.to_numpy(x2d)
                 flat = int(np.flatnonzero(~np.isfinite(x))[0])
                 idx = tuple(int(i) for i in np.unravel_index(flat, shape))
-                raise RangeError(f"{self.codec_id}: input value {x.reshape(-1)[flat]!r} at index {idx}: expected "
-                                 f"finite values (nonfinite='raise'); nothing was encoded")
+                what = "NaN" if np.isnan(x.reshape(-1)[flat]) else "Inf"
+                raise RangeError(f"{self.codec_id}: input has {what} at index {idx}: expected finite values "
+                                 f"(nonfinite='raise'; 'nan' writes the block as NaN); nothing was encoded")
         return out, {"global_scale": np.array(g, dtype=np.float32)}
 
     def _decode(self, data2d: Any, aux: Mapping[str, Any], shape: tuple[int, ...], backend: str) -> Any:
@@ -210,6 +211,12 @@ class NVCodec(Codec):
         x = np.asarray(x, dtype=np.float32)
         G = self._grid()
         m = np.repeat(self.effective_scales(q).astype(np.float64), BLOCK, axis=-1).reshape(x.shape)
+        sat = np.zeros(x.shape, bool)
+        if self.recipe == "torchao":  # blocks whose multiplier fl(1/g)/s saturated at FLT_MAX: no claim
+            g = np.float32(_arrays.to_numpy(q.aux["global_scale"]))
+            with np.errstate(all="ignore"):
+                r = np.float64(np.float32(1.0) / g) / self.kernel_format.slut[self.block_scales(q)].astype(np.float64)
+            sat = np.repeat(~(r <= float(np.finfo(np.float32).max)), BLOCK, axis=-1).reshape(x.shape)
         with np.errstate(all="ignore"):
             v = x.astype(np.float64) / m
             c = np.clip(v, G[0], G[-1])
@@ -217,7 +224,7 @@ class NVCodec(Codec):
             hi = G[np.minimum(i + 1, G.size - 1)]
             half = np.where(c >= G[-1], 0.0, (hi - G[i]) / 2)
             bound = (np.abs(v - c) + half) * m + 2.0 ** -20 * (np.abs(x) + G[-1] * m) + 2.0 ** -149
-        return np.where(np.isfinite(bound) & np.isfinite(x) & (m > 0), bound, np.inf)
+        return np.where(np.isfinite(bound) & np.isfinite(x) & (m > 0) & ~sat, bound, np.inf)
 
     def input_policy(self) -> dict[str, str]:
         return {"nan": self.nonfinite, "inf": self.nonfinite, "overflow": "saturate", "negative": "encode"}

@@ -124,6 +124,9 @@ def _encode(x, nblocks, p, fast, subscale, is_int, sp, slut, recipe, emax_val, s
             sbyte[b] = c
             if recipe == TORCHAO:
                 r = np.float32(rg / sv)               # (1 / per_tensor_scale) / block scale
+                # TransformerEngine's min(1 / (s * S_dec), FLT_MAX): in a tiny tensor a tiny block
+                # would otherwise scale by Inf (torchao then writes +-6 and NaN codes)
+                r = min(r, np.float32(3.4028234663852886e38))
                 for i in range(BLOCK):
                     v[b * BLOCK + i] = min(max(np.float32(x[e0 + i] * r), lo), hi)
             else:

@@ -58,6 +58,9 @@ def _encode_kernel(x_ptr, slut_ptr, out_ptr, flag_ptr, n_blocks, g, rg, EM, SMIN
         sv = tl.load(slut_ptr + sc)
     if RECIPE == _TORCHAO:
         r = tl.math.div_rn(zero_f + rg, sv)
+        # TransformerEngine's min(1 / (s * S_dec), FLT_MAX): a tiny tensor's tiny block would
+        # otherwise scale by Inf (torchao then writes +-6 and NaN codes)
+        r = tl.minimum(r, 3.4028234663852886e38)
         v = x * r[:, None]
     else:
         d = tl.math.div_rn(sv, zero_f + g)
