@@ -27,7 +27,10 @@ Known deviations of the peers (torchao 0.18), pinned by the tests rather than hi
   bit rule (``cvt.rp.satfinite.ue8m0``, TransformerEngine, torchao's main branch) that lowbit
   follows;
 * blocks with ±Inf: torchao 0.18 writes a finite scale (FLOOR) or 0xFE (RCEIL); lowbit and
-  torchao's main branch write the NaN scale 0xFF.
+  torchao's main branch write the NaN scale 0xFF;
+* NVFP4 in tensors with amax below 2688 * 2**-126: torchao's multiplier ``(1/g)/s`` overflows
+  to Inf (NaN or ±6 codes); lowbit caps it at FLT_MAX as TransformerEngine does, and so does
+  :func:`nv_reference`.
 """
 
 from __future__ import annotations
