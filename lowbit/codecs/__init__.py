@@ -6,3 +6,4 @@ from . import gguf_kquants  # noqa: F401
 from . import turboquant  # noqa: F401
 from . import bfp  # noqa: F401
 from . import octopus  # noqa: F401
+from . import bnb, mx, nvfp4  # noqa: F401

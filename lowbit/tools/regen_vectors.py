@@ -2,7 +2,9 @@
 
 The bytes come from a real oracle run, never from lowbit's encoder: ml_dtypes' casts where the
 element format exists there, and :class:`lowbit.tools.oracles.ReferenceQuantizer` (an independent
-nearest-value search) otherwise. Where both exist they must agree; the one documented exception
+nearest-value search) otherwise; for the block-scaled families torchao, compressed-tensors and
+bitsandbytes on the CPU, or the references in :mod:`lowbit.tools.blockscaled_oracles` where no
+peer has the format. Where both exist they must agree; the one documented exception
 is ml_dtypes rounding float32-subnormal inputs to E8M0 (1.36·2**-127 → 2**-126 instead of
 2**-127), where the reference is used and the case says so in ``notes``.
 
@@ -24,7 +26,8 @@ import numpy as np
 
 import lowbit
 from lowbit.codecs.minifloat import ElementCodec
-from lowbit.numerics import FloatFormat
+from lowbit.numerics import FloatFormat, IntFormat
+from lowbit.tools import blockscaled_oracles as BO
 from lowbit.tools import oracles as O
 
 VECTOR_DIR = Path(str(resources.files("lowbit") / "spec" / "vectors"))
@@ -117,17 +120,25 @@ def _ml_dtypes_policies(enc: Any) -> bool:
     return enc.overflow == default_ovf
 
 
-ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle}
-# families whose inputs are not element grids: {family: (oracle, input generator)}
+ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {
+    "minifloat": element_oracle, "mx": BO.golden_oracle, "nvfp4": BO.golden_oracle, "bnb": BO.golden_oracle}
+# families that choose their own inputs (and shape): codec, shape, rng -> float32 array
 from lowbit.tools import kv_oracles as _kv  # noqa: E402
 
 ORACLES["turboquant"] = _kv.turboquant_oracle
 ORACLES["bfp"] = _kv.bfp_oracle
 ORACLES["octopus"] = _kv.octopus_oracle
+
+
+def _blockscaled_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    return BO.golden_inputs(codec, rng)  # chooses its own shape
+
+
 INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {
     "turboquant": _kv.kv_inputs,
     "bfp": _kv.bfp_inputs,
     "octopus": _kv.kv_inputs,
+    "mx": _blockscaled_inputs, "nvfp4": _blockscaled_inputs, "bnb": _blockscaled_inputs,
 }
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
