@@ -21,7 +21,7 @@ from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 from ._ggml import (F, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
                     nearest_int, rd_f16, wr_f16)
-from ._simd import vcanon, visplat, vload_i8, vload_u8, vsplat, vstore, vtof
+from ._simd import vcanon, visplat, vload, vload_i8, vload_u8, vnint_clamp, vsplat, vstore, vstore_u8, vtof, vtrunc
 
 QK_K = 256
 TYPE_SIZE = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "q8_k": 292}
@@ -160,20 +160,34 @@ def _q3_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
         for j in range(16):
             _put_q3_scale(j, np.int64(Ls[j]), b)
         wr_f16(b, 108, d_block)
+    # the final codes 0..7 as float32 in C = S[2], eight per step: nearest_int(x / d) clamped to
+    # -4..3, plus 4 (C: l = nearest_int(x[16*j + ii] / d); L = MAX(-4, MIN(3, l)) + 4); a sub-block
+    # whose d is 0 keeps make_q3_quants' codes (C: if (!d) continue;)
+    C = S[2]
     dd = rd_f16(b, 108)
     for j in range(16):
         d = dd * F(_get_q3_scale(j, b, 0))
         if d == 0:
+            for ii in range(16):
+                C[16 * j + ii] = F(L[16 * j + ii])
             continue
-        for ii in range(16):
-            l = nearest_int(x[xo + 16 * j + ii] / d)
-            L[16 * j + ii] = max(-4, min(3, l)) + 4
-    # hmask: bit (j // 32) of hmask[j % 32] is the high bit of code j
-    for j in range(QK_K):
-        if L[j] > 3:
-            b[j % 32] = np.int64(b[j % 32]) | (1 << (j // 32))
-            L[j] -= 4
-    _pack_2bit(L, b, 32)
+        vd = vsplat(d)
+        for ii in range(0, 16, 8):
+            vstore(C, 16 * j + ii, vnint_clamp(vload(x, xo + 16 * j + ii) / vd, -4, 3) + vsplat(F(4.0)))
+    # hmask: bit k of hmask[m] is the high bit (code > 3) of code 32k + m; the low two bits go to
+    # qs[32h + l] at bit 2n for code 128h + 32n + l (_pack_2bit)
+    for m0 in range(0, 32, 8):
+        h = visplat(0)
+        for k in range(8):
+            h = h | ((vtrunc(vload(C, 32 * k + m0)) >> 2) << k)  # codes are 0..7: >> 2 is the high bit
+        vstore_u8(b, m0, h)
+    three = visplat(3)
+    for hh in range(2):
+        for l0 in range(0, 32, 8):
+            e = 128 * hh + l0
+            q = (vtrunc(vload(C, e)) & three) | ((vtrunc(vload(C, e + 32)) & three) << 2)
+            q = q | ((vtrunc(vload(C, e + 64)) & three) << 4) | ((vtrunc(vload(C, e + 96)) & three) << 6)
+            vstore_u8(b, 32 + 32 * hh + l0, q)
 
 
 @njit(inline="always", error_model="numpy", cache=True)
