@@ -21,7 +21,8 @@ from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 from ._ggml import (F, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
                     nearest_int, rd_f16, wr_f16)
-from ._simd import vcanon, visplat, vload, vload_i8, vload_u8, vnint_clamp, vsplat, vstore, vstore_u8, vtof, vtrunc
+from ._simd import (vabs, vcanon, vgt, vhmax, vilane, vimin, visplat, vload, vload_i8, vload_u8, vnint, vnint_clamp, vsel,
+                    vsext8, vsplat, vstore, vstore_u8, vtof, vtrunc)
 
 QK_K = 256
 TYPE_SIZE = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "q8_k": 292}
@@ -346,22 +347,31 @@ def _q6_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
 def _q8_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
     for k in range(292):
         b[k] = 0  # (ggml leaves bsums of an all-zero block unwritten; lowbit writes zeros)
-    mx = F(0.0)
-    amax = F(0.0)
-    for j in range(QK_K):
-        ax = abs(x[xo + j])
-        if ax > amax:
-            amax = ax
-            mx = x[xo + j]
+    # amax: lane-wise max of |x|, then across lanes (finite inputs: order is moot); mx is the first
+    # element with that magnitude, as C's strict > keeps
+    m = vabs(vload(x, xo))
+    for j in range(8, QK_K, 8):
+        a = vabs(vload(x, xo + j))
+        m = vsel(vgt(a, m), a, m)
+    amax = vhmax(m)
     if amax == 0:
         return
-    iscale = F(-127.0) / mx
+    mx = F(0.0)
     for j in range(QK_K):
-        b[4 + j] = min(127, nearest_int(iscale * x[xo + j])) & 0xFF
-    for j in range(16):
+        if abs(x[xo + j]) == amax:
+            mx = x[xo + j]
+            break
+    iscale = F(-127.0) / mx
+    vis = vsplat(iscale)
+    for j in range(16):  # C: qs = MIN(127, nearest_int(iscale * x)); bsums[j] = sum of 16 qs (int8)
+        q0 = vimin(vnint(vis * vload(x, xo + 16 * j)), 127)
+        q1 = vimin(vnint(vis * vload(x, xo + 16 * j + 8)), 127)
+        vstore_u8(b, 4 + 16 * j, q0)
+        vstore_u8(b, 4 + 16 * j + 8, q1)
+        sv = vsext8(q0) + vsext8(q1)
         s = 0
-        for ii in range(16):
-            s += np.int64(np.int8((b[4 + 16 * j + ii])))
+        for k in range(8):
+            s += vilane(sv, k)
         b[260 + 2 * j] = s & 0xFF
         b[260 + 2 * j + 1] = (s >> 8) & 0xFF
     d = f32_bits(F(1.0) / iscale)  # float32 d, little-endian
