@@ -21,7 +21,8 @@ from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 from ._ggml import (F, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
                     nearest_int, rd_f16, wr_f16)
-from ._simd import vcanon, visplat, vload_i8, vload_u8, vsplat, vstore, vtof
+from ._simd import (vabs, vcanon, vgt, vhmax, vilane, vimin, visplat, vload, vload_i8, vload_u8, vnint, vnint_clamp, vsel,
+                    vsext8, vsplat, vstore, vstore_u8, vtof, vtrunc)
 
 QK_K = 256
 TYPE_SIZE = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "q8_k": 292}
@@ -160,20 +161,34 @@ def _q3_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
         for j in range(16):
             _put_q3_scale(j, np.int64(Ls[j]), b)
         wr_f16(b, 108, d_block)
+    # the final codes 0..7 as float32 in C = S[2], eight per step: nearest_int(x / d) clamped to
+    # -4..3, plus 4 (C: l = nearest_int(x[16*j + ii] / d); L = MAX(-4, MIN(3, l)) + 4); a sub-block
+    # whose d is 0 keeps make_q3_quants' codes (C: if (!d) continue;)
+    C = S[2]
     dd = rd_f16(b, 108)
     for j in range(16):
         d = dd * F(_get_q3_scale(j, b, 0))
         if d == 0:
+            for ii in range(16):
+                C[16 * j + ii] = F(L[16 * j + ii])
             continue
-        for ii in range(16):
-            l = nearest_int(x[xo + 16 * j + ii] / d)
-            L[16 * j + ii] = max(-4, min(3, l)) + 4
-    # hmask: bit (j // 32) of hmask[j % 32] is the high bit of code j
-    for j in range(QK_K):
-        if L[j] > 3:
-            b[j % 32] = np.int64(b[j % 32]) | (1 << (j // 32))
-            L[j] -= 4
-    _pack_2bit(L, b, 32)
+        vd = vsplat(d)
+        for ii in range(0, 16, 8):
+            vstore(C, 16 * j + ii, vnint_clamp(vload(x, xo + 16 * j + ii) / vd, -4, 3) + vsplat(F(4.0)))
+    # hmask: bit k of hmask[m] is the high bit (code > 3) of code 32k + m; the low two bits go to
+    # qs[32h + l] at bit 2n for code 128h + 32n + l (_pack_2bit)
+    for m0 in range(0, 32, 8):
+        h = visplat(0)
+        for k in range(8):
+            h = h | ((vtrunc(vload(C, 32 * k + m0)) >> 2) << k)  # codes are 0..7: >> 2 is the high bit
+        vstore_u8(b, m0, h)
+    three = visplat(3)
+    for hh in range(2):
+        for l0 in range(0, 32, 8):
+            e = 128 * hh + l0
+            q = (vtrunc(vload(C, e)) & three) | ((vtrunc(vload(C, e + 32)) & three) << 2)
+            q = q | ((vtrunc(vload(C, e + 64)) & three) << 4) | ((vtrunc(vload(C, e + 96)) & three) << 6)
+            vstore_u8(b, 32 + 32 * hh + l0, q)
 
 
 @njit(inline="always", error_model="numpy", cache=True)
@@ -332,22 +347,31 @@ def _q6_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
 def _q8_k_block(x, xo, qw, qo, has_qw, b, L, S, w, scales, mins, sw, Ls, Lm):
     for k in range(292):
         b[k] = 0  # (ggml leaves bsums of an all-zero block unwritten; lowbit writes zeros)
-    mx = F(0.0)
-    amax = F(0.0)
-    for j in range(QK_K):
-        ax = abs(x[xo + j])
-        if ax > amax:
-            amax = ax
-            mx = x[xo + j]
+    # amax: lane-wise max of |x|, then across lanes (finite inputs: order is moot); mx is the first
+    # element with that magnitude, as C's strict > keeps
+    m = vabs(vload(x, xo))
+    for j in range(8, QK_K, 8):
+        a = vabs(vload(x, xo + j))
+        m = vsel(vgt(a, m), a, m)
+    amax = vhmax(m)
     if amax == 0:
         return
-    iscale = F(-127.0) / mx
+    mx = F(0.0)
     for j in range(QK_K):
-        b[4 + j] = min(127, nearest_int(iscale * x[xo + j])) & 0xFF
-    for j in range(16):
+        if abs(x[xo + j]) == amax:
+            mx = x[xo + j]
+            break
+    iscale = F(-127.0) / mx
+    vis = vsplat(iscale)
+    for j in range(16):  # C: qs = MIN(127, nearest_int(iscale * x)); bsums[j] = sum of 16 qs (int8)
+        q0 = vimin(vnint(vis * vload(x, xo + 16 * j)), 127)
+        q1 = vimin(vnint(vis * vload(x, xo + 16 * j + 8)), 127)
+        vstore_u8(b, 4 + 16 * j, q0)
+        vstore_u8(b, 4 + 16 * j + 8, q1)
+        sv = vsext8(q0) + vsext8(q1)
         s = 0
-        for ii in range(16):
-            s += np.int64(np.int8((b[4 + 16 * j + ii])))
+        for k in range(8):
+            s += vilane(sv, k)
         b[260 + 2 * j] = s & 0xFF
         b[260 + 2 * j + 1] = (s >> 8) & 0xFF
     d = f32_bits(F(1.0) / iscale)  # float32 d, little-endian
