@@ -43,7 +43,8 @@ def assert_same_bits(a: Any, b: Any, codec: lowbit.Codec, what: str) -> None:
     """float arrays bit-identical (NaN payloads and signed zeros included)."""
     a, b = _arrays.to_numpy(a), _arrays.to_numpy(b)
     assert a.shape == b.shape and a.dtype == b.dtype, f"{codec!r}: {what}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
-    ua, ub = a.view(np.uint32 if a.itemsize == 4 else np.uint16), b.view(np.uint32 if b.itemsize == 4 else np.uint16)
+    bits_of = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}  # any aux dtype, compared as bits
+    ua, ub = a.view(bits_of[a.itemsize]), b.view(bits_of[b.itemsize])
     if np.array_equal(ua, ub):
         return
     idx = tuple(int(i) for i in np.argwhere(ua != ub)[0])

@@ -1,3 +1,4 @@
 """Built-in codecs, one module per family. Importing this package registers them all."""
 
 from . import minifloat  # noqa: F401
+from . import int as _int  # noqa: F401,E402

@@ -253,3 +253,107 @@ def dump_json(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=False) + "\n"
 
 
+
+
+# ---- group-scaled integers (codec "int" and presets) ----------------------------------------------
+# An independent, loop-by-loop reading of spec/int.toml in Python floats (float64) and numpy
+# float32 scalars: nothing is shared with lowbit.codecs._groups or the kernels.
+
+_SCALE_GRID = {"float16": (10, -14, 65504.0, 2.0**-24), "bfloat16": (7, -126, (2 - 2.0**-7) * 2.0**127, 2.0**-126),
+               "float32": (15, -126, (2 - 2.0**-15) * 2.0**127, 2.0**-126)}
+
+
+def _rd_scale(v: float, scale_dtype: str) -> float:
+    """Round v down to the scale grid, clamp to [floor, max]; v <= 0 gives the floor."""
+    mb, emin, vmax, floor = _SCALE_GRID[scale_dtype]
+    if not v > 0:
+        return floor
+    if v >= vmax:
+        return vmax
+    e = max(math.floor(math.log2(v)), emin)
+    while math.ldexp(1.0, e) > v and e > emin:  # guard log2 rounding
+        e -= 1
+    while e + 1 >= emin and math.ldexp(1.0, e + 1) <= v:
+        e += 1
+    e = max(e, emin)
+    step = math.ldexp(1.0, e - mb)
+    return min(max(math.floor(v / step) * step, floor), vmax)
+
+
+def _code_f32(x: float, s: float) -> int:
+    q = np.float32(np.float32(x) / np.float32(s))
+    q = min(max(float(q), -1024.0), 1024.0)
+    return int(np.rint(np.float32(q)))
+
+
+def reference_int(x: np.ndarray, bits: int, group_size: int | None, axis: int, symmetric: bool,
+                  scale_dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(codes uint, float64 scales, int zero points or None, float32 decoded) for float32 x,
+    groups enumerated explicitly. Scales/zeros come back in the aux layout."""
+    x = np.asarray(x, np.float32)
+    shape = x.shape
+    K = shape[-1]
+    M = shape[-2] if x.ndim >= 2 else 1
+    mats = x.reshape(-1, M, K)
+    maxq = (1 << bits) - 1
+    floor = _SCALE_GRID[scale_dtype][3]
+    G = group_size
+    if axis == -1:
+        G = G or max(K, 1)
+        ng = -(-K // G)
+        groups = [(b, m, list(range(j * G, min(K, (j + 1) * G))), j) for b in range(mats.shape[0]) for m in range(M) for j in range(ng)]
+        sshape = shape[:-1] + (ng,)
+    else:
+        G = G or max(M, 1)
+        ng = -(-M // G)
+        groups = [(b, j, c, None) for b in range(mats.shape[0]) for j in range(ng) for c in range(K)]
+        sshape = shape[:-2] + (ng, K)
+    codes = np.zeros(mats.shape, np.int64)
+    scales, zeros = [], []
+    for b, a1, a2, j in groups:
+        if axis == -1:
+            idx = [(b, a1, c) for c in a2]
+        else:
+            idx = [(b, m, a2) for m in range(a1 * G, min(M, (a1 + 1) * G))]
+        vals = [float(mats[i]) for i in idx]
+        fin = [v for v in vals if math.isfinite(v)]
+        lo, hi = min(fin + [0.0]), max(fin + [0.0])
+        if symmetric:
+            qs = (1 << (bits - 1)) - 1
+            s = _rd_scale(max(-lo, hi) / qs, scale_dtype)
+            z = 1 << (bits - 1)
+            qlo, qhi = 1, maxq
+        else:
+            s = _rd_scale((hi - lo) / maxq, scale_dtype)
+            for _ in range(16):
+                z = min(max(-_code_f32(lo, s), 0), maxq)
+                if not (_code_f32(hi, s) + z < maxq and hi > lo and s > floor):
+                    break
+                s = _rd_scale(s * (1 - 2.0**-30), scale_dtype)
+            qlo, qhi = 0, maxq
+        for i, v in zip(idx, vals):
+            codes[i] = min(max(_code_f32(v, s) + z, qlo), qhi)
+        scales.append(s)
+        zeros.append(z)
+    codes = codes.reshape(shape)
+    s_arr = np.array(scales, np.float64).reshape(sshape)
+    z_arr = None if symmetric else np.array(zeros, np.int64).reshape(sshape)
+    # decoded: (code - z) * s, float32 (exact, so float64 then cast gives the same)
+    if axis == -1:
+        s_el = np.repeat(s_arr, G, axis=-1)[..., :K]
+        z_el = np.repeat(z_arr if z_arr is not None else np.full(s_arr.shape, 1 << (bits - 1)), G, axis=-1)[..., :K]
+    else:
+        s_el = np.repeat(s_arr, G, axis=-2)[..., :M, :].reshape(shape)
+        zz = z_arr if z_arr is not None else np.full(s_arr.shape, 1 << (bits - 1))
+        z_el = np.repeat(zz, G, axis=-2)[..., :M, :].reshape(shape)
+    y = ((codes - z_el) * s_el).astype(np.float32)
+    return codes, s_arr, z_arr, y
+
+
+def scale_array(s: np.ndarray, scale_dtype: str) -> np.ndarray:
+    """float64 scales on the grid -> the stored aux array (bfloat16 as uint16 bits)."""
+    if scale_dtype == "float16":
+        return s.astype(np.float16)
+    if scale_dtype == "bfloat16":
+        return (s.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return s.astype(np.float32)
