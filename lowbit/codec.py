@@ -284,7 +284,9 @@ class Codec:
         ``overflow`` (finite values beyond the range), ``negative`` (x < 0), ``negative_zero``
         (-0.0), ``subnormal`` (float32 subnormals). Values: ``"raise"`` (RangeError, nothing
         encoded), ``"saturate"`` (the nearest end of the range), ``"nan"``, ``"inf"`` (±Inf),
-        ``"encode"`` (represented, rounded like any value) or ``"zero"`` (becomes +0).
+        ``"encode"`` (represented, rounded like any value), ``"zero"`` (becomes +0) or
+        ``"nearest"`` (lossy table codecs: the nearest level, within ``error_bound``; -0.0 need not
+        stay -0.0).
         The harness probes every entry on both backends (``tests/harness.check_input_policy``)."""
         return {"nan": "raise", "inf": "raise", "overflow": "raise", "negative": "encode",
                 "negative_zero": "encode", "subnormal": "encode"}

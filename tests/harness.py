@@ -311,6 +311,9 @@ def check_input_policy(codec: lowbit.Codec, backend: str) -> None:
             elif action == "saturate":
                 assert np.isfinite(y), f"{what}: decoded {y!r}"
                 assert np.sign(y) == np.sign(p) or y == 0 or kind in ("negative", "negative_zero"), f"{what}: decoded {y!r}"
+            elif action == "nearest":  # lossy table codecs: the nearest level, like any value (no exact -0)
+                bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
+                assert np.isfinite(y) and abs(y - float(p)) <= bound, f"{what}: decoded {y!r}, bound {bound}"
             elif action == "encode":
                 assert np.isfinite(y), f"{what}: decoded {y!r}"
                 if kind == "negative_zero":

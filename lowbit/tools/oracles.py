@@ -357,3 +357,84 @@ def scale_array(s: np.ndarray, scale_dtype: str) -> np.ndarray:
     if scale_dtype == "bfloat16":
         return (s.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
     return s.astype(np.float32)
+
+
+# ---- non-uniform tables (codec "nonuniform"): a loop-by-loop reading of spec/nonuniform.toml ----
+
+
+def _nearest_level(x: np.float32, L: list[np.float32]) -> int:
+    """The lowest index among the nearest levels, by a full scan in float32; +Inf takes the
+    largest finite level and -Inf the first (the spec's rule for infinite inputs)."""
+    if np.isinf(x):
+        fin = [j for j, v in enumerate(L) if np.isfinite(v)]
+        return (fin[-1] if fin else 0) if x > 0 else 0
+    best, bd = 0, None
+    for j, v in enumerate(L):
+        d = abs(np.float32(np.float32(x) - v))
+        if bd is None or d < bd:
+            best, bd = j, d
+    return best
+
+
+def reference_nonuniform(x: np.ndarray, bits: int, group_size: int | None, axis: int, lut_dtype: str,
+                         iterations: int, importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, lut float32 in the aux layout, decoded) for float32 x, group by group."""
+    x = np.asarray(x, np.float32)
+    shape = x.shape
+    K = shape[-1]
+    M = shape[-2] if x.ndim >= 2 else 1
+    mats = x.reshape(-1, M, K)
+    w = np.ones(mats.shape) if importance is None else np.broadcast_to(importance, shape).reshape(mats.shape)
+    k = 1 << bits
+    if axis == -1:
+        G = group_size or K
+        groups = [[(b, m, c) for c in range(j * G, min(K, (j + 1) * G))] for b in range(mats.shape[0]) for m in range(M)
+                  for j in range(-(-K // G))]
+        lshape = shape[:-1] + (-(-K // G), k)
+    else:
+        G = group_size or M
+        groups = [[(b, m, c) for m in range(j * G, min(M, (j + 1) * G))] for b in range(mats.shape[0])
+                  for j in range(-(-M // G)) for c in range(K)]
+        lshape = shape[:-2] + (-(-M // G), K, k)
+    vmax = 65504.0 if lut_dtype == "float16" else float(np.finfo(np.float32).max)
+    codes = np.zeros(mats.shape, np.int64)
+    luts = []
+    for idx in groups:
+        pairs = sorted(((float(mats[i]), float(w[i])) for i in idx if math.isfinite(float(mats[i]))), key=lambda p: p[0])
+        vals = [p[0] for p in pairs]
+        if not vals:
+            cent = [0.0]
+        elif len(set(vals)) <= k:
+            cent = sorted(set(vals))
+        else:
+            ws = [p[1] for p in pairs]
+            if not sum(ws) > 0:
+                ws = [1.0] * len(ws)
+            lo, hi = vals[0], vals[-1]
+            cent = [lo + (hi - lo) * (j / (k - 1)) for j in range(k)]
+            for _ in range(iterations):
+                sw, swv = [0.0] * k, [0.0] * k
+                j = 0
+                for v, wt in zip(vals, ws):
+                    while j + 1 < k and abs(v - cent[j + 1]) < abs(v - cent[j]):
+                        j += 1
+                    sw[j] += wt
+                    swv[j] += wt * v
+                cent = [swv[j] / sw[j] if sw[j] > 0 else cent[j] for j in range(k)]
+        c = np.clip(np.array(cent), -vmax, vmax)
+        c = c.astype(np.float16).astype(np.float32) if lut_dtype == "float16" else c.astype(np.float32)
+        u = sorted(set(float(v) for v in c))
+        u = [np.float32(v) for v in u] + [np.float32(np.inf)] * (k - len(u))
+        used = sorted({_nearest_level(mats[i], u) for i in idx})
+        L = [u[j] for j in used if np.isfinite(u[j])] or [u[0] if np.isfinite(u[0]) else np.float32(0)]
+        L = L + [np.float32(np.inf)] * (k - len(L))
+        for i in idx:
+            codes[i] = _nearest_level(mats[i], L)
+        luts.append(L)
+    lut = np.array(luts, np.float32).reshape(lshape)
+    flat = lut.reshape(len(groups), k)
+    y = np.zeros(mats.shape, np.float32)
+    for g, idx in enumerate(groups):
+        for i in idx:
+            y[i] = flat[g, codes[i]]
+    return codes.reshape(shape), lut, y.reshape(shape)

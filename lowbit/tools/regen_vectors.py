@@ -143,8 +143,17 @@ def int_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
             "oracle": "lowbit.tools.oracles.reference_int (group-by-group reading of spec/int.toml)", "notes": []}
 
 
-ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle, "int": int_oracle}
-INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {"int": int_inputs}
+def nonuniform_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    codes, lut, y = O.reference_nonuniform(x, codec.bits, codec.group_size, codec.axis, codec.lut_dtype, codec.iterations)
+    return {"data": O.pack_codes(codes, codec.bits), "aux": {"lut": lut.astype(codec.lut_dtype)}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_nonuniform (group-by-group reading of spec/nonuniform.toml)",
+            "notes": []}
+
+
+ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle, "int": int_oracle,
+                                                                  "nonuniform": nonuniform_oracle}
+INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {"int": int_inputs,
+                                                                                      "nonuniform": int_inputs}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
