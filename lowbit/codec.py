@@ -274,6 +274,14 @@ class Codec:
         ``q = encode(x)`` (float64; ``inf`` where the policy gives a non-finite value)."""
         raise NotImplementedError(f"{self.codec_id}: error_bound is part of the codec contract")
 
+    def reencode_kwargs(self, q: "QTensor") -> dict[str, Any]:
+        """Keyword arguments that let ``encode`` repeat a *fitting choice* recorded in ``q`` when
+        re-encoding ``decode(q)`` (the harness' idempotence check passes them). Empty for every
+        codec whose choices are functions of the values alone; ``dense_sparse`` returns the
+        outlier positions, a top-k selection that quantization can reorder among near-equal
+        magnitudes (everything else it stores is then reproduced exactly)."""
+        return {}
+
     def interesting_values(self) -> np.ndarray:
         """float32 values at or next to rounding boundaries (ties, ±max, the smallest values),
         mixed into the harness' random inputs."""

@@ -111,7 +111,7 @@ def check_roundtrip_bound(codec: lowbit.Codec, x: np.ndarray) -> None:
 
 def check_idempotent(codec: lowbit.Codec, x: np.ndarray) -> None:
     q = codec.encode(x, backend="cpu")
-    q2 = codec.encode(codec.decode(q, backend="cpu"), backend="cpu")
+    q2 = codec.encode(codec.decode(q, backend="cpu"), backend="cpu", **codec.reencode_kwargs(q))
     _same_q(q, q2, codec, "encode(decode(encode(x))) vs encode(x)")
 
 
