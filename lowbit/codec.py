@@ -426,6 +426,13 @@ class QTensor:
     def decode(self, *, backend: str = "auto", dtype: Any = None) -> Any:
         return self.codec.decode(self, backend=backend, dtype=dtype)
 
+    def slice(self, bits: int) -> "QTensor":
+        """The lower-precision QTensor of a sliceable code (``sliceable_int``), without re-encoding."""
+        fn = getattr(self.codec, "slice", None)
+        if fn is None:
+            raise ConfigError(f"{self.codec_id}: slice: this codec's codes are not sliceable (use sliceable_int)")
+        return fn(self, bits)
+
     def numpy(self) -> "QTensor":
         """The same QTensor with numpy arrays (copied from the device if needed)."""
         return QTensor(_arrays.to_numpy(self.data), {k: _arrays.to_numpy(v) for k, v in self.aux.items()},

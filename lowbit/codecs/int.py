@@ -180,8 +180,10 @@ class Int(Codec, codec_id="int"):
         z = None if z is None else (z.astype(np.int32) if not torch_mode else z.to(_torch().int32)).reshape(-1)
         gcol = self._gcol(geo, aux["g_idx"] if self.act_order else None, data2d)
         zconst, _, _ = self._code_range()
-        get_kernel("int", backend, "decode")(data2d, s, z, geo, gcol, self.bits, zconst, out)
+        get_kernel("int", backend, "decode")(data2d, s, z, geo, gcol, self.bits, zconst, out, self._decode_shift)
         return out
+
+    _decode_shift = 0  # sliced codes (sliceable_int) are shifted back to the parent's width
 
     # ---- what the harness checks ------------------------------------------------------------
     @classmethod

@@ -39,7 +39,7 @@ def _encode(x, s, z, has_z, zconst, M, Gr, NGr, NGc, gcol, w, qlo, qhi, out):
 
 
 @njit(cache=True, parallel=True)
-def _decode(data, s, z, has_z, zconst, M, Gr, NGr, NGc, gcol, w, out):
+def _decode(data, s, z, has_z, zconst, M, Gr, NGr, NGc, gcol, w, shift, out):
     rows, K = out.shape
     for r in prange(rows):
         gr = ((r // M) * NGr + (r % M) // Gr) * NGc
@@ -47,7 +47,7 @@ def _decode(data, s, z, has_z, zconst, M, Gr, NGr, NGc, gcol, w, out):
         _unpack(data[r], 0, w, codes)
         for c in range(K):
             g = gr + gcol[c]
-            y = np.float32(np.float32(codes[c] - (z[g] if has_z else zconst)) * s[g])
+            y = np.float32(np.float32((codes[c] << shift) - (z[g] if has_z else zconst)) * s[g])
             out[r, c] = y if y == y else _QNAN
 
 
@@ -62,7 +62,8 @@ def encode(x, s, z, geo, gcol, bits: int, zconst: int, qlo: int, qhi: int, out) 
 
 
 @kernel("int", "cpu", "decode")
-def decode(data, s, z, geo, gcol, bits: int, zconst: int, out) -> None:
-    """float32 values of the codes in ``data``; see the module docstring."""
+def decode(data, s, z, geo, gcol, bits: int, zconst: int, out, shift: int = 0) -> None:
+    """float32 values of the codes in ``data``; see the module docstring. ``shift`` moves a
+    sliced code back to its parent's width first: ``((code << shift) - z) * s``."""
     _decode(data, s.reshape(-1), _NO_Z if z is None else z.reshape(-1).astype(np.int32), z is not None, zconst,
-            geo.M, geo.Gr, geo.NGr, geo.NGc, gcol, bits, out)
+            geo.M, geo.Gr, geo.NGr, geo.NGc, gcol, bits, shift, out)

@@ -60,7 +60,7 @@ def _encode_kernel(x_ptr, s_ptr, z_ptr, gcol_ptr, out_ptr, n_groups, K, M, Gr, N
 
 @triton.jit
 def _decode_kernel(data_ptr, s_ptr, z_ptr, gcol_ptr, out_ptr, n_groups, K, M, Gr, NGr, NGc, zconst,
-                   HAS_Z: tl.constexpr, W: tl.constexpr, GC: tl.constexpr, GB: tl.constexpr, BLOCK: tl.constexpr):
+                   SHIFT: tl.constexpr, HAS_Z: tl.constexpr, W: tl.constexpr, GC: tl.constexpr, GB: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     grp = pid * BLOCK + tl.arange(0, BLOCK)
     m = grp < n_groups
@@ -82,7 +82,7 @@ def _decode_kernel(data_ptr, s_ptr, z_ptr, gcol_ptr, out_ptr, n_groups, K, M, Gr
             zz = tl.load(z_ptr + g, mask=m, other=0)
         else:
             zz = zconst
-        y = (code - zz).to(tl.float32) * s
+        y = ((code << SHIFT) - zz).to(tl.float32) * s
         y = tl.where(y != y, qnan, y)
         tl.store(out_ptr + e, y, mask=m)
 
@@ -118,7 +118,7 @@ def encode(x: torch.Tensor, s: torch.Tensor, z: Any, geo: Any, gcol: torch.Tenso
 
 @kernel("int", "gpu", "decode")
 def decode(data: torch.Tensor, s: torch.Tensor, z: Any, geo: Any, gcol: torch.Tensor, bits: int, zconst: int,
-           out: torch.Tensor) -> None:
+           out: torch.Tensor, shift: int = 0) -> None:
     """float32 values of the codes in ``data``; see lowbit.kernels.cpu.int."""
     gc, gb = _gc_gb(bits)
     n_groups = out.numel() // gc
@@ -128,5 +128,5 @@ def decode(data: torch.Tensor, s: torch.Tensor, z: Any, geo: Any, gcol: torch.Te
     zz = s if z is None else z.reshape(-1).to(torch.int32).contiguous()
     _decode_kernel[(triton.cdiv(n_groups, block),)](
         data, s.reshape(-1).contiguous(), zz, gcol.to(torch.int32).contiguous(), out, n_groups, geo.K, geo.M,
-        geo.Gr, geo.NGr, geo.NGc, zconst, HAS_Z=z is not None, W=bits, GC=gc, GB=gb, BLOCK=block,
+        geo.Gr, geo.NGr, geo.NGc, zconst, SHIFT=shift, HAS_Z=z is not None, W=bits, GC=gc, GB=gb, BLOCK=block,
         enable_fp_fusion=False)
