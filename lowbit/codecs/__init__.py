@@ -5,3 +5,4 @@ from . import int as _int  # noqa: F401,E402
 from . import nonuniform  # noqa: F401,E402
 from . import wrappers  # noqa: F401,E402
 from . import sliceable  # noqa: F401,E402
+from . import bitmod  # noqa: F401,E402

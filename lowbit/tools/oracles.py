@@ -438,3 +438,83 @@ def reference_nonuniform(x: np.ndarray, bits: int, group_size: int | None, axis:
         for i in idx:
             y[i] = flat[g, codes[i]]
     return codes.reshape(shape), lut, y.reshape(shape)
+
+
+# ---- BitMoD (codec "bitmod"): a group-by-group reading of spec/bitmod.toml ------------------------
+
+_BITMOD_MAGS = {4: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], 3: [0.0, 1.0, 2.0, 4.0]}
+_BITMOD_SPECIAL = {4: [5.0, -5.0, 8.0, -8.0], 3: [3.0, -3.0, 6.0, -6.0]}
+
+
+def _bitmod_type(bits: int, T: int) -> dict[float, int]:
+    """value -> code of type T (sign-magnitude; the -0 code holds the special value)."""
+    half = 1 << (bits - 1)
+    out = {}
+    for c in range(2 * half):
+        v = _BITMOD_MAGS[bits][c] if c < half else (_BITMOD_SPECIAL[bits][T] if c == half else -_BITMOD_MAGS[bits][c - half])
+        out[v] = c
+    return out
+
+
+def _rd_f16(v: float) -> float:
+    """Round down to the float16 grid by stepping numpy float16 values, clamp [2**-24, 65504]."""
+    if not v > 0:
+        return 2.0**-24
+    if v >= 65504.0:
+        return 65504.0
+    h = np.float16(v)
+    while float(h) > v:
+        h = np.nextafter(h, np.float16(0))
+    return max(float(h), 2.0**-24)
+
+
+def _bitmod_pick(vals_sorted: list[float], t: np.float32) -> float:
+    """The nearest value, ties to the lower one: the first value whose upper midpoint is >= t."""
+    for a, b in zip(vals_sorted, vals_sorted[1:]):
+        if not np.float32((a + b) / 2) < t:
+            return a
+    return vals_sorted[-1]
+
+
+def _bitmod_choose(g: list[np.float32], bits: int) -> tuple[int, float]:
+    fin = [float(v) for v in g if np.isfinite(v)]
+    lo, hi = min(fin + [0.0]), max(fin + [0.0])
+    best = (0, 1.0, math.inf)
+    for T in range(4):
+        vals = sorted(_bitmod_type(bits, T))
+        s = _rd_f16(max(hi / max(vals), -lo / -min(vals)))
+        err = 0.0
+        for v in g:
+            if np.isfinite(v):
+                y = _bitmod_pick(vals, np.float32(np.float32(v) / np.float32(s))) * s
+                err += (y - float(v)) ** 2
+        if err < best[2]:
+            best = (T, s, err)
+    return best[0], best[1]
+
+
+def reference_bitmod(x: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, float16 scales, uint8 types, float32 decoded) for float32 x (..., K)."""
+    x = np.asarray(x, np.float32)
+    K = x.shape[-1]
+    rows = x.reshape(-1, K)
+    ng = -(-K // group_size)
+    codes = np.zeros(rows.shape, np.int64)
+    S = np.zeros((rows.shape[0], ng), np.float16)
+    TT = np.zeros((rows.shape[0], ng), np.uint8)
+    y = np.zeros(rows.shape, np.float32)
+    for r in range(rows.shape[0]):
+        for j in range(ng):
+            g = list(rows[r, j * group_size:(j + 1) * group_size])
+            T1, s1 = _bitmod_choose(g, bits)
+            v1 = sorted(_bitmod_type(bits, T1))
+            y1 = [np.float32(_bitmod_pick(v1, np.float32(v / np.float32(s1))) * s1) if np.isfinite(v) else v for v in g]
+            T2, s2 = _bitmod_choose(y1, bits)
+            tab = _bitmod_type(bits, T2)
+            v2 = sorted(tab)
+            for i, v in enumerate(y1):
+                val = _bitmod_pick(v2, np.float32(np.float32(v) / np.float32(s2)))
+                codes[r, j * group_size + i] = tab[val]
+                y[r, j * group_size + i] = np.float32(val * s2)
+            S[r, j], TT[r, j] = s2, T2
+    return codes.reshape(x.shape), S.reshape(x.shape[:-1] + (ng,)), TT.reshape(x.shape[:-1] + (ng,)), y.reshape(x.shape)

@@ -172,12 +172,20 @@ def dense_sparse_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
     return {"data": r["data"], "aux": aux, "decoded": y, "oracle": "plain-sort selection + " + r["oracle"], "notes": []}
 
 
+def bitmod_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    codes, s, t, y = O.reference_bitmod(x, codec.bits, codec.group_size)
+    return {"data": O.pack_codes(codes, codec.bits), "aux": {"scale": s, "dtype": t}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_bitmod (group-by-group reading of spec/bitmod.toml)", "notes": []}
+
+
 ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle, "int": int_oracle,
+                                                                  "bitmod": bitmod_oracle,
                                                                   "nonuniform": nonuniform_oracle,
                                                                   "dense_sparse": dense_sparse_oracle}
 INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {"int": int_inputs,
                                                                                       "nonuniform": int_inputs,
-                                                                                      "dense_sparse": int_inputs}
+                                                                                      "dense_sparse": int_inputs,
+                                                                                      "bitmod": int_inputs}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
