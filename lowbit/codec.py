@@ -274,6 +274,13 @@ class Codec:
         ``q = encode(x)`` (float64; ``inf`` where the policy gives a non-finite value)."""
         raise NotImplementedError(f"{self.codec_id}: error_bound is part of the codec contract")
 
+    def idempotence(self) -> str:
+        """What ``encode(decode(encode(x)))`` promises, checked by the harness: ``"bytes"``
+        (the same bytes and side arrays: the default), ``"values"`` (possibly other bytes that
+        decode to the same values) or ``"bound"`` (only the round-trip error bound, e.g. a block
+        scale computed from data whose decoded maximum differs from the original)."""
+        return "bytes"
+
     def reencode_kwargs(self, q: "QTensor") -> dict[str, Any]:
         """Keyword arguments that let ``encode`` repeat a *fitting choice* recorded in ``q`` when
         re-encoding ``decode(q)`` (the harness' idempotence check passes them). Empty for every

@@ -180,6 +180,9 @@ class DenseSparse(Codec, codec_id="dense_sparse"):
                 y.reshape(-1)[pos] = val
         return y
 
+    def idempotence(self) -> str:
+        return self._inner.idempotence()  # the outliers are exact; the dense part is the inner codec's
+
     def reencode_kwargs(self, q: QTensor) -> dict[str, Any]:
         rows = math.prod(q.shape[:-1])
         pos, _ = self._entries(q.aux, rows, q.shape[-1])

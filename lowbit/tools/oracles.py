@@ -518,3 +518,62 @@ def reference_bitmod(x: np.ndarray, bits: int, group_size: int) -> tuple[np.ndar
                 y[r, j * group_size + i] = np.float32(val * s2)
             S[r, j], TT[r, j] = s2, T2
     return codes.reshape(x.shape), S.reshape(x.shape[:-1] + (ng,)), TT.reshape(x.shape[:-1] + (ng,)), y.reshape(x.shape)
+
+
+# ---- dynamic8 (bitsandbytes blockwise 8-bit dynamic map) ---------------------------------------
+
+
+def reference_dynamic_map(signed: bool) -> list[np.float32]:
+    """bitsandbytes' ``create_dynamic_map(signed)`` read element by element with float32 scalars
+    (torch.linspace: start + k*step for k < n//2, else end - (n-1-k)*step, via float64 then one
+    rounding), ascending."""
+    f = np.float32
+    data = [f(0.0), f(1.0)]
+    for i in range(7):
+        n = (2 ** i if signed else 2 ** (i + 1)) + 1
+        step = f(f(f(1.0) - f(0.1)) / f(n - 1))
+        pts = [f(float(f(0.1)) + k * float(step)) if k < n // 2 else f(1.0 - (n - 1 - k) * float(step)) for k in range(n)]
+        for a, b in zip(pts, pts[1:]):
+            mean = f(f(a + b) / f(2.0))
+            data.append(f(f(10.0 ** (i - 6)) * mean))
+            if signed:
+                data.append(f(f(-(10.0 ** (i - 6))) * mean))
+    return sorted(data)
+
+
+def reference_dynamic8(x: np.ndarray, blocksize: int, signed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes uint8, absmax float32, decoded) for float32 x, block by block along the last axis,
+    following spec/dynamic8.toml with scalar float32 arithmetic and bitsandbytes' LUT walk."""
+    f = np.float32
+    code = reference_dynamic_map(signed)
+    mids = [f(f(0.5) * f(code[j] + code[j + 1])) for j in range(255)]
+    lut, j = [], 0
+    for i in range(65536):  # build_quantize_lut: advance while the next midpoint is below val
+        val = f(f(-1.0) + f(f(2.0 * i) / f(65535.0)))
+        while j < 255 and mids[j] < val:
+            j += 1
+        lut.append(j)
+    x = np.asarray(x, np.float32)
+    K = x.shape[-1]
+    rows = x.reshape(-1, K)
+    nb = -(-K // blocksize)
+    codes = np.zeros(rows.shape, np.uint8)
+    am_out = np.zeros((rows.shape[0], nb), np.float32)
+    y = np.zeros(rows.shape, np.float32)
+    with np.errstate(all="ignore"):
+        for r in range(rows.shape[0]):
+            for b in range(nb):
+                cols = range(b * blocksize, min(K, (b + 1) * blocksize))
+                am = f(max((abs(float(rows[r, c])) for c in cols), default=0.0))
+                am_out[r, b] = am
+                for c in cols:
+                    if am == 0:
+                        k = 0
+                    else:
+                        v = f(rows[r, c] * f(f(1.0) / am))
+                        v = f(-1.0) if math.isnan(v) else min(max(v, f(-1.0)), f(1.0))
+                        t = f(f(f(f(v + f(1.0)) * f(0.5)) * f(65535.0)) + f(0.5))
+                        k = lut[int(t)]
+                    codes[r, c] = k
+                    y[r, c] = f(code[k] * am)
+    return codes.reshape(x.shape), am_out.reshape(x.shape[:-1] + (nb,)), y.reshape(x.shape)

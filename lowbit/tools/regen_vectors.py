@@ -178,14 +178,31 @@ def bitmod_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
             "oracle": "lowbit.tools.oracles.reference_bitmod (group-by-group reading of spec/bitmod.toml)", "notes": []}
 
 
+def dynamic8_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    codes, am, y = O.reference_dynamic8(x, codec.blocksize, codec.signed)
+    return {"data": codes, "aux": {"absmax": am}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_dynamic8 (element-by-element reading of spec/dynamic8.toml; "
+                      "tests/test_dynamic8.py checks these vectors against bitsandbytes)", "notes": []}
+
+
+def dynamic8_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """int_inputs without ±Inf (refused), with a negative block maximum and map entries times the absmax."""
+    x = int_inputs(codec, shape, rng)
+    x[~np.isfinite(x)] = 0.0
+    x[-1, :8] = codec.code_map[rng.integers(0, 256, 8)] * np.float32(3.0)
+    x[-1, 8] = -4.0
+    return x
+
+
 ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle, "int": int_oracle,
-                                                                  "bitmod": bitmod_oracle,
+                                                                  "bitmod": bitmod_oracle, "dynamic8": dynamic8_oracle,
                                                                   "nonuniform": nonuniform_oracle,
                                                                   "dense_sparse": dense_sparse_oracle}
 INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {"int": int_inputs,
                                                                                       "nonuniform": int_inputs,
                                                                                       "dense_sparse": int_inputs,
-                                                                                      "bitmod": int_inputs}
+                                                                                      "bitmod": int_inputs,
+                                                                                      "dynamic8": dynamic8_inputs}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
