@@ -65,7 +65,7 @@ def make_tensor(codec: lowbit.Codec, shape: tuple[int, ...], kind: str, seed: in
     x = np.clip(x, -3e38, 3e38).astype(np.float32)  # finite: Inf only where asked for below
     policy = codec.input_policy()
     if policy["overflow"] == "raise" and special.size:
-        x = np.clip(x, special.min(), special.max())  # keep inside the range
+        x = np.clip(x, special.min(), special.max()).astype(np.float32)  # keep inside the range
     if policy["negative"] == "raise":
         x = np.abs(x)
     if allow_nan and n:

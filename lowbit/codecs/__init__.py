@@ -7,3 +7,4 @@ from . import wrappers  # noqa: F401,E402
 from . import sliceable  # noqa: F401,E402
 from . import bitmod  # noqa: F401,E402
 from . import dynamic8  # noqa: F401,E402
+from . import qjl  # noqa: F401,E402

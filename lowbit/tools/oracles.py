@@ -577,3 +577,71 @@ def reference_dynamic8(x: np.ndarray, blocksize: int, signed: bool) -> tuple[np.
                     codes[r, c] = k
                     y[r, c] = f(code[k] * am)
     return codes.reshape(x.shape), am_out.reshape(x.shape[:-1] + (nb,)), y.reshape(x.shape)
+
+
+# ---- qjl (1-bit JL key sketches) ---------------------------------------------------------------
+
+
+def reference_qjl_matrix(seed: int, m: int, d: int) -> np.ndarray:
+    """spec/qjl.toml's matrix, element by element (Box–Muller over PCG64 uniforms, math module)."""
+    u = np.random.Generator(np.random.PCG64(seed)).random(2 * m * d).tolist()
+    n = m * d
+    vals = [np.float32(math.sqrt(-2.0 * math.log1p(-u[k])) * math.cos(2.0 * math.pi * u[n + k])) for k in range(n)]
+    return np.array(vals, np.float32).reshape(m, d)
+
+
+def reference_qjl(x: np.ndarray, bits: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sign bytes, norms, decoded) for float32 x (rows of dimension d), row by row with float32
+    scalars in spec/qjl.toml's sequential order."""
+    f = np.float32
+    x = np.asarray(x, np.float32)
+    d = x.shape[-1]
+    m = bits * d
+    S = reference_qjl_matrix(seed, m, d)
+    c = f(math.sqrt(math.pi / 2) / m)
+    rows = x.reshape(-1, d)
+    data = np.zeros((rows.shape[0], m // 8), np.uint8)
+    norms = np.zeros(rows.shape[0], np.float32)
+    y = np.zeros(rows.shape, np.float32)
+    for r, row in enumerate(rows):
+        nsq = f(0.0)
+        for v in row:
+            nsq = f(nsq + f(v * v))
+        norms[r] = f(math.sqrt(float(nsq)))  # the float64 sqrt of a float32 rounds to float32 correctly
+        bits_r = []
+        for i in range(m):
+            acc = f(0.0)
+            for j in range(d):
+                acc = f(acc + f(S[i, j] * row[j]))
+            bits_r.append(1 if acc >= 0 else 0)
+            data[r, i // 8] |= bits_r[-1] << (i % 8)
+        sc = f(c * norms[r])
+        for j in range(d):
+            acc = f(0.0)
+            for i in range(m):
+                acc = f(acc + (S[i, j] if bits_r[i] else -S[i, j]))
+            y[r, j] = f(sc * acc)
+    return data.reshape(x.shape[:-1] + (m // 8,)), norms.reshape(x.shape[:-1]), y.reshape(x.shape)
+
+
+def reference_qjl_score(q: np.ndarray, data: np.ndarray, norms: np.ndarray, bits: int, seed: int) -> np.ndarray:
+    """spec/qjl.toml's score of float32 queries q (n_q, d) against sketches (T, m/8), (T,)."""
+    f = np.float32
+    d = q.shape[-1]
+    m = bits * d
+    S = reference_qjl_matrix(seed, m, d)
+    c = f(math.sqrt(math.pi / 2) / m)
+    out = np.zeros((q.shape[0], data.shape[0]), np.float32)
+    for a in range(q.shape[0]):
+        p = []
+        for i in range(m):
+            acc = f(0.0)
+            for j in range(d):
+                acc = f(acc + f(S[i, j] * q[a, j]))
+            p.append(acc)
+        for t in range(data.shape[0]):
+            acc = f(0.0)
+            for i in range(m):
+                acc = f(acc + (p[i] if (int(data[t, i // 8]) >> (i % 8)) & 1 else -p[i]))
+            out[a, t] = f(f(c * norms[t]) * acc)
+    return out

@@ -194,15 +194,29 @@ def dynamic8_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator
     return x
 
 
+def qjl_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    data, norms, y = O.reference_qjl(x, codec.bits, codec.seed)
+    return {"data": data, "aux": {"norm": norms}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_qjl (row-by-row reading of spec/qjl.toml)", "notes": []}
+
+
+def finite_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """int_inputs without ±Inf (for codecs that refuse them)."""
+    x = int_inputs(codec, shape, rng)
+    x[~np.isfinite(x)] = 0.0
+    return x
+
+
 ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle, "int": int_oracle,
-                                                                  "bitmod": bitmod_oracle, "dynamic8": dynamic8_oracle,
+                                                                  "bitmod": bitmod_oracle, "dynamic8": dynamic8_oracle, "qjl": qjl_oracle,
                                                                   "nonuniform": nonuniform_oracle,
                                                                   "dense_sparse": dense_sparse_oracle}
 INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {"int": int_inputs,
                                                                                       "nonuniform": int_inputs,
                                                                                       "dense_sparse": int_inputs,
                                                                                       "bitmod": int_inputs,
-                                                                                      "dynamic8": dynamic8_inputs}
+                                                                                      "dynamic8": dynamic8_inputs,
+                                                                                      "qjl": finite_inputs}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
