@@ -8,3 +8,4 @@ from . import sliceable  # noqa: F401,E402
 from . import bitmod  # noqa: F401,E402
 from . import dynamic8  # noqa: F401,E402
 from . import qjl  # noqa: F401,E402
+from . import rotated  # noqa: F401,E402

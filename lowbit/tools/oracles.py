@@ -645,3 +645,35 @@ def reference_qjl_score(q: np.ndarray, data: np.ndarray, norms: np.ndarray, bits
                 acc = f(acc + (p[i] if (int(data[t, i // 8]) >> (i % 8)) & 1 else -p[i]))
             out[a, t] = f(f(c * norms[t]) * acc)
     return out
+
+
+# ---- rotated (pre-rotation wrapper) -------------------------------------------------------------
+
+
+def reference_rotate(x: np.ndarray, kind: str, block: int, signs: np.ndarray, Q: np.ndarray | None,
+                     inverse: bool = False) -> np.ndarray:
+    """spec/rotated.toml's rotation of float32 x, block by block with float32 scalars."""
+    f = np.float32
+    x = np.asarray(x, np.float32)
+    out = np.zeros(x.shape, np.float32)
+    flat_in, flat_out = x.reshape(-1, block), out.reshape(-1, block)
+    c = f(1 / math.sqrt(block))
+    for r, row in enumerate(flat_in):
+        if kind == "hadamard":
+            v = [f(row[j]) if inverse else f(row[j] * signs[j]) for j in range(block)]
+            h = 1
+            while h < block:
+                for i in range(0, block, 2 * h):
+                    for j in range(i, i + h):
+                        v[j], v[j + h] = f(v[j] + v[j + h]), f(v[j] - v[j + h])
+                h *= 2
+            res = [f(f(v[j] * c) * signs[j]) if inverse else f(v[j] * c) for j in range(block)]
+        else:
+            res = []
+            for i in range(block):
+                acc = f(0.0)
+                for j in range(block):
+                    acc = f(acc + f(row[j] * (Q[j, i] if inverse else Q[i, j])))
+                res.append(acc)
+        flat_out[r] = [np.float32(np.nan) if v != v else v for v in res]
+    return out

@@ -207,8 +207,23 @@ def finite_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) 
     return x
 
 
+def rotated_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    """The spec's rotation read block by block, the inner family's oracle, the inverse rotation."""
+    from ..codecs.rotated import haar_matrix, hadamard_signs
+
+    B = codec.block
+    s = hadamard_signs(codec.seed, B)
+    Q = haar_matrix(codec.seed, B) if codec.kind == "haar" else None
+    y = O.reference_rotate(x, codec.kind, B, s, Q)
+    r = ORACLES[codec.inner.family](codec.inner, y)
+    dec = O.reference_rotate(r["decoded"], codec.kind, B, s, Q, inverse=True)
+    return {"data": r["data"], "aux": {"inner." + k: v for k, v in r["aux"].items()}, "decoded": dec,
+            "oracle": "lowbit.tools.oracles.reference_rotate + " + r["oracle"], "notes": r["notes"]}
+
+
 ORACLES: dict[str, Callable[[Any, np.ndarray], dict[str, Any]]] = {"minifloat": element_oracle, "int": int_oracle,
                                                                   "bitmod": bitmod_oracle, "dynamic8": dynamic8_oracle, "qjl": qjl_oracle,
+                                                                  "rotated": rotated_oracle,
                                                                   "nonuniform": nonuniform_oracle,
                                                                   "dense_sparse": dense_sparse_oracle}
 INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {"int": int_inputs,
@@ -216,7 +231,8 @@ INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarr
                                                                                       "dense_sparse": int_inputs,
                                                                                       "bitmod": int_inputs,
                                                                                       "dynamic8": dynamic8_inputs,
-                                                                                      "qjl": finite_inputs}
+                                                                                      "qjl": finite_inputs,
+                                                                                      "rotated": finite_inputs}
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
