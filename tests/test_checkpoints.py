@@ -160,7 +160,11 @@ def test_compressed_tensors_pack_quantized(bits, symmetric, strategy, group_size
         _same(their_codes, codes, "codes vs source")
     for be in ("cpu", "gpu"):
         y = _decoded_f16(q, be) if dtype == torch.float16 else None
-        yt = torch.from_numpy(lowbit.decode(q, backend="cpu")).to(dtype)
+        if be == "cpu":
+            yt = torch.from_numpy(lowbit.decode(q, backend="cpu")).to(dtype)
+        else:
+            qg = lowbit.QTensor(gpu_tensor(q.data), {k: gpu_tensor(v) for k, v in q.aux.items()}, q.shape, q.codec)
+            yt = lowbit.decode(qg, backend="gpu").cpu().to(dtype)
         assert torch.equal(yt.view(torch.int16 if dtype != torch.float32 else torch.int32),
                            ref.view(torch.int16 if dtype != torch.float32 else torch.int32)), f"decode vs compressed-tensors on {be}"
         if y is not None:
