@@ -34,7 +34,8 @@ def _codec_rows() -> list[dict[str, Any]]:
         backends = []
         for be in ("cpu", "gpu"):
             try:
-                get_kernel(c.family, be, "encode")
+                inner = getattr(c, "inner", None)  # wrappers (dense_sparse, rotated) run on their inner codec's kernels
+                get_kernel((inner or c).family, be, "encode")
                 backends.append(be)
             except LowbitError:
                 pass
