@@ -288,11 +288,20 @@ class Codec:
         """What ``encode(decode(encode(x)))`` promises, checked by the harness: ``"bytes"``
         (the same bytes and side arrays: the default), ``"values"`` (possibly other bytes that
         decode to the same values), ``"bound"`` (only the round-trip error bound: a reference
-        encoder that is not idempotent itself, e.g. ggml's scale searches) or ``"deterministic"``
-        (decode is an estimator off the reconstruction set, e.g. TurboQuant-prod: encoding, and
-        re-encoding what was decoded, are only deterministic). Derived from ``idempotent`` unless
-        a codec says more."""
+        encoder that is not idempotent itself, e.g. ggml's scale searches, or a block scale computed
+        from data whose decoded maximum differs from the original) or ``"deterministic"`` (decode is
+        an estimator off the reconstruction set, e.g. TurboQuant-prod: encoding, and re-encoding
+        what was decoded, are only deterministic). Derived from ``idempotent`` unless a codec says
+        more."""
         return "bytes" if self.idempotent else "bound"
+
+    def reencode_kwargs(self, q: "QTensor") -> dict[str, Any]:
+        """Keyword arguments that let ``encode`` repeat a *fitting choice* recorded in ``q`` when
+        re-encoding ``decode(q)`` (the harness' idempotence check passes them). Empty for every
+        codec whose choices are functions of the values alone; ``dense_sparse`` returns the
+        outlier positions, a top-k selection that quantization can reorder among near-equal
+        magnitudes (everything else it stores is then reproduced exactly)."""
+        return {}
 
     def interesting_values(self) -> np.ndarray:
         """float32 values at or next to rounding boundaries (ties, ±max, the smallest values),
@@ -305,7 +314,8 @@ class Codec:
         (-0.0), ``subnormal`` (float32 subnormals). Values: ``"raise"`` (RangeError, nothing
         encoded), ``"saturate"`` (the nearest end of the range), ``"nan"``, ``"inf"`` (±Inf),
         ``"encode"`` (represented, rounded like any value), ``"zero"`` (becomes a zero whose sign is
-        not promised) or, for -0.0, ``"keep"`` (stays -0.0).
+        not promised), ``"nearest"`` (lossy table codecs: the nearest level, within ``error_bound``;
+        -0.0 need not stay -0.0) or, for -0.0, ``"keep"`` (stays -0.0).
         The harness probes every entry on both backends (``tests/harness.check_input_policy``)."""
         return {"nan": "raise", "inf": "raise", "overflow": "raise", "negative": "encode",
                 "negative_zero": "encode", "subnormal": "encode"}
@@ -436,6 +446,13 @@ class QTensor:
 
     def decode(self, *, backend: str = "auto", dtype: Any = None) -> Any:
         return self.codec.decode(self, backend=backend, dtype=dtype)
+
+    def slice(self, bits: int) -> "QTensor":
+        """The lower-precision QTensor of a sliceable code (``sliceable_int``), without re-encoding."""
+        fn = getattr(self.codec, "slice", None)
+        if fn is None:
+            raise ConfigError(f"{self.codec_id}: slice: this codec's codes are not sliceable (use sliceable_int)")
+        return fn(self, bits)
 
     def numpy(self) -> "QTensor":
         """The same QTensor with numpy arrays (copied from the device if needed)."""

@@ -43,7 +43,8 @@ def assert_same_bits(a: Any, b: Any, codec: lowbit.Codec, what: str) -> None:
     """float arrays bit-identical (NaN payloads and signed zeros included)."""
     a, b = _arrays.to_numpy(a), _arrays.to_numpy(b)
     assert a.shape == b.shape and a.dtype == b.dtype, f"{codec!r}: {what}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
-    ua, ub = a.view(np.uint32 if a.itemsize == 4 else np.uint16), b.view(np.uint32 if b.itemsize == 4 else np.uint16)
+    bits_of = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}  # any aux dtype, compared as bits
+    ua, ub = a.view(bits_of[a.itemsize]), b.view(bits_of[b.itemsize])
     if np.array_equal(ua, ub):
         return
     idx = tuple(int(i) for i in np.argwhere(ua != ub)[0])
@@ -130,15 +131,15 @@ def check_idempotent(codec: lowbit.Codec, x: np.ndarray) -> None:
         _same_q(codec.encode(y, backend="cpu"), codec.encode(y.copy(), backend="cpu"), codec, "encode(decode(q)) twice")
         return
     if kind == "bound":
-        # the codec reproduces a reference encoder that is not idempotent (it says so): the
-        # decoded tensor must still encode, and within the codec's bound
+        # a reference encoder that is not idempotent itself (it says so), or a scale computed from
+        # data: the decoded tensor must still encode, and within the codec's bound
         try:
             codec.encode(y, backend="cpu")
         except lowbit.RangeError:
             return  # decoded values past the accepted input range (the block's top value)
         check_roundtrip_bound(codec, y)
         return
-    q2 = codec.encode(y, backend="cpu")
+    q2 = codec.encode(y, backend="cpu", **codec.reencode_kwargs(q))
     if kind == "values":
         assert_same_bits(codec.decode(q2, backend="cpu"), y, codec, "decode(encode(decode(q))) vs decode(q)")
         return
@@ -374,6 +375,9 @@ def check_input_policy(codec: lowbit.Codec, backend: str) -> None:
                 assert np.sign(y) == np.sign(p) or y == 0 or kind in ("negative", "negative_zero"), f"{what}: decoded {y!r}"
             elif action == "keep":  # -0.0 stays -0.0
                 assert y == 0.0 and np.signbit(y), f"{what}: decoded {y!r}"
+            elif action == "nearest":  # lossy table codecs: the nearest level, like any value (no exact -0)
+                bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
+                assert np.isfinite(y) and abs(y - float(p)) <= bound, f"{what}: decoded {y!r}, bound {bound}"
             elif action == "encode":  # rounded like any value: within the codec's bound
                 assert np.isfinite(y), f"{what}: decoded {y!r}"
                 bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]

@@ -41,9 +41,10 @@ import numpy as np
 from .. import _arrays
 from ..codec import Codec
 from ..errors import ConfigError, RangeError
-from ..kernels.cpu.bnb import LUT_SIZE, NESTED_BLOCK, BnbKernelFormat
+from ..kernels.cpu.bnb import NESTED_BLOCK, BnbKernelFormat
 from ..kernels.registry import get_kernel
 from ..layout import BlockLayout
+from . import _dynamic_map as _dm
 
 __all__ = ["BnbCodec", "NF4", "FP4BNB", "NF4_TABLE", "FP4_BNB_TABLE", "dynamic_map", "nested_lut", "swap_nibbles",
            "to_bitsandbytes"]
@@ -66,39 +67,15 @@ FP4_BNB_TABLE = (np.array([0, 0.0625, 8, 12, 4, 6, 2, 3, -0.0, -0.0625, -8, -12,
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-@functools.cache
 def dynamic_map() -> np.ndarray:
-    """bitsandbytes' signed 8-bit dynamic code (``create_dynamic_map(signed=True)``), float32,
-    sorted: for exponents i = 0 … 6, the midpoints of ``linspace(0.1, 1, 2**i + 1)`` (float32
-    linspace: ``start + step * k`` with one rounding, mirrored from the end for the upper half)
-    times ``10**(i - 6)`` (a float32 product), both signs, plus 0 and 1."""
-    data = [F32(0.0), F32(1.0)]
-    for i in range(7):
-        n = 2 ** i + 1
-        step = F32((F32(1.0) - F32(0.1)) / F32(n - 1))
-        k = np.arange(n)
-        # start + step*k below the halfway point, end - step*(n-1-k) above it, one rounding each
-        lin = np.where(k < n // 2, np.float64(F32(0.1)) + np.float64(step) * k,
-                       np.float64(F32(1.0)) - np.float64(step) * (n - 1 - k)).astype(F32)
-        means = ((lin[:-1] + lin[1:]).astype(F32) / F32(2)).astype(F32)
-        scale = F32(10.0 ** (i - 6))
-        data += list((scale * means).astype(F32)) + list((-scale * means).astype(F32))
-    out = np.sort(np.array(data, dtype=F32))
-    out.setflags(write=False)
-    return out
+    """bitsandbytes' signed 8-bit dynamic code (``create_dynamic_map(signed=True)``): the nested
+    absmax map of ``double_quant`` (shared with ``dynamic8``: :mod:`lowbit.codecs._dynamic_map`)."""
+    return _dm.dynamic_map(True)
 
 
-@functools.cache
 def nested_lut() -> np.ndarray:
-    """bitsandbytes' CPU ``quantize_blockwise`` table: for each of the 65536 points
-    ``-1 + 2i/65535`` (float32) the index of the first dynamic-map midpoint not below it."""
-    code = dynamic_map()
-    mids = (F32(0.5) * (code[:-1] + code[1:]).astype(F32)).astype(F32)
-    i = np.arange(LUT_SIZE)
-    val = (F32(-1.0) + (F32(2.0) * i.astype(F32)).astype(F32) / F32(LUT_SIZE - 1)).astype(F32)
-    lut = np.searchsorted(mids, val, side="left").astype(np.uint8)  # number of midpoints < val
-    lut.setflags(write=False)
-    return lut
+    """bitsandbytes' CPU ``quantize_blockwise`` table for :func:`dynamic_map`."""
+    return _dm.quantize_lut(_dm.dynamic_map(True))
 
 
 def exact_mean(a: np.ndarray) -> np.float32:

@@ -16,7 +16,7 @@ import lowbit
 KEYS = ("nan", "inf", "overflow", "negative", "negative_zero", "subnormal")
 WORDS = {
     "raise": "raises `RangeError`", "saturate": "saturates", "nan": "NaN", "inf": "±Inf",
-    "encode": "encoded", "zero": "0 (sign dropped)", "keep": "-0.0",
+    "encode": "encoded", "zero": "0 (sign dropped)", "keep": "-0.0", "nearest": "nearest level",
 }
 DOC = Path(__file__).resolve().parents[2] / "docs" / "input-policy.md"
 

@@ -26,7 +26,7 @@ import numpy as np
 
 import lowbit
 from lowbit.codecs.minifloat import ElementCodec
-from lowbit.numerics import FloatFormat, IntFormat
+from lowbit.numerics import FloatFormat
 from lowbit.tools import blockscaled_oracles as BO
 from lowbit.tools import oracles as O
 
@@ -140,6 +140,122 @@ INPUTS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarr
     "octopus": _kv.kv_inputs,
     "mx": _blockscaled_inputs, "nvfp4": _blockscaled_inputs, "bnb": _blockscaled_inputs,
 }
+def int_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Rows of different magnitudes and offsets, exact ties, zeros, an all-zero group, ±Inf."""
+    n = int(np.prod(shape))
+    x = rng.standard_normal(n) * np.exp2(rng.integers(-12, 12, n // shape[-1] + 1)).repeat(shape[-1])[:n]
+    x = x + np.where(rng.random(n) < 0.3, rng.standard_normal(n) * 4, 0.0)
+    x = np.where(rng.random(n) < 0.15, np.round(x * 4) / 4 + 0.125, x)
+    x = x.astype(np.float32)
+    x[: min(8, n)] = 0.0
+    if n > 16:
+        x[rng.integers(8, n)] = np.inf
+        x[rng.integers(8, n)] = -np.inf
+    return x.reshape(shape)
+
+
+def int_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    cfg = codec
+    codes, s, z, y = O.reference_int(x, cfg.bits, cfg.group_size, cfg.axis, cfg.symmetric, cfg.scale_dtype)
+    aux = {"scale": O.scale_array(s, cfg.scale_dtype)}
+    if z is not None:
+        aux["zero"] = z.astype(np.uint8)
+    if getattr(cfg, "act_order", False):  # the default column map: column // group_size
+        aux["g_idx"] = (np.arange(x.shape[-1]) // cfg.group_size).astype(np.int32)
+    return {"data": O.pack_codes(codes, cfg.bits), "aux": aux, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_int (group-by-group reading of spec/int.toml)", "notes": []}
+
+
+def nonuniform_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    codes, lut, y = O.reference_nonuniform(x, codec.bits, codec.group_size, codec.axis, codec.lut_dtype, codec.iterations)
+    return {"data": O.pack_codes(codes, codec.bits), "aux": {"lut": lut.astype(codec.lut_dtype)}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_nonuniform (group-by-group reading of spec/nonuniform.toml)",
+            "notes": []}
+
+
+def dense_sparse_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    """Selection by a plain sort (|x| descending, index ascending), the inner family's oracle on
+    the rest, the CSR built by hand."""
+    inner = codec.inner
+    flat = x.reshape(-1)
+    n = int(np.floor(codec.fraction * flat.size))
+    ok = [i for i in range(flat.size) if np.isfinite(flat[i]) and abs(float(flat[i])) <= 65504.0]
+    sel = sorted(sorted(ok, key=lambda i: (-abs(float(flat[i])), i))[:n])
+    dense = x.copy()
+    dense.reshape(-1)[sel] = 0.0
+    r = ORACLES[inner.family](inner, dense)
+    K = x.shape[-1]
+    rows = flat.size // K
+    indptr = [sum(1 for i in sel if i // K < row) for row in range(rows + 1)]
+    vals = flat[sel].astype(np.float16)
+    y = r["decoded"].copy()
+    y.reshape(-1)[sel] = vals.astype(np.float32)
+    aux = {"dense." + k: v for k, v in r["aux"].items()}
+    aux.update({"indptr": np.array(indptr, np.int32), "indices": np.array([i % K for i in sel], np.int32), "values": vals})
+    return {"data": r["data"], "aux": aux, "decoded": y, "oracle": "plain-sort selection + " + r["oracle"], "notes": []}
+
+
+def bitmod_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    codes, s, t, y = O.reference_bitmod(x, codec.bits, codec.group_size)
+    return {"data": O.pack_codes(codes, codec.bits), "aux": {"scale": s, "dtype": t}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_bitmod (group-by-group reading of spec/bitmod.toml)", "notes": []}
+
+
+def dynamic8_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    codes, am, y = O.reference_dynamic8(x, codec.blocksize, codec.signed)
+    return {"data": codes, "aux": {"absmax": am}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_dynamic8 (element-by-element reading of spec/dynamic8.toml; "
+                      "tests/test_dynamic8.py checks these vectors against bitsandbytes)", "notes": []}
+
+
+def dynamic8_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """int_inputs without ±Inf (refused), with a negative block maximum and map entries times the absmax."""
+    x = int_inputs(codec, shape, rng)
+    x[~np.isfinite(x)] = 0.0
+    x[-1, :8] = codec.code_map[rng.integers(0, 256, 8)] * np.float32(3.0)
+    x[-1, 8] = -4.0
+    return x
+
+
+def qjl_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    data, norms, y = O.reference_qjl(x, codec.bits, codec.seed)
+    return {"data": data, "aux": {"norm": norms}, "decoded": y,
+            "oracle": "lowbit.tools.oracles.reference_qjl (row-by-row reading of spec/qjl.toml)", "notes": []}
+
+
+def finite_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """int_inputs without ±Inf (for codecs that refuse them)."""
+    x = int_inputs(codec, shape, rng)
+    x[~np.isfinite(x)] = 0.0
+    return x
+
+
+def rotated_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
+    """The spec's rotation read block by block, the inner family's oracle, the inverse rotation."""
+    from ..codecs.rotated import haar_matrix, hadamard_signs
+
+    B = codec.block
+    s = hadamard_signs(codec.seed, B)
+    Q = haar_matrix(codec.seed, B) if codec.kind == "haar" else None
+    y = O.reference_rotate(x, codec.kind, B, s, Q)
+    r = ORACLES[codec.inner.family](codec.inner, y)
+    dec = O.reference_rotate(r["decoded"], codec.kind, B, s, Q, inverse=True)
+    return {"data": r["data"], "aux": {"inner." + k: v for k, v in r["aux"].items()}, "decoded": dec,
+            "oracle": "lowbit.tools.oracles.reference_rotate + " + r["oracle"], "notes": r["notes"]}
+
+
+ORACLES.update({"int": int_oracle,
+                                                                  "bitmod": bitmod_oracle, "dynamic8": dynamic8_oracle, "qjl": qjl_oracle,
+                                                                  "rotated": rotated_oracle,
+                                                                  "nonuniform": nonuniform_oracle,
+                                                                  "dense_sparse": dense_sparse_oracle})
+INPUTS.update({"int": int_inputs,
+                                                                                      "nonuniform": int_inputs,
+                                                                                      "dense_sparse": int_inputs,
+                                                                                      "bitmod": int_inputs,
+                                                                                      "dynamic8": dynamic8_inputs,
+                                                                                      "qjl": finite_inputs,
+                                                                                      "rotated": finite_inputs})
 SHAPES = {None: (4, 64), "tensor": (4, 64), "channel": (6, 32), "block": (5, 48)}
 
 
@@ -180,7 +296,7 @@ def cases_for(codec_id: str) -> dict[str, Any]:
         rng = np.random.default_rng(seed)
         mode = codec._mode if isinstance(codec, ElementCodec) else None
         shape = SHAPES.get(mode, (4, 64))
-        if cls.family in INPUTS:  # vector codecs: a few vectors per row, 12 in all
+        if cls.family in ("turboquant", "bfp", "octopus"):  # vector codecs: a few vectors per row, 12 in all
             shape = (4, 3 * codec.block_size)
         K = -(-shape[-1] // codec.block_size) * codec.block_size
         shape = shape[:-1] + (K,)

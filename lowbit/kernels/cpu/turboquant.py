@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..registry import kernel
 from ._kvcommon import (F16_OVERFLOW, f16_to_f32, f32_to_f16, field, pack_fields, rotate, tree_sumsq,
