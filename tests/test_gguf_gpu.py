@@ -18,7 +18,7 @@ from lowbit.kernels.registry import has_kernel
 from lowbit.tools.ggml_oracle import GGML, GGML_TYPES
 
 from .harness import gpu_tensor
-from .test_gguf import IQ_IDS, ggml, rows_for, same_float_bits  # noqa: F401  (ggml: the session fixture)
+from .test_gguf import IQ_IDS, rows_for, same_float_bits
 
 triton = pytest.importorskip("triton")
 torch = pytest.importorskip("torch")
