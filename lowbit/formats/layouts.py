@@ -29,7 +29,7 @@ byte-exactly (numpy only, no torch), :func:`detect_layout` names the layout of a
 >>> w = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
 >>> q = lowbit.encode(w, "nvfp4", recipe="compressed_tensors")
 >>> d = tempfile.mkdtemp()
->>> layouts.save_layout(os.path.join(d, "ct.safetensors"), {"l.weight": q}, "compressed-tensors")
+>>> cfg = layouts.save_layout(os.path.join(d, "ct.safetensors"), {"l.weight": q}, "compressed-tensors")
 >>> back, layout, config = layouts.load_layout(os.path.join(d, "ct.safetensors"))
 >>> layout, config["format"], back["l.weight"].data.tobytes() == q.data.tobytes()
 ('compressed-tensors', 'nvfp4-pack-quantized', True)
