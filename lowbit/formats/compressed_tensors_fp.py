@@ -159,10 +159,10 @@ def _scheme(fmt: str, q: QTensor) -> dict[str, Any]:
     """The ``weights`` QuantizationArgs of a config group for one QTensor."""
     if fmt == "nvfp4-pack-quantized":
         return {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "tensor_group", "group_size": 16,
-                "dynamic": False, "observer": "minmax"}
+                "dynamic": False, "observer": "minmax", "scale_dtype": "torch.float8_e4m3fn"}
     if fmt == "mxfp4-pack-quantized":
         return {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "group", "group_size": 32,
-                "dynamic": False, "observer": "minmax"}
+                "dynamic": False, "observer": "minmax", "scale_dtype": "torch.uint8"}
     mode = q.codec.scale
     args: dict[str, Any] = {"num_bits": 8, "type": "float", "symmetric": True, "dynamic": False, "observer": "minmax"}
     if mode.startswith("block:"):

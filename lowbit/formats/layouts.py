@@ -52,7 +52,7 @@ from ..codec import QTensor
 from ..errors import ConfigError, FormatError, LowbitError
 
 __all__ = ["LAYOUTS", "detect_layout", "from_layout", "to_layout", "read_safetensors", "write_safetensors",
-           "load_layout", "save_layout", "convert_file", "as_numpy", "CONFIG_METADATA_KEY"]
+           "load_layout", "save_layout", "load_wild", "read_header", "convert_file", "as_numpy", "CONFIG_METADATA_KEY"]
 
 #: layout id -> module name under lowbit.formats
 _MODULES = {
@@ -161,9 +161,9 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
 def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
                       metadata: Mapping[str, str] | None = None) -> None:
     """Write arrays (numpy with safetensors-compatible dtypes, or torch) to a safetensors file
-    in the given order, atomically (a temporary file renamed on success). Deterministic: the
-    same input gives the same bytes."""
-    arrays = {str(k): np.ascontiguousarray(as_numpy(v)) for k, v in tensors.items()}
+    sorted by name, atomically (a temporary file renamed on success). Deterministic: the same
+    tensors give the same bytes, whatever the dict's order."""
+    arrays = {str(k): np.ascontiguousarray(as_numpy(tensors[k])) for k in sorted(tensors)}
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -295,6 +295,56 @@ def save_layout(path: str | os.PathLike[str], tensors: Mapping[str, Any], layout
     meta[CONFIG_METADATA_KEY] = json.dumps(config, sort_keys=True)
     write_safetensors(path, out, meta)
     return config
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensor entries (name -> {dtype, shape, data_offsets}) and metadata of a safetensors
+    file, reading only its header."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise FormatError(f"{p}: not a safetensors file (shorter than 8 bytes)")
+        (hlen,) = struct.unpack("<Q", head)
+        if hlen > p.stat().st_size - 8:
+            raise FormatError(f"{p}: not a safetensors file (header length {hlen} exceeds the file)")
+        try:
+            header = json.loads(f.read(hlen).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise FormatError(f"{p}: malformed safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{p}: malformed safetensors header (not an object)")
+    meta = header.pop("__metadata__", None) or {}
+    return header, {str(k): str(v) for k, v in meta.items()}
+
+
+def load_wild(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """For :func:`lowbit.load`: the tensors of a safetensors file in a wild layout (QTensors
+    for its quantized weights), or None when the file is lowbit's own layout or holds no known
+    quantized layout. Only the header is read to decide."""
+    from . import safetensors as st
+
+    p = Path(path)
+    header, meta = read_header(p)
+    if st.METADATA_KEY in meta:
+        return None
+    config: Any = None
+    if CONFIG_METADATA_KEY in meta:
+        try:
+            config = json.loads(meta[CONFIG_METADATA_KEY])
+        except ValueError:
+            config = None
+    if config is None:
+        config = _sidecar_config(p)
+
+    class _Entry:  # what detect_layout looks at: the dtype's name
+        def __init__(self, st_dtype: str) -> None:
+            self.dtype = _ML.get(st_dtype, _PLAIN.get(st_dtype, st_dtype))
+
+    names = {n: _Entry(str(e.get("dtype"))) for n, e in header.items() if isinstance(e, dict)}
+    if detect_layout(names, config) is None:
+        return None
+    return load_layout(p)[0]
 
 
 def _read_any(path: Path) -> dict[str, Any]:

@@ -71,8 +71,16 @@ def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Map
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a file written by :func:`save`: QTensors for quantized tensors, arrays otherwise."""
+    """Read a file written by :func:`save`: QTensors for quantized tensors, arrays otherwise.
+    A file in a quantized layout from the wild (compressed-tensors, ModelOpt, gpt-oss,
+    bitsandbytes; see :mod:`lowbit.formats.layouts`) is read into QTensors too."""
     from safetensors import safe_open
+
+    from .layouts import load_wild
+
+    wild = load_wild(path)
+    if wild is not None:
+        return wild
 
     try:
         with safe_open(str(path), framework="numpy") as f:
