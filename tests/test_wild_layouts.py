@@ -481,3 +481,26 @@ def test_convert_between_layouts(tmp_path: Path) -> None:
     with pytest.raises(LowbitError, match="no gpt-oss layout"):
         layouts.convert_file(src, tmp_path / "x.safetensors", to="gpt-oss")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lowbit.tools.cli import main
+
+    theirs, _ = _gptoss_experts(1, 8, 64, 50)
+    src = tmp_path / "gptoss.safetensors"
+    st_torch.save_file(theirs, str(src))
+    assert main(["convert", str(src), str(tmp_path / "ct.safetensors"), "--to", "compressed-tensors", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["config"]["format"] == "mxfp4-pack-quantized"
+    assert main(["convert", str(tmp_path / "ct.safetensors"), str(tmp_path / "back.safetensors"), "--to", "gpt-oss"]) == 0
+    back = st_torch.load_file(str(tmp_path / "back.safetensors"))
+    _assert_same_tensors(theirs, back)
+    assert main(["convert", str(src), str(tmp_path / "f.safetensors"), "--to", "float32"]) == 0
+    y = layouts.read_safetensors(tmp_path / "f.safetensors")[0]["model.layers.0.mlp.experts.down_proj"]
+    assert _same(y, lowbit.decode(gptoss.from_gptoss(theirs)["model.layers.0.mlp.experts.down_proj"]))
+    # a layout that cannot hold the codes: one error line, exit status 2, no output file
+    capsys.readouterr()
+    assert main(["convert", str(src), str(tmp_path / "bad.safetensors"), "--to", "bitsandbytes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lowbit: error: bitsandbytes:") and "mxfp4" in err
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -348,32 +348,80 @@ def load_wild(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def _read_any(path: Path) -> dict[str, Any]:
-    """QTensors and arrays from lowbit's own layout or any wild layout."""
-    from . import safetensors as st
+    """QTensors and arrays from lowbit's own layout, any wild layout, or (where the build has
+    the GGUF container) a GGUF file: :func:`lowbit.load` reads them all."""
+    import lowbit
 
-    _, meta = read_safetensors(path) if path.suffix == ".safetensors" else ({}, {})
-    if st.METADATA_KEY in meta or path.suffix != ".safetensors":
-        import lowbit
+    return lowbit.load(path)
 
-        return lowbit.load(path)
-    raw, _, _ = load_layout(path)
-    return raw
+
+#: the targets of :func:`convert_file` besides the wild layouts
+PLAIN_TARGETS = ("lowbit", "gguf", "float32", "float16", "bfloat16")
+
+
+def _for_target(name: str, t: Any, to: str) -> tuple[Any, str]:
+    """A source tensor made ready for the target (codes re-laid only, never re-quantized) and
+    the report's word for what happened."""
+    from ..codec import codec_class
+    from ..errors import UnknownCodecError
+
+    if not isinstance(t, QTensor):
+        return t, "array copied"
+    if t.codec_id == "mxfp4_ggml" and to in ("gpt-oss", "compressed-tensors"):
+        from .gptoss import from_gguf_qtensor
+
+        return from_gguf_qtensor(t), "codes copied (GGUF MXFP4 nibbles reordered)"
+    if t.codec_id == "mxfp4" and to == "gguf":
+        try:
+            codec_class("mxfp4_ggml")
+        except UnknownCodecError:
+            return t, "codes copied"  # the GGUF writer, if any, says what it cannot hold
+        from .gptoss import to_gguf_qtensor
+
+        return to_gguf_qtensor(t), "codes copied (nibbles reordered to GGUF MXFP4)"
+    return t, "codes copied"
 
 
 def convert_file(inp: str | os.PathLike[str], out: str | os.PathLike[str], *, to: str,
                  progress: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
-    """``lowbit convert IN OUT --to LAYOUT`` for the wild layouts (and ``lowbit`` for lowbit's
-    own): codes are carried over exactly or a LowbitError says why not. Returns a report."""
+    """``lowbit convert IN OUT --to LAYOUT``: ``to`` is a wild layout (:data:`LAYOUTS`), ``lowbit``
+    (lowbit's own layout; the container follows OUT's suffix where the build has GGUF), ``gguf``
+    or a float dtype (every tensor decoded). Codes are carried over exactly or a LowbitError
+    says why not, and nothing is written. Returns a per-tensor report.
+
+    >>> import numpy as np, lowbit, tempfile, os
+    >>> from lowbit.formats.layouts import save_layout, convert_file
+    >>> d = tempfile.mkdtemp(); src = os.path.join(d, "bnb.safetensors")
+    >>> cfg = save_layout(src, {"fc.weight": lowbit.encode(np.ones((2, 64), np.float32), "nf4")}, "bitsandbytes")
+    >>> r = convert_file(src, os.path.join(d, "lowbit.safetensors"), to="lowbit")
+    >>> r["tensors"]
+    [{'name': 'fc.weight', 'action': 'codes copied', 'codec': 'nf4'}]
+    """
+    if to not in LAYOUTS and to not in PLAIN_TARGETS:
+        raise ConfigError(f"convert: --to: expected one of {list(PLAIN_TARGETS) + list(LAYOUTS)}, got {to!r}")
     src = _read_any(Path(inp))
-    if to == "lowbit":
+    ready: dict[str, Any] = {}
+    rows = []
+    for name, t in src.items():
+        v, word = _for_target(name, t, to)
+        if to in ("float32", "float16", "bfloat16"):
+            import lowbit
+
+            dt = np.dtype(getattr(_ml_dtypes(), to)) if to == "bfloat16" else np.dtype(to)
+            with np.errstate(over="ignore"):  # float32 -> float16 overflows to Inf, as a cast does
+                v = np.asarray(lowbit.decode(t) if isinstance(t, QTensor) else as_numpy(t)).astype(dt)
+            word = "decoded" if isinstance(t, QTensor) else "cast"
+        ready[name] = v
+        rows.append({"name": name, "action": word, "codec": t.codec_id if isinstance(t, QTensor) else None})
+    config = None
+    if to in LAYOUTS:
+        config = save_layout(out, ready, to, **options)
+    elif to in ("lowbit", "gguf"):
         import lowbit
 
-        lowbit.save(out, src)
-        config = None
+        lowbit.save(out, ready)
     else:
-        config = save_layout(out, src, to, **options)
-    rows = [{"name": n, "action": "codes copied" if isinstance(t, QTensor) else "array copied",
-             "codec": t.codec_id if isinstance(t, QTensor) else None} for n, t in src.items()]
+        write_safetensors(out, ready)
     if progress:
         for r in rows:
             progress(f"{r['name']}: {r['action']}")

@@ -3,6 +3,7 @@
     lowbit demo [--out FILE] [--codec ID] [--scale MODE] [--file F.safetensors] [--json]
     lowbit list [--json]
     lowbit info CODEC [--json]
+    lowbit convert IN OUT --to LAYOUT [--json]
 
 Errors print one line (``lowbit: error: ...``) and exit with status 2.
 """
@@ -95,6 +96,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from lowbit.formats.layouts import convert_file
+
+    res = convert_file(args.input, args.output, to=args.to,
+                       progress=None if args.json else (lambda line: print(line, file=sys.stderr)))
+    if args.json:
+        print(json.dumps(res, indent=1))
+    else:
+        print(f"wrote {res['output']} ({res['output_bytes']} bytes, layout {res['to']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lowbit", description="Bit-exact quantized tensor codecs: encode, decode, inspect.")
     p.add_argument("--version", action="version", version=f"lowbit {lowbit.__version__}")
@@ -120,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("codec", help="codec id, e.g. fp8_e4m3")
     inf.add_argument("--json", action="store_true")
     inf.set_defaults(fn=cmd_info)
+
+    from lowbit.formats.layouts import LAYOUTS, PLAIN_TARGETS
+
+    cv = sub.add_parser("convert", help="between checkpoint layouts, carrying codes over exactly",
+                        description="Convert a checkpoint between lowbit's layout and the quantized layouts in "
+                                    "the wild (compressed-tensors, modelopt, gpt-oss, bitsandbytes), or decode it "
+                                    "to floats. Codes are copied, never re-quantized; when they cannot be carried "
+                                    "exactly the command says why and writes nothing.")
+    cv.add_argument("input", help="source file (lowbit or any supported layout, detected)")
+    cv.add_argument("output", help="destination file")
+    cv.add_argument("--to", required=True, choices=list(PLAIN_TARGETS) + list(LAYOUTS), help="target layout")
+    cv.add_argument("--json", action="store_true", help="print the per-tensor report as JSON")
+    cv.set_defaults(fn=cmd_convert)
     return p
 
 
