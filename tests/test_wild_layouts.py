@@ -14,6 +14,7 @@ plus byte-identical round trips ours → theirs → ours and theirs → ours →
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -504,3 +505,68 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert err.startswith("lowbit: error: bitsandbytes:") and "mxfp4" in err
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_ct_mxfp4_and_fp8_block_files_from_compressed_tensors(tmp_path: Path) -> None:
+    """MXFP4 and FP8-block modules compressed by compressed-tensors itself (its calculate_qparams
+    and compressors): loaded as QTensors that decode like its decompressors, written back the same."""
+    from compressed_tensors.compressors.mxfp4 import MXFP4PackedCompressor
+    from compressed_tensors.compressors.naive_quantized import FloatQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationConfig, preset_name_to_scheme
+    from compressed_tensors.quantization.utils.helpers import calculate_qparams
+
+    mx = preset_name_to_scheme("MXFP4A16", ["re:.*mx$"])
+    w = torch.from_numpy(_weights(48, 128, 60))
+    tg = w.reshape(48, -1, 32)
+    sc, _ = calculate_qparams(tg.amin(-1), tg.amax(-1), mx.weights)
+    sd_mx = MXFP4PackedCompressor.compress({"weight": w, "weight_scale": sc}, mx)
+    fp8 = preset_name_to_scheme("FP8_BLOCK", ["re:.*fp8$"])
+    w2 = torch.from_numpy(_weights(200, 300, 61)).to(torch.bfloat16)
+    blocks = torch.nn.functional.pad(w2.float(), (0, 84, 0, 56)).reshape(2, 128, 3, 128).transpose(1, 2)
+    sc2, _ = calculate_qparams(blocks.amin((-1, -2)), blocks.amax((-1, -2)), fp8.weights)
+    sd_fp8 = FloatQuantizationCompressor.compress({"weight": w2, "weight_scale": sc2.to(torch.bfloat16)}, fp8)
+    theirs = {f"l.{m}.{k}": v.contiguous() for m, sd in (("mx", sd_mx), ("fp8", sd_fp8)) for k, v in sd.items()}
+    cfg = QuantizationConfig(config_groups={"group_0": mx, "group_1": fp8}, format="mixed-precision",
+                             quantization_status="compressed").model_dump(mode="json")
+    path = tmp_path / "ct.safetensors"
+    st_torch.save_file(theirs, str(path))
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": cfg}))
+    ours = lowbit.load(path)
+    assert ours["l.mx.weight"].codec_id == "mxfp4" and ours["l.fp8.weight"].codec.scale == "block:128x128"
+    dec = MXFP4PackedCompressor.decompress(dict(sd_mx), mx)["weight"]
+    assert torch.equal(dec, _bf16(lowbit.decode(ours["l.mx.weight"])))
+    dec2 = FloatQuantizationCompressor.decompress(dict(sd_fp8), fp8)["weight"]
+    assert dec2.dtype == torch.bfloat16 and torch.equal(dec2, _bf16(lowbit.decode(ours["l.fp8.weight"])))
+    info: dict = {}
+    back, _ = ctf.to_compressed_tensors(ctf.from_compressed_tensors(theirs, cfg, info=info), info=info)
+    _assert_same_tensors(theirs, back)
+
+
+ROUND_TRIPS = [
+    ("compressed-tensors", "nvfp4", {"recipe": "compressed_tensors"}, (3, 5, 48)),
+    ("compressed-tensors", "mxfp4", {"scale_rounding": "even"}, (2, 3, 64)),
+    ("compressed-tensors", "fp8_e5m2", {"scale": "tensor"}, (5, 40)),
+    ("compressed-tensors", "fp8_e4m3", {"scale": "block:16x32"}, (40, 70)),
+    ("modelopt", "nvfp4", {}, (7, 32)),
+    ("gpt-oss", "mxfp4", {"scale_rounding": "rceil"}, (3, 4, 96)),
+    ("bitsandbytes", "nf4", {"blocksize": 32, "double_quant": True}, (3, 600, 32)),
+    ("bitsandbytes", "fp4_bnb", {"blocksize": 256}, (4, 512)),
+]
+
+
+@pytest.mark.parametrize("layout,codec,cfg,shape", ROUND_TRIPS)
+def test_ours_theirs_ours_byte_identical(tmp_path: Path, layout: str, codec: str, cfg: dict, shape: tuple) -> None:
+    rng = np.random.default_rng(zlib.crc32(f"{layout}:{codec}".encode()))
+    x = (rng.standard_normal(shape) * np.exp(rng.standard_normal(shape[:-1] + (1,)) * 3)).astype(np.float32)
+    q = lowbit.encode(x, codec, **cfg)
+    path = tmp_path / "f.safetensors"
+    config = layouts.save_layout(path, {"a.weight": q, "a.bias": np.arange(3, dtype=np.float32)}, layout)
+    raw, meta = layouts.read_safetensors(path)
+    assert layouts.detect_layout(raw) == layout and layouts.detect_layout({}, config) == layout
+    back = lowbit.load(path)
+    _assert_same_q(back["a.weight"], q)
+    assert np.array_equal(back["a.bias"], np.arange(3, dtype=np.float32))
+    assert _same(lowbit.decode(back["a.weight"]), lowbit.decode(q))
+    path2 = tmp_path / "g.safetensors"
+    layouts.save_layout(path2, back, layout)
+    assert path.read_bytes() == path2.read_bytes()
