@@ -52,7 +52,7 @@ from ..codec import QTensor
 from ..errors import ConfigError, FormatError, LowbitError
 
 __all__ = ["LAYOUTS", "detect_layout", "from_layout", "to_layout", "read_safetensors", "write_safetensors",
-           "load_layout", "save_layout", "load_wild", "read_header", "convert_file", "as_numpy", "CONFIG_METADATA_KEY"]
+           "load_layout", "save_layout", "load_wild", "read_header", "detect_file", "convert_file", "as_numpy", "CONFIG_METADATA_KEY"]
 
 #: layout id -> module name under lowbit.formats
 _MODULES = {
@@ -318,14 +318,16 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     return header, {str(k): str(v) for k, v in meta.items()}
 
 
-def load_wild(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """For :func:`lowbit.load`: the tensors of a safetensors file in a wild layout (QTensors
-    for its quantized weights), or None when the file is lowbit's own layout or holds no known
-    quantized layout. Only the header is read to decide."""
+def detect_file(path: str | os.PathLike[str]) -> str | None:
+    """The wild layout of a safetensors file, from its header (and a sidecar config) only; None
+    for lowbit's own layout, plain tensors, or a file that is not safetensors."""
     from . import safetensors as st
 
     p = Path(path)
-    header, meta = read_header(p)
+    try:
+        header, meta = read_header(p)
+    except (FormatError, OSError):
+        return None
     if st.METADATA_KEY in meta:
         return None
     config: Any = None
@@ -342,17 +344,23 @@ def load_wild(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             self.dtype = _ML.get(st_dtype, _PLAIN.get(st_dtype, st_dtype))
 
     names = {n: _Entry(str(e.get("dtype"))) for n, e in header.items() if isinstance(e, dict)}
-    if detect_layout(names, config) is None:
-        return None
-    return load_layout(p)[0]
+    return detect_layout(names, config)
+
+
+def load_wild(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """For :func:`lowbit.load`: the tensors of a safetensors file in a wild layout (QTensors
+    for its quantized weights), or None when :func:`detect_file` finds no wild layout."""
+    layout = detect_file(path)
+    return None if layout is None else load_layout(path, layout)[0]
 
 
 def _read_any(path: Path) -> dict[str, Any]:
-    """QTensors and arrays from lowbit's own layout, any wild layout, or (where the build has
-    the GGUF container) a GGUF file: :func:`lowbit.load` reads them all."""
+    """QTensors and arrays from any wild layout, lowbit's own layout or (where the build has
+    the GGUF container) a GGUF file."""
     import lowbit
 
-    return lowbit.load(path)
+    layout = detect_file(path)
+    return load_layout(path, layout)[0] if layout else lowbit.load(path)
 
 
 #: the targets of :func:`convert_file` besides the wild layouts
