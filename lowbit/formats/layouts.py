@@ -407,6 +407,9 @@ def convert_file(inp: str | os.PathLike[str], out: str | os.PathLike[str], *, to
     """
     if to not in LAYOUTS and to not in PLAIN_TARGETS:
         raise ConfigError(f"convert: --to: expected one of {list(PLAIN_TARGETS) + list(LAYOUTS)}, got {to!r}")
+    import time
+
+    t0 = time.perf_counter()
     src = _read_any(Path(inp))
     ready: dict[str, Any] = {}
     rows = []
@@ -434,7 +437,7 @@ def convert_file(inp: str | os.PathLike[str], out: str | os.PathLike[str], *, to
         for r in rows:
             progress(f"{r['name']}: {r['action']}")
     return {"input": str(inp), "output": str(out), "to": to, "config": config, "tensors": rows,
-            "output_bytes": Path(out).stat().st_size}
+            "output_bytes": Path(out).stat().st_size, "seconds": time.perf_counter() - t0}
 
 
 # ---- block bytes: lowbit's interleaved blocks <-> the producers' separate arrays ---------------------
