@@ -598,3 +598,23 @@ def test_gptoss_file_to_gguf_file_and_back(tmp_path: Path) -> None:
     assert np.array_equal(got, want)
     layouts.convert_file(tmp_path / "m.gguf", tmp_path / "back.safetensors", to="gpt-oss")
     _assert_same_tensors(theirs, st_torch.load_file(str(tmp_path / "back.safetensors")))
+
+
+def test_sharded_checkpoint(tmp_path: Path) -> None:
+    """A sharded bitsandbytes checkpoint (model-0000i-of-00002 + index), one weight's quant_state
+    in the other shard than its codes: read through the index or the directory."""
+    sd = _bnb_linear_state("nf4", True, torch.float32, 80)
+    names = sorted(sd)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for fname, keys in shards.items():
+        st_torch.save_file({k: sd[k] for k in keys}, str(tmp_path / fname))
+    index = {"metadata": {"total_size": 0}, "weight_map": {k: f for f, ks in shards.items() for k in ks}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    st_torch.save_file(sd, str(whole / "model.safetensors"))
+    ref, _, _ = layouts.load_layout(whole / "model.safetensors")
+    for p in (tmp_path, tmp_path / "model.safetensors.index.json"):
+        got, layout, _ = layouts.load_layout(p)
+        assert layout == "bitsandbytes"
+        _assert_same_q(got["weight"], ref["weight"])

@@ -42,7 +42,7 @@ import numpy as np
 from ..codec import QTensor, get_codec
 from ..codecs.bnb import FP4_BNB_TABLE, NF4_TABLE, dynamic_map
 from ..errors import FormatError, LowbitError
-from .layouts import as_numpy, join_blocks, split_blocks
+from .layouts import _ml_dtypes, as_numpy, join_blocks, split_blocks
 
 __all__ = ["from_bnb", "to_bnb", "quant_map"]
 
@@ -141,7 +141,7 @@ def to_bnb(tensors: Mapping[str, Any], *, info: Mapping[str, Any] | None = None,
     """``{name: QTensor | array}`` → (bitsandbytes state dict, transformers ``quantization_config``).
     nf4 / fp4_bnb QTensors become the entries above, in ``QuantState.as_dict`` order, with
     ``"dtype"`` from ``info`` or ``dtype=``; other codecs are refused; arrays pass through."""
-    import ml_dtypes
+    ml_dtypes = _ml_dtypes()
 
     info = info or {}
     out: dict[str, Any] = {}

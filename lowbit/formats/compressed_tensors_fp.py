@@ -44,7 +44,7 @@ import numpy as np
 
 from ..codec import QTensor, get_codec
 from ..errors import FormatError, LowbitError
-from .layouts import as_numpy, join_blocks, split_blocks, u8
+from .layouts import _ml_dtypes, as_numpy, join_blocks, split_blocks, u8
 from .modelopt import convert_nvfp4_recipe
 
 __all__ = ["from_compressed_tensors", "to_compressed_tensors", "FORMATS"]
@@ -182,7 +182,7 @@ def to_compressed_tensors(tensors: Mapping[str, Any], *, info: Mapping[str, Any]
     :func:`lowbit.formats.modelopt.convert_nvfp4_recipe`), mxfp4, and fp8_e4m3/fp8_e5m2 with
     tensor/channel/block scales are written; any other codec raises LowbitError. ``scale_dtype``
     (``"bfloat16"``, ``"float16"``) overrides the FP8 scale dtype recorded in ``info``."""
-    import ml_dtypes
+    ml_dtypes = _ml_dtypes()
 
     info = info or {}
     out: dict[str, Any] = {}

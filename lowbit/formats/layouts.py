@@ -52,7 +52,7 @@ from ..codec import QTensor
 from ..errors import ConfigError, FormatError, LowbitError
 
 __all__ = ["LAYOUTS", "detect_layout", "from_layout", "to_layout", "read_safetensors", "write_safetensors",
-           "load_layout", "save_layout", "load_wild", "read_header", "detect_file", "convert_file", "as_numpy", "CONFIG_METADATA_KEY"]
+           "load_layout", "save_layout", "load_wild", "read_header", "detect_file", "checkpoint_files", "convert_file", "as_numpy", "CONFIG_METADATA_KEY"]
 
 #: layout id -> module name under lowbit.formats
 _MODULES = {
@@ -266,12 +266,44 @@ def _sidecar_config(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def checkpoint_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The safetensors files of a checkpoint given as one file, a sharded checkpoint's
+    ``*.safetensors.index.json`` (its ``weight_map``), or a directory holding either."""
+    p = Path(path)
+    if p.is_dir():
+        idx = sorted(p.glob("*.safetensors.index.json"))
+        if not idx:
+            files = sorted(p.glob("*.safetensors"))
+            if not files:
+                raise FormatError(f"{p}: no *.safetensors files and no *.safetensors.index.json")
+            return files
+        p = idx[0]
+    if p.name.endswith(".index.json"):
+        try:
+            weight_map = json.loads(p.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise FormatError(f"{p}: malformed index ({e})") from None
+        return [p.parent / f for f in sorted(set(weight_map.values()))]
+    return [p]
+
+
 def load_layout(path: str | os.PathLike[str], layout: str | None = None, config: Mapping[str, Any] | None = None,
                 **options: Any) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
-    """Read a checkpoint file in a wild layout: (tensors with QTensors, layout id, config).
-    The config comes from ``config=``, else the file's metadata, else a sidecar file."""
-    p = Path(path)
-    raw, meta = read_safetensors(p)
+    """Read a checkpoint in a wild layout: (tensors with QTensors, layout id, config).
+    ``path`` is a safetensors file, a sharded checkpoint's index JSON, or their directory (a
+    layout's tensors for one weight may then sit in different shards). The config comes from
+    ``config=``, else the file's metadata, else config.json / hf_quant_config.json beside it."""
+    files = checkpoint_files(path)
+    raw: dict[str, np.ndarray] = {}
+    meta: dict[str, str] = {}
+    for f in files:
+        t, m = read_safetensors(f)
+        dup = sorted(set(t) & set(raw))
+        if dup:
+            raise FormatError(f"{f}: tensors {dup[:3]} also appear in another shard")
+        raw.update(t)
+        meta = meta or m
+    p = files[0]
     if config is None and CONFIG_METADATA_KEY in meta:
         try:
             config = json.loads(meta[CONFIG_METADATA_KEY])
@@ -281,8 +313,8 @@ def load_layout(path: str | os.PathLike[str], layout: str | None = None, config:
         config = _sidecar_config(p)
     layout = layout or detect_layout(raw, config)
     if layout is None:
-        raise FormatError(f"{p}: no known quantized layout (expected one of {list(LAYOUTS)}): no quantization "
-                          f"config and no tensor names of those layouts")
+        raise FormatError(f"{Path(path)}: no known quantized layout (expected one of {list(LAYOUTS)}): no "
+                          f"quantization config and no tensor names of those layouts")
     return from_layout(layout, raw, config, **options), layout, dict(config) if config else None
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import lowbit
 from ..codec import QTensor, get_codec
 from ..errors import ConfigError, FormatError, LowbitError
-from .layouts import as_numpy, join_blocks, same_values, split_blocks, u8
+from .layouts import _ml_dtypes, as_numpy, join_blocks, same_values, split_blocks, u8
 
 __all__ = ["from_modelopt", "to_modelopt", "convert_nvfp4_recipe", "QUANT_ALGOS"]
 
@@ -134,7 +134,7 @@ def to_modelopt(tensors: Mapping[str, Any], *, info: Mapping[str, Any] | None = 
     """``{name: QTensor | array}`` → (ModelOpt tensors, hf_quant_config.json dict). nvfp4
     QTensors are written as ``<name>``, ``<name>_scale`` (F8_E4M3), ``<name>_scale_2`` (F32);
     other QTensors are refused (ModelOpt NVFP4 has no layout for them); arrays pass through."""
-    import ml_dtypes
+    ml_dtypes = _ml_dtypes()
 
     out: dict[str, Any] = {}
     for name, t in tensors.items():
