@@ -618,3 +618,6 @@ def test_sharded_checkpoint(tmp_path: Path) -> None:
         got, layout, _ = layouts.load_layout(p)
         assert layout == "bitsandbytes"
         _assert_same_q(got["weight"], ref["weight"])
+    rep = layouts.convert_file(tmp_path, tmp_path / "one.safetensors", to="bitsandbytes")
+    assert {"name": "weight", "action": "codes copied", "codec": "nf4"} in rep["tensors"]
+    _assert_same_tensors(sd, st_torch.load_file(str(tmp_path / "one.safetensors")))

@@ -391,6 +391,8 @@ def _read_any(path: Path) -> dict[str, Any]:
     the GGUF container) a GGUF file."""
     import lowbit
 
+    if path.is_dir() or path.name.endswith(".index.json"):  # a sharded checkpoint
+        return load_layout(path)[0]
     layout = detect_file(path)
     return load_layout(path, layout)[0] if layout else lowbit.load(path)
 
