@@ -266,6 +266,9 @@ def test_modelopt_file_decodes_like_torchao_multiplier_convention(tmp_path: Path
     assert q.data.tobytes() == lowbit.encode(w, "nvfp4").data.tobytes()
     back, cfg = modelopt.to_modelopt(ours)
     _assert_same_tensors({k: v for k, v in theirs.items()}, back)
+    layouts.save_layout(tmp_path / "ours.safetensors", ours, "modelopt")
+    again = st_torch.load_file(str(tmp_path / "ours.safetensors"))
+    _assert_same_tensors(theirs, again)          # scalar weight_scale_2 / input_scale stay shape ()
     assert cfg["quantization"]["quant_algo"] == "NVFP4"
     # ModelOpt -> compressed-tensors: refused unless the reciprocal global is exact
     gq = lowbit.encode(w, "nvfp4", global_scale=2.0**-3)

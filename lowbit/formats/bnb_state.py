@@ -96,7 +96,10 @@ def from_bnb(tensors: Mapping[str, Any], config: Mapping[str, Any] | None = None
         if qm.shape != (16,) or not np.array_equal(qm, quant_map(qt)):
             raise LowbitError(f"bitsandbytes: {base + '.quant_map'!r}: not the standard {qt} table; a custom "
                               f"code table has no lowbit codec")
-        nested = "nested_absmax" in js or base + ".nested_absmax" in tensors
+        nested = "nested_offset" in js
+        if nested and not all(base + p in tensors for p in (".nested_absmax", ".nested_quant_map")):
+            raise FormatError(f"bitsandbytes: {base!r}: the quant_state is double-quantized but "
+                              f"{base + '.nested_absmax'!r} or {base + '.nested_quant_map'!r} is missing")
         n = math.prod(shape)
         if not shape or n % bs or shape[-1] % bs:
             raise LowbitError(f"bitsandbytes: {base!r}: shape {list(shape)} with blocksize {bs}: lowbit's {_CODECS[qt]} "

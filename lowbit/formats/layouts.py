@@ -163,7 +163,10 @@ def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
     """Write arrays (numpy with safetensors-compatible dtypes, or torch) to a safetensors file
     sorted by name, atomically (a temporary file renamed on success). Deterministic: the same
     tensors give the same bytes, whatever the dict's order."""
-    arrays = {str(k): np.ascontiguousarray(as_numpy(tensors[k])) for k in sorted(tensors)}
+    arrays = {str(k): as_numpy(tensors[k]) for k in sorted(tensors)}
+    # C order without np.ascontiguousarray, which would turn 0-d arrays (ModelOpt's scalar
+    # weight_scale_2) into shape (1,)
+    arrays = {k: a if a.flags.c_contiguous else a.copy(order="C") for k, a in arrays.items()}
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
