@@ -123,8 +123,9 @@ def as_numpy(t: Any) -> np.ndarray:
 # ---- byte-exact safetensors I/O (numpy only) -------------------------------------------------------
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Every tensor of a safetensors file as numpy arrays (in header order) and its metadata.
-    Checks that offsets are in bounds and sizes match shapes before reading anything."""
+    """Every tensor of a safetensors file as numpy arrays (in header order; read-only views of
+    the memory-mapped file) and its metadata. Checks that offsets are in bounds and sizes match
+    shapes before reading anything."""
     p = Path(path)
     try:
         buf = np.memmap(p, dtype=np.uint8, mode="r")
@@ -154,7 +155,8 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
         if not (0 <= a <= b <= buf.size - base) or b - a != math.prod(shape) * dt.itemsize:
             raise FormatError(f"{p}: tensor {name!r}: bytes {a}..{b} do not fit its shape {shape} {ent['dtype']} "
                               f"or the {buf.size - base}-byte data section")
-        out[name] = np.array(buf[base + a:base + b]).view(dt).reshape(shape)
+        # a read-only view of the memory-mapped file: bytes are read when a tensor is used
+        out[name] = np.asarray(buf[base + a:base + b]).view(dt).reshape(shape)
     return out, {str(k): str(v) for k, v in meta.items()}
 
 
