@@ -549,6 +549,8 @@ ROUND_TRIPS = [
     ("compressed-tensors", "nvfp4", {"recipe": "compressed_tensors"}, (3, 5, 48)),
     ("compressed-tensors", "mxfp4", {"scale_rounding": "even"}, (2, 3, 64)),
     ("compressed-tensors", "fp8_e5m2", {"scale": "tensor"}, (5, 40)),
+    ("compressed-tensors", "mxfp6_e2m3", {"scale_rounding": "even"}, (5, 64)),
+    ("compressed-tensors", "mxfp8_e5m2", {"scale_rounding": "even"}, (2, 3, 32)),
     ("compressed-tensors", "fp8_e4m3", {"scale": "block:16x32"}, (40, 70)),
     ("modelopt", "nvfp4", {}, (7, 32)),
     ("gpt-oss", "mxfp4", {"scale_rounding": "rceil"}, (3, 4, 96)),
@@ -624,3 +626,36 @@ def test_sharded_checkpoint(tmp_path: Path) -> None:
     rep = layouts.convert_file(tmp_path, tmp_path / "one.safetensors", to="bitsandbytes")
     assert {"name": "weight", "action": "codes copied", "codec": "nf4"} in rep["tensors"]
     _assert_same_tensors(sd, st_torch.load_file(str(tmp_path / "one.safetensors")))
+
+
+@pytest.mark.parametrize("preset,codec", [("MXFP6A16", "mxfp6_e2m3"), ("MXFP8A16", "mxfp8_e4m3")])
+def test_ct_mxfp6_mxfp8_both_ways(tmp_path: Path, preset: str, codec: str) -> None:
+    """MXFP6 / MXFP8 modules compressed by compressed-tensors decode like its decompressor, and
+    ours written in its layout decompress to our values; both round-trip byte for byte."""
+    from compressed_tensors.compressors.base import BaseCompressor
+    from compressed_tensors.quantization import preset_name_to_scheme
+    from compressed_tensors.quantization.utils.helpers import calculate_qparams
+
+    fmt = "mxfp6-pack-quantized" if codec == "mxfp6_e2m3" else "mxfp8-quantized"
+    comp = BaseCompressor.get_value_from_registry(fmt)
+    scheme = preset_name_to_scheme(preset, ["Linear"])
+    w = torch.from_numpy(_weights(16, 96, 90))
+    tg = w.reshape(16, -1, 32)
+    sc, _ = calculate_qparams(tg.amin(-1), tg.amax(-1), scheme.weights)
+    theirs = {f"x.{k}": v.contiguous() for k, v in comp.compress({"weight": w, "weight_scale": sc}, scheme).items()}
+    info: dict = {}
+    ours = ctf.from_compressed_tensors(theirs, None, info=info)
+    q = ours["x.weight"]
+    assert q.codec_id == codec
+    dec = comp.decompress({k[2:]: v for k, v in theirs.items()}, scheme)["weight"]
+    assert torch.equal(dec, _bf16(lowbit.decode(q)))
+    back, cfg = ctf.to_compressed_tensors(ours, info=info)
+    _assert_same_tensors(theirs, back)
+    assert cfg["format"] == fmt
+    # ours -> their layout -> their decompressor
+    mine = lowbit.encode(_weights(8, 64, 91), codec, scale_rounding="even")
+    st, cfg = ctf.to_compressed_tensors({"y.weight": mine})
+    their_scheme = _ct_scheme(cfg["config_groups"]["group_0"])
+    tt = {k[2:]: torch.from_numpy(np.ascontiguousarray(v).view(np.uint8)).view(
+        torch.float8_e4m3fn if v.dtype.name == "float8_e4m3fn" else torch.uint8) for k, v in st.items()}
+    assert torch.equal(comp.decompress(tt, their_scheme)["weight"], _bf16(lowbit.decode(mine)))

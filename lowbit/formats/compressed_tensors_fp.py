@@ -10,6 +10,10 @@ config.json's ``quantization_config`` has ``"quant_method": "compressed-tensors"
 * ``mxfp4-pack-quantized``: ``<m>.weight_packed`` U8 ``[out, in/2]`` + ``<m>.weight_scale`` U8
   (E8M0, bias 127) ``[out, in/32]``, no global. lowbit: ``mxfp4`` (``scale_rounding="even"``,
   compressed-tensors' rule; decoding does not depend on it).
+* ``mxfp6-pack-quantized``: ``<m>.weight_packed`` U8 ``[out, 3*in/4]`` (four E2M3 codes in three
+  bytes, LSB first) + ``<m>.weight_scale`` U8 ``[out, in/32]``. lowbit: ``mxfp6_e2m3``.
+* ``mxfp8-quantized``: ``<m>.weight`` F8_E4M3 ``[out, in]`` + ``<m>.weight_scale`` U8 ``[out, in/32]``.
+  lowbit: ``mxfp8_e4m3`` (``mxfp8_e5m2`` for F8_E5M2 weights).
 * ``float-quantized`` (FP8): ``<m>.weight`` F8_E4M3 (or F8_E5M2) ``[out, in]`` + ``<m>.weight_scale``:
   ``[ceil(out/R), ceil(in/C)]`` for ``strategy: block`` with ``block_structure: [R, C]`` (the
   usual 128×128), ``[out, 1]`` for ``channel``, ``[1]`` for ``tensor``; value = ``fp8 * scale``.
@@ -50,7 +54,8 @@ from .modelopt import convert_nvfp4_recipe
 __all__ = ["from_compressed_tensors", "to_compressed_tensors", "FORMATS"]
 
 FROM, TO = "from_compressed_tensors", "to_compressed_tensors"
-FORMATS = ("nvfp4-pack-quantized", "mxfp4-pack-quantized", "float-quantized")
+FORMATS = ("nvfp4-pack-quantized", "mxfp4-pack-quantized", "mxfp6-pack-quantized", "mxfp8-quantized",
+           "float-quantized")
 _FP8 = {"float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2"}
 
 
@@ -130,15 +135,31 @@ def from_compressed_tensors(tensors: Mapping[str, Any], config: Mapping[str, Any
                 q = QTensor(join_blocks(u8(s), a, 16), {}, lead + (K,), get_codec("mxfp4", scale_rounding="even"))
                 if info is not None:
                     info[base] = {"format": "mxfp4-pack-quantized", "scale_dtype": s.dtype.name}
+            elif s.shape[:-1] == lead and s.shape[-1] * 24 == a.shape[-1] and base + "_global_scale" not in tensors:
+                # MXFP6 E2M3: 32 six-bit codes in 24 bytes per group, as lowbit packs them
+                q = QTensor(join_blocks(u8(s), a, 24), {}, lead + (s.shape[-1] * 32,),
+                            get_codec("mxfp6_e2m3", scale_rounding="even"))
+                if info is not None:
+                    info[base] = {"format": "mxfp6-pack-quantized", "scale_dtype": s.dtype.name}
             else:
                 raise LowbitError(f"compressed-tensors: {base!r}: scale shape {s.shape} for packed weight {a.shape} is "
-                                  f"neither NVFP4 (groups of 16 + global scale) nor MXFP4 (groups of 32)")
+                                  f"neither NVFP4 (groups of 16 + global scale), MXFP4 nor MXFP6 (groups of 32)")
             out[base] = q
             used |= {name, base + "_scale"}
         elif a.dtype.name in _FP8 and name + "_scale" in tensors:
             if name + "_zero_point" in tensors:
                 raise LowbitError(f"compressed-tensors: {name!r}: asymmetric FP8 (zero point) has no lowbit codec")
             s = as_numpy(tensors[name + "_scale"])
+            if s.dtype.name in ("uint8", "float8_e8m0fnu") and s.shape == a.shape[:-1] + (a.shape[-1] // 32,) \
+                    and a.shape[-1] % 32 == 0:
+                # mxfp8-quantized: FP8 elements with E8M0 scales per 32
+                cid = {"fp8_e4m3": "mxfp8_e4m3", "fp8_e5m2": "mxfp8_e5m2"}[_FP8[a.dtype.name]]
+                out[name] = QTensor(join_blocks(u8(s), np.ascontiguousarray(a).view(np.uint8), 32), {}, a.shape,
+                                    get_codec(cid, scale_rounding="even"))
+                if info is not None:
+                    info[name] = {"format": "mxfp8-quantized", "scale_dtype": s.dtype.name}
+                used |= {name, name + "_scale"}
+                continue
             if s.dtype.name not in ("float32", "bfloat16", "float16"):
                 raise LowbitError(f"compressed-tensors: {name + '_scale'!r}: expected float scales, got {s.dtype}")
             mode = _fp8_scale_mode(name, a, s, blocks)
@@ -163,6 +184,10 @@ def _scheme(fmt: str, q: QTensor) -> dict[str, Any]:
     if fmt == "mxfp4-pack-quantized":
         return {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "group", "group_size": 32,
                 "dynamic": False, "observer": "minmax", "scale_dtype": "torch.uint8"}
+    if fmt in ("mxfp6-pack-quantized", "mxfp8-quantized"):
+        return {"num_bits": 6 if fmt.startswith("mxfp6") else 8, "type": "float", "symmetric": True,
+                "strategy": "group", "group_size": 32, "dynamic": False, "observer": "minmax",
+                "scale_dtype": "torch.uint8"}
     mode = q.codec.scale
     args: dict[str, Any] = {"num_bits": 8, "type": "float", "symmetric": True, "dynamic": False, "observer": "minmax"}
     if mode.startswith("block:"):
@@ -207,6 +232,17 @@ def to_compressed_tensors(tensors: Mapping[str, Any], *, info: Mapping[str, Any]
             out[name + "_packed"] = codes
             sdt = extra.get("scale_dtype", "uint8")
             out[name + "_scale"] = scales[..., 0].view(ml_dtypes.float8_e8m0fnu if sdt == "float8_e8m0fnu" else np.uint8)
+        elif q.codec_id in ("mxfp6_e2m3", "mxfp8_e4m3", "mxfp8_e5m2"):
+            six = q.codec_id == "mxfp6_e2m3"
+            fmt = "mxfp6-pack-quantized" if six else "mxfp8-quantized"
+            scales, codes = split_blocks(q.data, 1, 24 if six else 32)
+            if six:
+                out[name + "_packed"] = codes
+            else:
+                fp8 = ml_dtypes.float8_e4m3fn if q.codec_id == "mxfp8_e4m3" else ml_dtypes.float8_e5m2
+                out[name] = codes.view(fp8)
+            sdt = extra.get("scale_dtype", "uint8")
+            out[name + "_scale"] = scales[..., 0].view(ml_dtypes.float8_e8m0fnu if sdt == "float8_e8m0fnu" else np.uint8)
         elif q.codec_id in ("fp8_e4m3", "fp8_e5m2") and q.codec.scale is not None:
             fmt = "float-quantized"
             mode = q.codec.scale
@@ -229,7 +265,8 @@ def to_compressed_tensors(tensors: Mapping[str, Any], *, info: Mapping[str, Any]
         else:
             raise LowbitError(f"compressed-tensors: tensor {name!r}: codec {q.codec_id} "
                               f"({q.codec.get_config()}) has no compressed-tensors float layout (expected nvfp4, "
-                              f"mxfp4, or fp8_e4m3/fp8_e5m2 with a tensor, channel or block scale)")
+                              f"mxfp4, mxfp6_e2m3, mxfp8_e4m3/e5m2, or fp8_e4m3/fp8_e5m2 with a tensor, channel or "
+                              f"block scale)")
         args = _scheme(fmt, q)
         key = (fmt, repr(sorted(args.items())))
         grp = groups.setdefault(key, {"targets": [], "weights": args, "input_activations": None,
