@@ -9,8 +9,9 @@ layout id                   module                                      lowbit c
 ==========================  =========================================  ==============================
 ``compressed-tensors``      :mod:`lowbit.formats.compressed_tensors_fp` nvfp4 (recipe
                                                                         compressed_tensors), mxfp4,
-                                                                        fp8_e4m3 (tensor, channel,
-                                                                        block:RxC scales)
+                                                                        mxfp6_e2m3, mxfp8_e4m3/e5m2,
+                                                                        fp8_e4m3/e5m2 (tensor,
+                                                                        channel, block:RxC scales)
 ``modelopt``                :mod:`lowbit.formats.modelopt`             nvfp4 (recipe torchao)
 ``gpt-oss``                 :mod:`lowbit.formats.gptoss`               mxfp4
 ``bitsandbytes``            :mod:`lowbit.formats.bnb_state`            nf4, fp4_bnb
