@@ -474,14 +474,20 @@ def test_convert_between_layouts(tmp_path: Path) -> None:
     w = _weights(16, 64, 41)
     q = lowbit.encode(w, "nvfp4", global_scale=0.5)     # torchao recipe, exact reciprocal
     src = tmp_path / "mo.safetensors"
-    layouts.save_layout(src, {"l.weight": q, "l.input_scale": np.float32(1.0).reshape(())}, "modelopt")
+    layouts.save_layout(src, {"l.weight": q, "l.input_scale": np.float32(0.25).reshape(())}, "modelopt")
     r = layouts.convert_file(src, tmp_path / "ct.safetensors", to="compressed-tensors")
     assert [t["action"] for t in r["tensors"]] == ["codes copied", "array copied"]
     layouts.convert_file(tmp_path / "ct.safetensors", tmp_path / "lb.safetensors", to="lowbit")
     mine = lowbit.load(tmp_path / "lb.safetensors")
     assert mine["l.weight"].codec.recipe == "compressed_tensors"
+    ct_in = layouts.read_safetensors(tmp_path / "ct.safetensors")[0]
+    assert "l.input_scale" not in ct_in and ct_in["l.input_global_scale"].tolist() == [4.0]
     layouts.convert_file(tmp_path / "lb.safetensors", tmp_path / "mo2.safetensors", to="modelopt")
     assert src.read_bytes() == (tmp_path / "mo2.safetensors").read_bytes()
+    inexact = tmp_path / "mo3.safetensors"
+    layouts.save_layout(inexact, {"l.weight": q, "l.input_scale": np.float32(0.3).reshape(())}, "modelopt")
+    with pytest.raises(LowbitError, match="activation scale"):
+        layouts.convert_file(inexact, tmp_path / "ct3.safetensors", to="compressed-tensors")
     with pytest.raises(LowbitError, match="no gpt-oss layout"):
         layouts.convert_file(src, tmp_path / "x.safetensors", to="gpt-oss")
     assert not (tmp_path / "x.safetensors").exists()

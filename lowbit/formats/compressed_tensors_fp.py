@@ -23,7 +23,8 @@ config.json's ``quantization_config`` has ``"quant_method": "compressed-tensors"
 
 lowbit's block bytes are the scale byte followed by the packed codes of each block, so
 conversion interleaves or splits bytes; nothing is re-quantized. ``input_global_scale``,
-biases and unquantized tensors pass through as arrays.
+biases and unquantized tensors pass through as arrays; a ModelOpt ``<m>.input_scale`` next to an
+NVFP4 ``<m>.weight`` is written as ``<m>.input_global_scale``, its reciprocal (exact or refused).
 
 >>> import numpy as np, lowbit
 >>> from lowbit.formats.compressed_tensors_fp import from_compressed_tensors, to_compressed_tensors
@@ -49,7 +50,7 @@ import numpy as np
 from ..codec import QTensor, get_codec
 from ..errors import FormatError, LowbitError
 from .layouts import _ml_dtypes, as_numpy, join_blocks, split_blocks, u8
-from .modelopt import convert_nvfp4_recipe
+from .modelopt import convert_nvfp4_recipe, reciprocal_scale
 
 __all__ = ["from_compressed_tensors", "to_compressed_tensors", "FORMATS"]
 
@@ -212,9 +213,17 @@ def to_compressed_tensors(tensors: Mapping[str, Any], *, info: Mapping[str, Any]
     info = info or {}
     out: dict[str, Any] = {}
     groups: dict[tuple[str, str], dict[str, Any]] = {}
+    nv_modules = {n.rsplit(".", 1)[0] for n, t in tensors.items()
+                  if isinstance(t, QTensor) and t.codec_id == "nvfp4" and n.endswith(".weight")}
     for name, t in tensors.items():
         if not isinstance(t, QTensor):
-            out[name] = as_numpy(t)
+            if name.endswith(".input_scale") and name[: -len(".input_scale")] in nv_modules and np.size(as_numpy(t)) == 1:
+                # ModelOpt's NVFP4 activation multiplier -> compressed-tensors' divisor, shape [1]
+                base = name[: -len(".input_scale")]
+                out[base + ".input_global_scale"] = reciprocal_scale(
+                    t, f"compressed-tensors: {name!r}", allow_global_rounding=allow_global_rounding).reshape(1)
+            else:
+                out[name] = as_numpy(t)
             continue
         q = t.numpy()
         extra = info.get(name, {})

@@ -16,7 +16,9 @@ Decoded value = ``e2m1 * (weight_scale * weight_scale_2)`` — lowbit's ``nvfp4`
 An ``nvfp4`` QTensor made with ``recipe="compressed_tensors"`` (global scale a *divisor*) is
 written with ``weight_scale_2 = 1 / global_scale`` only when that decodes to exactly the same
 values (e.g. power-of-two globals); otherwise :func:`to_modelopt` refuses, unless
-``allow_global_rounding=True`` (then values may move by one float32 ulp).
+``allow_global_rounding=True`` (then values may move by one float32 ulp). compressed-tensors'
+activation divisor ``<m>.input_global_scale`` becomes ``<m>.input_scale`` (its reciprocal) under
+the same rule.
 
 >>> import numpy as np, lowbit
 >>> from lowbit.formats.modelopt import from_modelopt, to_modelopt
@@ -40,7 +42,7 @@ from ..codec import QTensor, get_codec
 from ..errors import ConfigError, FormatError, LowbitError
 from .layouts import _ml_dtypes, as_numpy, join_blocks, same_values, split_blocks, u8
 
-__all__ = ["from_modelopt", "to_modelopt", "convert_nvfp4_recipe", "QUANT_ALGOS"]
+__all__ = ["from_modelopt", "to_modelopt", "convert_nvfp4_recipe", "reciprocal_scale", "QUANT_ALGOS"]
 
 FROM, TO = "from_modelopt", "to_modelopt"
 
@@ -72,6 +74,22 @@ def convert_nvfp4_recipe(q: QTensor, recipe: str, *, allow_global_rounding: bool
             f"decodes to the same values under the {recipe} convention (the codes and block scales carry over, "
             f"but decoded values would move by 1 ulp); pass allow_global_rounding=True to accept that")
     return out
+
+
+def reciprocal_scale(a: Any, what: str, *, allow_global_rounding: bool = False) -> np.ndarray:
+    """The float32 reciprocal of a per-tensor activation scale (ModelOpt ``input_scale`` is a
+    multiplier, compressed-tensors ``input_global_scale`` a divisor). Refused unless the
+    reciprocal is exact (x * r == 1, i.e. powers of two) or ``allow_global_rounding``."""
+    x = np.asarray(as_numpy(a), dtype=np.float32)
+    with np.errstate(all="ignore"):
+        r = (np.float32(1.0) / x).astype(np.float32)
+        # the product of two float32 values is exact in float64
+        exact = bool((x.astype(np.float64) * r.astype(np.float64) == 1.0).all())
+    if not allow_global_rounding and not exact:
+        raise LowbitError(f"{what}: the activation scale {x.reshape(-1)[:1].tolist()} has no exact float32 "
+                          f"reciprocal (ModelOpt multiplies by it, compressed-tensors divides); pass "
+                          f"allow_global_rounding=True to accept a 1-ulp change")
+    return r
 
 
 def _algo(config: Mapping[str, Any] | None) -> str | None:
@@ -139,7 +157,13 @@ def to_modelopt(tensors: Mapping[str, Any], *, info: Mapping[str, Any] | None = 
     out: dict[str, Any] = {}
     for name, t in tensors.items():
         if not isinstance(t, QTensor):
-            out[name] = as_numpy(t)
+            if name.endswith(".input_global_scale") and np.size(as_numpy(t)) == 1:
+                # compressed-tensors' activation divisor -> ModelOpt's multiplier, a scalar
+                base = name[: -len(".input_global_scale")]
+                out[base + ".input_scale"] = reciprocal_scale(
+                    t, f"modelopt: {name!r}", allow_global_rounding=allow_global_rounding).reshape(())
+            else:
+                out[name] = as_numpy(t)
             continue
         if t.codec_id != "nvfp4":
             raise LowbitError(f"modelopt: tensor {name!r}: codec {t.codec_id} has no ModelOpt NVFP4 layout "
