@@ -665,3 +665,17 @@ def test_ct_mxfp6_mxfp8_both_ways(tmp_path: Path, preset: str, codec: str) -> No
     tt = {k[2:]: torch.from_numpy(np.ascontiguousarray(v).view(np.uint8)).view(
         torch.float8_e4m3fn if v.dtype.name == "float8_e4m3fn" else torch.uint8) for k, v in st.items()}
     assert torch.equal(comp.decompress(tt, their_scheme)["weight"], _bf16(lowbit.decode(mine)))
+
+
+def test_convert_same_layout_keeps_what_qtensors_do_not_hold(tmp_path: Path) -> None:
+    """bitsandbytes bf16 quant_state (dtype in the JSON) and compressed-tensors bf16 FP8 block
+    scales survive a same-layout conversion byte for byte."""
+    sd = _bnb_linear_state("fp4", True, torch.bfloat16, 95)
+    st_torch.save_file(sd, str(tmp_path / "b.safetensors"))
+    layouts.convert_file(tmp_path / "b.safetensors", tmp_path / "b2.safetensors", to="bitsandbytes")
+    _assert_same_tensors(sd, st_torch.load_file(str(tmp_path / "b2.safetensors")))
+    q = lowbit.encode(_weights(130, 128, 96), "fp8_e4m3", scale="block:128x128")
+    q = lowbit.QTensor(q.data, {"scale": torch.from_numpy(q.aux["scale"]).bfloat16().float().numpy()}, q.shape, q.codec)
+    layouts.save_layout(tmp_path / "c.safetensors", {"p.weight": q}, "compressed-tensors", scale_dtype="bfloat16")
+    layouts.convert_file(tmp_path / "c.safetensors", tmp_path / "c2.safetensors", to="compressed-tensors")
+    assert (tmp_path / "c.safetensors").read_bytes() == (tmp_path / "c2.safetensors").read_bytes()

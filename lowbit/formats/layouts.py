@@ -392,15 +392,18 @@ def load_wild(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return None if layout is None else load_layout(path, layout)[0]
 
 
-def _read_any(path: Path) -> dict[str, Any]:
-    """QTensors and arrays from any wild layout, lowbit's own layout or (where the build has
-    the GGUF container) a GGUF file."""
+def _read_any(path: Path) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """(QTensors and arrays, wild layout or None, the layout's ``info``) from any wild layout,
+    lowbit's own layout or (where the build has the GGUF container) a GGUF file."""
     import lowbit
 
-    if path.is_dir() or path.name.endswith(".index.json"):  # a sharded checkpoint
-        return load_layout(path)[0]
-    layout = detect_file(path)
-    return load_layout(path, layout)[0] if layout else lowbit.load(path)
+    sharded = path.is_dir() or path.name.endswith(".index.json")
+    layout = None if sharded else detect_file(path)
+    if sharded or layout:
+        info: dict[str, Any] = {}
+        tensors, layout, _ = load_layout(path, layout, info=info)
+        return tensors, layout, info
+    return lowbit.load(path), None, {}
 
 
 #: the targets of :func:`convert_file` besides the wild layouts
@@ -450,7 +453,9 @@ def convert_file(inp: str | os.PathLike[str], out: str | os.PathLike[str], *, to
     import time
 
     t0 = time.perf_counter()
-    src = _read_any(Path(inp))
+    src, src_layout, info = _read_any(Path(inp))
+    if to == src_layout and "info" not in options:
+        options["info"] = info  # same layout: keep what QTensors do not hold (dtypes, shapes)
     ready: dict[str, Any] = {}
     rows = []
     for name, t in src.items():
