@@ -591,7 +591,12 @@ def test_gptoss_file_to_gguf_file_and_back(tmp_path: Path) -> None:
         lowbit.codec_class("mxfp4_ggml")
         from lowbit.formats import gguf as _  # noqa: F401
     except (LowbitError, ImportError):
-        pytest.skip("this build has no GGUF container / mxfp4_ggml codec")
+        theirs, _ = _gptoss_experts(1, 8, 32, 71)
+        st_torch.save_file(theirs, str(tmp_path / "g.safetensors"))
+        with pytest.raises(LowbitError, match="no GGUF container|mxfp4_ggml"):
+            layouts.convert_file(tmp_path / "g.safetensors", tmp_path / "g.gguf", to="gguf")
+        assert not (tmp_path / "g.gguf").exists()
+        pytest.skip("this build has no GGUF container / mxfp4_ggml codec (refusal checked)")
     from gguf import GGMLQuantizationType as QT
     from gguf import GGUFReader
     from gguf.quants import dequantize

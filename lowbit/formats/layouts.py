@@ -437,7 +437,7 @@ def convert_file(inp: str | os.PathLike[str], out: str | os.PathLike[str], *, to
                  progress: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
     """``lowbit convert IN OUT --to LAYOUT``: ``to`` is a wild layout (:data:`LAYOUTS`), ``lowbit``
     (lowbit's own layout; the container follows OUT's suffix where the build has GGUF), ``gguf``
-    or a float dtype (every tensor decoded). Codes are carried over exactly or a LowbitError
+    (where the build has the GGUF container) or a float dtype (every tensor decoded). Codes are carried over exactly or a LowbitError
     says why not, and nothing is written. Returns a per-tensor report.
 
     >>> import numpy as np, lowbit, tempfile, os
@@ -472,7 +472,13 @@ def convert_file(inp: str | os.PathLike[str], out: str | os.PathLike[str], *, to
     config = None
     if to in LAYOUTS:
         config = save_layout(out, ready, to, **options)
-    elif to in ("lowbit", "gguf"):
+    elif to == "gguf":
+        try:
+            from . import gguf as gguf_container  # type: ignore[attr-defined]
+        except ImportError:
+            raise LowbitError("convert --to gguf: this build of lowbit has no GGUF container") from None
+        gguf_container.save(out, ready)
+    elif to == "lowbit":
         import lowbit
 
         lowbit.save(out, ready)
