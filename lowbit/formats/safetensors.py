@@ -549,6 +549,13 @@ def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> Safetens
 
 
 def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
-    """Every tensor of a safetensors file: QTensors for lowbit-encoded ones, arrays otherwise."""
+    """Every tensor of a safetensors file: QTensors for lowbit-encoded ones, arrays otherwise.
+    A file in a quantized layout from the wild (compressed-tensors, ModelOpt, gpt-oss,
+    bitsandbytes; see :mod:`lowbit.formats.layouts`) is read into QTensors too."""
+    from .layouts import load_wild
+
+    wild = load_wild(path)
+    if wild is not None:
+        return wild
     with SafetensorsFile(path, verify=verify) as f:
         return {name: f.get(name) for name in f.names()}

@@ -8,6 +8,8 @@ Layouts (``--to``):
 * ``gguf`` — GGUF: tensors whose codec is a GGUF type are copied byte for byte, plain arrays keep
   their dtype; tensors no GGUF type can hold are decoded to float32, and the report says so.
 * ``float32`` / ``bfloat16`` / ``float16`` — every tensor decoded to plain floats (safetensors).
+* ``compressed-tensors`` / ``modelopt`` / ``gpt-oss`` / ``bitsandbytes`` — the quantized layouts in
+  the wild (:mod:`lowbit.formats.layouts`); a source in one of them is detected and read too.
 
 Every conversion streams one tensor at a time into a file that only gets its name when complete,
 and reports per tensor whether codes were copied or values converted.
@@ -25,6 +27,7 @@ import lowbit
 from lowbit.codec import QTensor
 from lowbit.errors import ConfigError
 from lowbit.formats import gguf as G
+from lowbit.formats import layouts as wild
 from lowbit.formats import safetensors as st
 from lowbit.tools.progress import Progress
 from lowbit.tools.quantize import GGUF_METADATA_KEY, _typed_gguf_metadata, gguf_metadata_json
@@ -32,7 +35,7 @@ from lowbit.tools.quantize import GGUF_METADATA_KEY, _typed_gguf_metadata, gguf_
 __all__ = ["LAYOUTS", "convert_file"]
 
 _FLOATS = ("float32", "float16", "bfloat16")
-LAYOUTS = ("lowbit", "gguf") + _FLOATS
+LAYOUTS = ("lowbit", "gguf") + _FLOATS + wild.LAYOUTS
 
 
 def _float_dtype(name: str) -> Any:
@@ -88,6 +91,8 @@ def _entries(name: str, t: Any, word: str, to: str) -> list[tuple[str, str, tupl
 def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progress: bool = True) -> dict[str, Any]:
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
+    if to in wild.LAYOUTS or wild.detect_file(inp):  # wild layouts: whole-file, see lowbit.formats.layouts
+        return wild.convert_file(inp, out, to=to)
     t0 = time.perf_counter()
     with lowbit.open_file(inp) as src:
         names = src.names()
