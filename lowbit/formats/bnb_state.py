@@ -83,7 +83,7 @@ def from_bnb(tensors: Mapping[str, Any], config: Mapping[str, Any] | None = None
             js_text = _raw_bytes(as_numpy(tensors[key])).tobytes().decode("utf-8")
             js = json.loads(js_text)
             bs, shape, dtype = int(js["blocksize"]), tuple(int(d) for d in js["shape"]), str(js["dtype"])
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
             raise FormatError(f"bitsandbytes: {key!r}: malformed quant_state JSON ({e})") from None
         if js.get("quant_type", qt) != qt or qt not in _CODECS:
             raise FormatError(f"bitsandbytes: {key!r}: quant_type {js.get('quant_type')!r} (key says {qt!r}); "

@@ -135,14 +135,11 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
     if buf.size < 8:
         raise FormatError(f"{p}: not a safetensors file (shorter than 8 bytes)")
     (hlen,) = struct.unpack("<Q", bytes(buf[:8]))
-    if hlen > buf.size - 8:
-        raise FormatError(f"{p}: not a safetensors file (header length {hlen} exceeds the file)")
-    try:
-        header = json.loads(bytes(buf[8:8 + hlen]).decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("header is not an object")
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{p}: malformed safetensors header ({e})") from None
+    from .safetensors import MAX_HEADER, parse_header
+
+    if hlen > min(MAX_HEADER, buf.size - 8):
+        raise FormatError(f"{p}: not a safetensors file (header length {hlen} exceeds the file or {MAX_HEADER} bytes)")
+    header = parse_header(bytes(buf[8:8 + hlen]), str(p))
     meta = header.pop("__metadata__", None) or {}
     base = 8 + hlen
     out: dict[str, np.ndarray] = {}
@@ -264,7 +261,7 @@ def _sidecar_config(path: Path) -> dict[str, Any] | None:
         if f.is_file():
             try:
                 cfg = json.loads(f.read_text())
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 raise FormatError(f"{f}: malformed JSON ({e})") from None
             cfg = cfg.get(key) if key else cfg
             if isinstance(cfg, dict):
@@ -287,7 +284,7 @@ def checkpoint_files(path: str | os.PathLike[str]) -> list[Path]:
     if p.name.endswith(".index.json"):
         try:
             weight_map = json.loads(p.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise FormatError(f"{p}: malformed index ({e})") from None
         return [p.parent / f for f in sorted(set(weight_map.values()))]
     return [p]
@@ -313,7 +310,7 @@ def load_layout(path: str | os.PathLike[str], layout: str | None = None, config:
     if config is None and CONFIG_METADATA_KEY in meta:
         try:
             config = json.loads(meta[CONFIG_METADATA_KEY])
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise FormatError(f"{p}: metadata {CONFIG_METADATA_KEY!r}: malformed JSON ({e})") from None
     if config is None:
         config = _sidecar_config(p)
@@ -344,14 +341,11 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         if len(head) < 8:
             raise FormatError(f"{p}: not a safetensors file (shorter than 8 bytes)")
         (hlen,) = struct.unpack("<Q", head)
-        if hlen > p.stat().st_size - 8:
-            raise FormatError(f"{p}: not a safetensors file (header length {hlen} exceeds the file)")
-        try:
-            header = json.loads(f.read(hlen).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise FormatError(f"{p}: malformed safetensors header ({e})") from None
-    if not isinstance(header, dict):
-        raise FormatError(f"{p}: malformed safetensors header (not an object)")
+        from .safetensors import MAX_HEADER, parse_header
+
+        if hlen > min(MAX_HEADER, p.stat().st_size - 8):
+            raise FormatError(f"{p}: not a safetensors file (header length {hlen} exceeds the file or {MAX_HEADER} bytes)")
+        header = parse_header(f.read(hlen), str(p))
     meta = header.pop("__metadata__", None) or {}
     return header, {str(k): str(v) for k, v in meta.items()}
 
@@ -372,7 +366,7 @@ def detect_file(path: str | os.PathLike[str]) -> str | None:
     if CONFIG_METADATA_KEY in meta:
         try:
             config = json.loads(meta[CONFIG_METADATA_KEY])
-        except ValueError:
+        except (ValueError, RecursionError):
             config = None
     if config is None:
         config = _sidecar_config(p)

@@ -331,6 +331,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def parse_header(raw: bytes, where: str) -> dict[str, Any]:
+    """The JSON object of a safetensors header, or FormatError (not UTF-8 JSON, nested too deeply,
+    a repeated key, not an object). Every reader of safetensors headers goes through here."""
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{where}: header is not UTF-8 JSON ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{where}: header JSON is nested too deeply") from None
+    except _DuplicateKey as e:
+        raise FormatError(f"{where}: header repeats the key {e.args[0]!r}") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{where}: header: expected a JSON object")
+    return header
+
+
 class SafetensorsFile:
     """A validated, memory-mapped safetensors file. Tensors are read on demand.
 
@@ -360,16 +376,7 @@ class SafetensorsFile:
         (n,) = struct.unpack("<Q", self._file.read(8))
         if n > min(MAX_HEADER, size - 8):
             raise FormatError(f"{where}: header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER}-byte limit")
-        try:
-            header = json.loads(self._file.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"{where}: header is not UTF-8 JSON ({e})") from None
-        except RecursionError:
-            raise FormatError(f"{where}: header JSON is nested too deeply") from None
-        except _DuplicateKey as e:
-            raise FormatError(f"{where}: header repeats the key {e.args[0]!r}") from None
-        if not isinstance(header, dict):
-            raise FormatError(f"{where}: header: expected a JSON object")
+        header = parse_header(self._file.read(n), where)
         meta = header.pop("__metadata__", None) or {}
         if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
             raise FormatError(f"{where}: __metadata__: expected a str -> str object")
