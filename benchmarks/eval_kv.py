@@ -161,7 +161,7 @@ def memory_at(kv: dict[str, Any], lengths: list[int], heads: int, dim: int) -> d
     out = {}
     g = torch.Generator().manual_seed(0)
     for n in lengths:
-        store = KVStore(**kv)
+        store = KVStore(**{**kv, "codec_params": {"dim": dim}})  # vector codecs take the head dimension
         for s in range(0, n, 256):  # appended in prefill-sized pieces
             t = min(256, n - s)
             store.append(torch.randn(1, heads, t, dim, generator=g).bfloat16(), torch.randn(1, heads, t, dim, generator=g).bfloat16())

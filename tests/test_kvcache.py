@@ -45,9 +45,16 @@ def test_flush_accounting_and_append_only() -> None:
     assert s.nbytes_as(torch.bfloat16) == 2 * B * H * 23 * D * 2
 
 
-@pytest.mark.parametrize("Hq", [2, 4, 8])
-def test_attend_matches_softmax_over_decoded(Hq: int) -> None:
-    s = KVStore({"id": "fp4_e2m1", "scale": "channel"}, {"id": "fp6_e2m3", "scale": "channel"}, window=3, flush=5)
+@pytest.mark.parametrize(("Hq", "codec", "window", "flush"), [
+    (2, {"id": "fp4_e2m1", "scale": "channel"}, 3, 5), (4, {"id": "fp4_e2m1", "scale": "channel"}, 3, 5),
+    (8, {"id": "fp4_e2m1", "scale": "channel"}, 3, 5),
+    (4, {"id": "fp4_e2m1", "scale": "channel"}, 0, 7),          # no window: everything compressed
+    (4, {"id": "turboquant_mse", "dim": 16, "bits": 4}, 3, 5),  # scores on the codes
+    (2, {"id": "octopus", "dim": 16, "bits": 4}, 0, 1),
+])
+def test_attend_matches_softmax_over_decoded(Hq: int, codec: dict, window: int, flush: int) -> None:
+    s = KVStore(codec, {"id": "fp6_e2m3", "scale": "channel"} if codec["id"] == "fp4_e2m1" else codec,
+                window=window, flush=flush)
     for t in range(4):
         s.append(*_kv(T=7, seed=t))
     K, V = s.keys_values()
@@ -58,8 +65,10 @@ def test_attend_matches_softmax_over_decoded(Hq: int) -> None:
     causal = torch.ones(3, T, dtype=torch.bool).tril(T - 3)
     ref = torch.softmax((q @ Kr.transpose(-1, -2)) / math.sqrt(16) + torch.zeros(3, T).masked_fill(~causal, -math.inf), -1) @ Vr
     out = s.attend(q, block=5)  # several blocks: exercises the online softmax
-    assert s.attention_path == "decode-then-attend"
-    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    on_codes = codec["id"] != "fp4_e2m1"
+    assert s.attention_path == ("scores-on-codes" if on_codes else "decode-then-attend")
+    assert s.window_length == (0 if window == 0 else s.window_length)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 if on_codes else 1e-6)
 
 
 def test_store_refuses_token_spanning_side_data() -> None:

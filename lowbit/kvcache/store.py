@@ -311,8 +311,9 @@ class KVStore:
                 s = (qf @ kd.transpose(-1, -2)) * scale
                 step(s, self.value_codec.decode(vq), start, stop, False)
         c = self.compressed_length
-        s = (qf @ self._kf.float().transpose(-1, -2)) * scale
-        step(s, self._vf, c, T, False)
+        if T > c:  # the full-precision window (empty with window=0 right after a flush)
+            s = (qf @ self._kf.float().transpose(-1, -2)) * scale
+            step(s, self._vf, c, T, False)
         out = torch.where(den > 0, acc / den.clamp_min(1e-38), torch.zeros_like(acc))  # fully masked rows: 0
         return out.reshape(B, Hq, Tq, D).to(q.dtype)
 
