@@ -10,6 +10,7 @@ import triton.language as tl
 from ..registry import interpreting, kernel
 from ._kvcommon import load_field
 from ._kvcommon import pack as _pack
+from ._ggml import floor_log2 as _floor_log2  # floor(log2 a), 1 <= a < 2**31, by binary search
 
 
 def _bb(nb: int) -> int:
@@ -18,23 +19,6 @@ def _bb(nb: int) -> int:
     return 32
 
 
-@triton.jit
-def _floor_log2(a):
-    """floor(log2 a) for 1 <= a < 2**24 (binary search)."""
-    n = tl.zeros_like(a)
-    c = a >= 65536
-    n = tl.where(c, n + 16, n)
-    a = tl.where(c, a >> 16, a)
-    c = a >= 256
-    n = tl.where(c, n + 8, n)
-    a = tl.where(c, a >> 8, a)
-    c = a >= 16
-    n = tl.where(c, n + 4, n)
-    a = tl.where(c, a >> 4, a)
-    c = a >= 4
-    n = tl.where(c, n + 2, n)
-    a = tl.where(c, a >> 2, a)
-    return tl.where(a >= 2, n + 1, n)
 
 
 @triton.jit

@@ -20,6 +20,7 @@ import triton.language as tl
 
 from ...numerics import NAN_RAISE, OVF_INF, OVF_NAN, OVF_RAISE, OVF_SATURATE, ElementEncoding
 from ..registry import interpreting, kernel
+from ._ggml import floor_log2 as _floor_log2  # floor(log2 a), 1 <= a < 2**31, by binary search
 
 _OVF_SATURATE: tl.constexpr = tl.constexpr(OVF_SATURATE)
 _OVF_NAN: tl.constexpr = tl.constexpr(OVF_NAN)
@@ -28,23 +29,6 @@ _OVF_RAISE: tl.constexpr = tl.constexpr(OVF_RAISE)
 _NAN_RAISE: tl.constexpr = tl.constexpr(NAN_RAISE)
 
 
-@triton.jit
-def _floor_log2(a):
-    """floor(log2(a)) for 1 <= a < 2**24 by binary search (no clz needed, exact everywhere)."""
-    n = tl.zeros_like(a)
-    c = a >= 65536
-    n = tl.where(c, n + 16, n)
-    a = tl.where(c, a >> 16, a)
-    c = a >= 256
-    n = tl.where(c, n + 8, n)
-    a = tl.where(c, a >> 8, a)
-    c = a >= 16
-    n = tl.where(c, n + 4, n)
-    a = tl.where(c, a >> 4, a)
-    c = a >= 4
-    n = tl.where(c, n + 2, n)
-    a = tl.where(c, a >> 2, a)
-    return tl.where(a >= 2, n + 1, n)
 
 
 @triton.jit
