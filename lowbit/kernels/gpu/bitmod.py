@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ..registry import kernel
-from .int import _block, _gc_gb
+from .int import _block, _gc_gb, _load_code
 
 
 @triton.jit
@@ -60,15 +60,7 @@ def _decode_kernel(data_ptr, s_ptr, t_ptr, lut_ptr, out_ptr, n_groups, K, G, NG,
     m = grp < n_groups
     qnan = tl.full([BLOCK], 0x7FC00000, tl.int32).to(tl.float32, bitcast=True)
     for i in tl.static_range(GC):
-        code = tl.zeros([BLOCK], dtype=tl.int32)
-        for j in tl.static_range(GB):
-            if (i * W < 8 * j + 8) and (i * W + W > 8 * j):
-                b = tl.load(data_ptr + grp * GB + j, mask=m, other=0).to(tl.int32)
-                if 8 * j >= i * W:
-                    code = code | (b << (8 * j - i * W))
-                else:
-                    code = code | (b >> (i * W - 8 * j))
-        code = code & ((1 << W) - 1)
+        code = _load_code(data_ptr, grp, m, i, W, GB, BLOCK)
         e = grp * GC + i
         r = e // K
         g = r * NG + (e - r * K) // G

@@ -308,7 +308,6 @@ def _encode_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, kv_ptr, thr_ptr, n_blocks, nb
         idd = tl.where(amax != 0, tl.math.div_rn(fz + 1.0, amax), 0.0)[:, None]
         if T == TQ2_0:
             st_f16(ob + 64, amax, m)
-            j32 = tl.arange(0, 32)[None, :]
             for h in tl.static_range(2):  # byte 32h + mm: elements 128h + mm + 32n at bits 2n
                 q = tl.zeros([BLOCK, 32], tl.int32)
                 for n in tl.static_range(4):

@@ -21,6 +21,21 @@ _MAGIC = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds |v| < 2**22
 
 
 @triton.jit
+def _load_code(data_ptr, grp, m, i: tl.constexpr, W: tl.constexpr, GB: tl.constexpr, BLOCK: tl.constexpr):
+    """Code ``i`` (``W`` bits, LSB first) of each lane's ``GB``-byte group: the bytes it overlaps,
+    shifted into place and masked (the byte choice and shifts are resolved at compile time)."""
+    code = tl.zeros([BLOCK], dtype=tl.int32)
+    for j in tl.static_range(GB):
+        if (i * W < 8 * j + 8) and (i * W + W > 8 * j):
+            b = tl.load(data_ptr + grp * GB + j, mask=m, other=0).to(tl.int32)
+            if 8 * j >= i * W:
+                code = code | (b << (8 * j - i * W))
+            else:
+                code = code | (b >> (i * W - 8 * j))
+    return code & ((1 << W) - 1)
+
+
+@triton.jit
 def _group(e, K, M, Gr, NGr, NGc, gcol_ptr, m):
     r = e // K
     c = e - r * K
@@ -66,15 +81,7 @@ def _decode_kernel(data_ptr, s_ptr, z_ptr, gcol_ptr, out_ptr, n_groups, K, M, Gr
     m = grp < n_groups
     qnan = tl.full([BLOCK], 0x7FC00000, tl.int32).to(tl.float32, bitcast=True)
     for i in tl.static_range(GC):
-        code = tl.zeros([BLOCK], dtype=tl.int32)
-        for j in tl.static_range(GB):
-            if (i * W < 8 * j + 8) and (i * W + W > 8 * j):
-                b = tl.load(data_ptr + grp * GB + j, mask=m, other=0).to(tl.int32)
-                if 8 * j >= i * W:
-                    code = code | (b << (8 * j - i * W))
-                else:
-                    code = code | (b >> (i * W - 8 * j))
-        code = code & ((1 << W) - 1)
+        code = _load_code(data_ptr, grp, m, i, W, GB, BLOCK)
         e = grp * GC + i
         g = _group(e, K, M, Gr, NGr, NGc, gcol_ptr, m)
         s = tl.load(s_ptr + g, mask=m, other=1.0)
