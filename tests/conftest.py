@@ -38,6 +38,15 @@ settings.register_profile("long", deadline=None, max_examples=500, print_blob=Tr
 settings.load_profile(os.environ.get("LOWBIT_HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The oracle versions this run compares against, and the quirks those versions have, so a
+    failure on a fresh machine can be traced to a release (.ci/run logs the whole pip freeze)."""
+    from lowbit.tools.ggml_oracle import LLAMA_CPP_PYTHON_VERSION
+    from lowbit.tools.oracle_versions import oracle_report
+
+    return oracle_report() + [f"ggml oracle: libggml-base from the llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} sdist"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if HAS_CUDA:
         return

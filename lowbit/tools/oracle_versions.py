@@ -1,0 +1,114 @@
+"""Which versions of the test oracles the suite supports, and which known quirks each version has.
+
+The oracles (ml_dtypes, torchao, compressed-tensors, bitsandbytes, hqq, optimum-quanto, transformers,
+zarr, numcodecs, gguf, triton's interpreter) are other people's packages, and their next release can
+change the very behaviour a test compares against. Two rules keep the README's test command green
+on a fresh machine (README.md, "Testing"):
+
+* every test dependency is pinned in ``pyproject.toml``'s ``test`` extra to the range the suite has
+  been run against (``>= oldest tested, < next untested minor``), so a new release is never
+  installed before someone has run the suite with it and widened the range;
+* a behaviour that differs between supported versions is a :class:`Quirk` below, named with the
+  versions that have it. A test asserts the quirk only where the installed version has it, and
+  asserts plain agreement everywhere else, so it fails both when a listed version loses the quirk
+  and when an unlisted one grows it.
+
+The ranges are read from the installed package's metadata (or ``pyproject.toml`` in a source tree):
+they are written once, in ``pyproject.toml``.
+
+    >>> from lowbit.tools.oracle_versions import ML_DTYPES_E8M0_SUBNORMALS, oracle_ranges
+    >>> str(oracle_ranges()["ml-dtypes"].specifier) != ""
+    True
+    >>> isinstance(ML_DTYPES_E8M0_SUBNORMALS.present(), bool)
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+__all__ = ["Quirk", "QUIRKS", "ML_DTYPES_E8M0_SUBNORMALS", "installed_version", "oracle_ranges",
+           "oracle_report"]
+
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def installed_version(package: str) -> Version | None:
+    """The installed distribution's version, or None when it is not installed."""
+    try:
+        return Version(metadata.version(package))
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """A behaviour of some versions of an oracle package that lowbit deliberately does not copy.
+
+    ``affected`` is a PEP 440 specifier of the versions that have it (checked by a real run of
+    each version; see ``found``)."""
+
+    package: str
+    affected: str
+    what: str
+    found: str
+
+    def present(self) -> bool:
+        """True when the installed version of ``package`` is one of the affected versions."""
+        v = installed_version(self.package)
+        return v is not None and SpecifierSet(self.affected).contains(v, prereleases=True)
+
+
+ML_DTYPES_E8M0_SUBNORMALS = Quirk(
+    package="ml_dtypes",
+    affected="<0.7",
+    what="float32 subnormal inputs round to float8_e8m0fnu one binade too high "
+         "(1.27*2**-127 -> 2**-126 instead of 2**-127)",
+    found="49 994 of 200 000 random positive float32 subnormals differ from the nearest-value "
+          "reference on ml_dtypes 0.5.0, 0.5.4 and 0.6.0; none on 0.7.0 (2026-12-07)",
+)
+
+QUIRKS: tuple[Quirk, ...] = (ML_DTYPES_E8M0_SUBNORMALS,)
+
+
+def _test_requirements() -> list[Requirement]:
+    """The ``test`` extra's requirements: from the installed metadata, else from pyproject.toml."""
+    try:
+        reqs = [Requirement(r) for r in metadata.requires("lowbit") or []]
+        reqs = [r for r in reqs if r.marker is not None and r.marker.evaluate({"extra": "test"})]
+    except metadata.PackageNotFoundError:
+        reqs = []
+    if not reqs and _PYPROJECT.is_file():
+        import tomllib
+
+        with open(_PYPROJECT, "rb") as f:
+            extras = tomllib.load(f)["project"]["optional-dependencies"]
+        reqs = [Requirement(r) for r in extras["test"]]
+    return reqs
+
+
+def oracle_ranges() -> dict[str, Requirement]:
+    """``{canonical package name: requirement}`` for every test dependency (pyproject's ``test`` extra)."""
+    return {canonicalize_name(r.name): r for r in _test_requirements()}
+
+
+def oracle_report() -> list[str]:
+    """Lines for the pytest header: each test dependency's installed version (flagged when missing or
+    outside its tested range) and the quirks the installed versions have."""
+    parts = []
+    for name, req in sorted(oracle_ranges().items()):
+        v = installed_version(name)
+        mark = "" if v is not None and req.specifier.contains(v, prereleases=True) else \
+            f" [NOT IN {req.specifier or 'any'}]" if v is not None else " [MISSING]"
+        parts.append(f"{name} {v if v is not None else '-'}{mark}")
+    lines = ["test dependencies (ranges: pyproject.toml [test]): " + ", ".join(parts)]
+    active = [f"{q.package}{q.affected}: {q.what}" for q in QUIRKS if q.present()]
+    lines.append("oracle quirks in effect: " + ("; ".join(active) if active else "none"))
+    return lines
