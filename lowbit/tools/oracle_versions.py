@@ -25,6 +25,8 @@ they are written once, in ``pyproject.toml``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +36,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-__all__ = ["Quirk", "QUIRKS", "ML_DTYPES_E8M0_SUBNORMALS", "installed_version", "oracle_ranges",
+__all__ = ["Quirk", "QUIRKS", "ML_DTYPES_E8M0_SUBNORMALS", "BNB_FP4_CODE8_SIGN", "installed_version", "oracle_ranges",
            "oracle_report"]
 
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -59,11 +61,17 @@ class Quirk:
     affected: str
     what: str
     found: str
+    #: for a behaviour that depends on the machine rather than the version (a CPU-dispatched
+    #: kernel): asks the installed oracle itself, and the quirk is present only where it says so
+    probe: Callable[[], bool] | None = None
 
     def present(self) -> bool:
-        """True when the installed version of ``package`` is one of the affected versions."""
+        """True when the installed version of ``package`` is one of the affected versions (and,
+        for a machine-dependent quirk, the oracle on this machine shows it)."""
         v = installed_version(self.package)
-        return v is not None and SpecifierSet(self.affected).contains(v, prereleases=True)
+        if v is None or not SpecifierSet(self.affected).contains(v, prereleases=True):
+            return False
+        return self.probe() if self.probe is not None else True
 
 
 ML_DTYPES_E8M0_SUBNORMALS = Quirk(
@@ -75,7 +83,36 @@ ML_DTYPES_E8M0_SUBNORMALS = Quirk(
           "reference on ml_dtypes 0.5.0, 0.5.4 and 0.6.0; none on 0.7.0 (2026-12-07)",
 )
 
-QUIRKS: tuple[Quirk, ...] = (ML_DTYPES_E8M0_SUBNORMALS,)
+
+@functools.cache
+def _bnb_fp4_code8_is_positive_zero() -> bool:
+    """Decode FP4 code 8 (sign bit, zero magnitude) with bitsandbytes' own CPU dequantize_4bit."""
+    import logging
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its optional-kernel notices
+        import bitsandbytes.functional as F
+    st = F.QuantState(absmax=torch.ones(1), shape=torch.Size([1, 64]), code=None, blocksize=64,
+                      quant_type="fp4", dtype=torch.float32)
+    y = F.dequantize_4bit(torch.full((32, 1), 0x88, dtype=torch.uint8), st)
+    return not bool(torch.signbit(y[0, 0]))
+
+
+BNB_FP4_CODE8_SIGN = Quirk(
+    package="bitsandbytes",
+    affected=">=0.50",
+    what="FP4 code 8 (the sign bit over a zero magnitude) decodes to +0.0, not -0.0",
+    found="bitsandbytes' CPU dequantize_4bit: its Python code table and its AVX-512 kernel (chosen at run "
+          "time on CPUs with AVX-512F) hold +0.0 for code 8; the suite passed with -0.0 on earlier "
+          "machines (2026-11-23, same 0.50.2 wheel). Every other code and every byte agree.",
+    probe=_bnb_fp4_code8_is_positive_zero,
+)
+
+QUIRKS: tuple[Quirk, ...] = (ML_DTYPES_E8M0_SUBNORMALS, BNB_FP4_CODE8_SIGN)
 
 
 def _test_requirements() -> list[Requirement]:
