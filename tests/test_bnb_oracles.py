@@ -12,7 +12,7 @@
 
 On machines where bitsandbytes decodes FP4 code 8 to +0.0 (its CPU kernel is chosen at run time;
 ``lowbit.tools.oracle_versions.BNB_FP4_CODE8_SIGN``) lowbit keeps the format's -0.0 there, and the
-comparisons allow exactly that sign of zero (see :func:`like_bnb`).
+comparisons allow exactly that sign of zero (see ``blockscaled_oracles.bnb_like_lowbit_zero_sign``).
 """
 
 from __future__ import annotations
@@ -30,20 +30,6 @@ from .harness import assert_same_bits, assert_same_bytes, gpu_tensor
 QTYPES = {"nf4": "nf4", "fp4_bnb": "fp4"}
 BLOCKSIZES = [32, 64, 128, 256, 512, 1024, 2048, 4096]
 
-
-def like_bnb(ours: np.ndarray, theirs: np.ndarray, codec: lowbit.Codec) -> np.ndarray:
-    """``theirs`` with lowbit's sign of zero where both are zero, for FP4 on a machine whose
-    bitsandbytes decodes code 8 to +0.0; ``theirs`` unchanged everywhere else.
-
-    bitsandbytes decodes ``table[code] * absmax`` as lowbit does, and test_tables_equal_bitsandbytes
-    checks that code 8 is the only table entry that differs (and only in the sign of zero), so
-    a sign-of-zero difference in a decode can only come from code 8 (times a positive absmax, or a
-    negative one: double-quantized absmax can be below zero)."""
-    ours = lowbit._arrays.to_numpy(ours)
-    if codec.codec_id != "fp4_bnb" or not BNB_FP4_CODE8_SIGN.present():
-        return theirs
-    merge = (theirs == 0) & (ours == 0) & (np.signbit(theirs) != np.signbit(ours))
-    return np.where(merge, ours, theirs).astype(theirs.dtype)
 
 
 def bnb_inputs(codec: lowbit.Codec, n: int, seed: int) -> np.ndarray:
@@ -81,7 +67,7 @@ def test_bnb_equals_bitsandbytes(codec_id: str, blocksize: int, double_quant: bo
     for k, a in aux.items():
         assert_same_bits(q.aux[k], a, codec, f"{k} vs bitsandbytes")
     y = codec.decode(q)
-    assert_same_bits(y, like_bnb(y, want_y, codec), codec, "decode vs bitsandbytes dequantize_4bit")
+    assert_same_bits(y, B.bnb_like_lowbit_zero_sign(y, want_y, codec.codec_id), codec, "decode vs bitsandbytes dequantize_4bit")
     if double_quant:
         assert aux["nested_absmax"].size == -(-(n // blocksize) // 256)
 
@@ -148,7 +134,7 @@ def test_every_nested_and_element_code_decodes(codec_id: str, backend: str) -> N
     if backend == "gpu":
         data, aux = gpu_tensor(data), {k: gpu_tensor(np.asarray(v)) for k, v in aux.items()}
     y = lowbit._arrays.to_numpy(codec.decode_bytes(data, (16, nb * bs // 16), aux=aux, backend=backend))
-    assert_same_bits(y, like_bnb(y, want, codec), codec, f"every nested x element code on {backend}")
+    assert_same_bits(y, B.bnb_like_lowbit_zero_sign(y, want, codec.codec_id), codec, f"every nested x element code on {backend}")
 
 
 @pytest.mark.parametrize("backend", ["cpu", "gpu"], ids=["numba", "triton"])  # a bare "gpu" id means CUDA-only

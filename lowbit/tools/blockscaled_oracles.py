@@ -319,6 +319,26 @@ def bnb_4bit(x: np.ndarray, quant_type: str, blocksize: int = 64,
     return data, aux, y.reshape(x.shape).astype(F32)
 
 
+def bnb_like_lowbit_zero_sign(ours: Any, theirs: Any, codec_id: str) -> np.ndarray:
+    """bitsandbytes' decode ``theirs`` with lowbit's sign of zero wherever both are zero, for
+    ``fp4_bnb`` on a machine whose bitsandbytes decodes FP4 code 8 to +0.0
+    (:data:`lowbit.tools.oracle_versions.BNB_FP4_CODE8_SIGN`); ``theirs`` unchanged otherwise.
+
+    bitsandbytes decodes ``table[code] * absmax`` as lowbit does, and the tests check that code 8
+    is the only table entry that differs (and only in the sign of zero), so a sign-of-zero
+    difference in a decode can only come from code 8 (times a positive absmax, or a negative
+    one: a double-quantized absmax can be below zero)."""
+    from lowbit import _arrays
+
+    from .oracle_versions import BNB_FP4_CODE8_SIGN
+
+    ours, theirs = _arrays.to_numpy(ours), _arrays.to_numpy(theirs)
+    if codec_id != "fp4_bnb" or not BNB_FP4_CODE8_SIGN.present():
+        return theirs
+    merge = (theirs == 0) & (ours == 0) & (np.signbit(theirs) != np.signbit(ours))
+    return np.where(merge, ours, theirs).astype(theirs.dtype)
+
+
 def describe_versions() -> dict[str, Any]:
     """Versions of the peers present (for golden-vector provenance)."""
     out: dict[str, Any] = {}
