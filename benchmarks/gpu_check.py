@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,7 +138,7 @@ def step_wheels(env: dict[str, str], out: Path) -> dict[str, Any]:
         return {**st, "status": "failed", "seconds": time.monotonic() - t0, "note": "pip install of .whl/ failed: see wheels.log"}
     env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
     st["installed"] += [w.name for w in wheels]
-    return {**st, "status": "ok", "seconds": time.monotonic() - t0, "note": f"{len(wheels)} wheels into {site}"}
+    return {**st, "status": "ok", "seconds": time.monotonic() - t0, "site": str(site), "note": f"{len(wheels)} wheels into {site}"}
 
 
 def step_env(env: dict[str, str], out: Path) -> dict[str, Any]:
@@ -191,6 +192,8 @@ def step_bench(a: argparse.Namespace, env: dict[str, str], out: Path, budget: fl
         cmd.append("--dry-run")
     if a.plant_mismatch:
         cmd += ["--plant-mismatch", a.plant_mismatch]
+    if a.bench_codecs:
+        cmd += ["--codecs", a.bench_codecs]
     rc, secs = run(cmd, env, out / "bench.log", budget + 90)  # + tensor set-up and the peers' compile
     status = {0: "passed", 1: "failed", None: "timed out"}.get(rc, "error")
     return {"status": status, "seconds": secs, "note": "" if rc == 0 else "see bench.log"}
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tests-budget", type=float, help="seconds for pytest (default 270; dry run 50)")
     ap.add_argument("--bench-budget", type=float, help="seconds for the timed codecs (default 110; dry run 25)")
     ap.add_argument("--tests-k", help="pytest -k expression instead of the default selection")
+    ap.add_argument("--bench-codecs", help="comma-separated codec ids for the bench instead of its plan")
     ap.add_argument("--skip", default="", help="comma-separated steps to leave out (tests, bench), reported as skipped")
     ap.add_argument("--plant-mismatch", default=os.environ.get("LOWBIT_GPU_CHECK_PLANT", ""),
                     help="flip a byte of this codec's GPU output in the bench comparison (to see the check fail)")
@@ -236,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"mode": "dry run (CPU, Triton interpreter)" if dry else "CUDA", "started": started, "steps": {}}
     print(f"gpu_check: {doc['mode']}, results in {out}", flush=True)
     doc["steps"]["wheels"] = step_wheels(env, out)
+    try:
+        return finish(a, doc, env, out, clock)
+    finally:
+        if doc["steps"]["wheels"].get("site"):
+            shutil.rmtree(doc["steps"]["wheels"]["site"], ignore_errors=True)
+
+
+def finish(a: argparse.Namespace, doc: dict[str, Any], env: dict[str, str], out: Path, clock: Clock) -> int:
+    """Steps 2-5 (after the wheels are in place); returns the exit status."""
+    dry = a.dry_run
     info = step_env(env, out)
     doc["env"] = {k: info[k] for k in ("python", "versions", "device", "cuda", "lowbit", "importable")}
     doc["steps"]["env"] = {"status": "ok", "seconds": 0.0, "note": f"{info['device']}; lowbit from {info['lowbit']}"}

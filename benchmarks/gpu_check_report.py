@@ -29,7 +29,8 @@ def read_junit(path: Path) -> list[dict[str, str]]:
             el = tc.find(tag)
             if el is not None:
                 outcome = "failed" if tag == "failure" else tag
-                msg = (el.get("message") or el.text or "").strip().splitlines()[0][:300] if (el.get("message") or el.text) else ""
+                text = (el.get("message") or el.text or "").strip()
+                msg = text.splitlines()[0][:300] if text else ""
                 break
         cases.append({"id": f"{tc.get('classname', '')}::{tc.get('name', '')}", "name": tc.get("name", ""),
                       "outcome": outcome, "message": msg})
@@ -37,13 +38,16 @@ def read_junit(path: Path) -> list[dict[str, str]]:
 
 
 def per_codec(cases: list[dict[str, str]], codec_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """codec -> counts of each outcome and the first failure/error message."""
+    """codec -> counts of each outcome, the first failure/error and the first skip reason."""
     table: dict[str, dict[str, Any]] = {}
     for c in cases:
-        row = table.setdefault(codec_of(c["name"], codec_ids), {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "first_problem": ""})
+        row = table.setdefault(codec_of(c["name"], codec_ids),
+                               {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "first_problem": "", "first_skip": ""})
         row[c["outcome"]] += 1
         if c["outcome"] in ("failed", "error") and not row["first_problem"]:
             row["first_problem"] = f"{c['id']}: {c['message']}"
+        if c["outcome"] == "skipped" and not row["first_skip"]:
+            row["first_skip"] = c["message"]
     return dict(sorted(table.items()))
 
 
@@ -70,9 +74,10 @@ def markdown(doc: dict[str, Any]) -> str:
     table = doc.get("tests_by_codec", {})
     if table:
         out += ["", "## GPU tests per codec (CUDA bytes == Numba bytes and the oracles)", "",
-                "| codec | pass | fail | error | skip | first problem |", "|---|---:|---:|---:|---:|---|"]
+                "| codec | pass | fail | error | skip | first problem (or skip reason) |", "|---|---:|---:|---:|---:|---|"]
         for cid, r in table.items():
-            out.append(f"| {cid} | {r['passed']} | {r['failed']} | {r['error']} | {r['skipped']} | {r['first_problem'][:160]} |")
+            note = r["first_problem"] or (f"skipped: {r['first_skip']}" if r.get("first_skip") else "")
+            out.append(f"| {cid} | {r['passed']} | {r['failed']} | {r['error']} | {r['skipped']} | {note[:160]} |")
     bench = doc.get("bench", {})
     if bench.get("rows"):
         out += ["", f"## Speed: {bench.get('shape')} float32, copy {bench.get('copy_GBps', 0):.0f} GB/s = 100 %", "",

@@ -1,0 +1,129 @@
+"""The prepared GPU check (benchmarks/gpu_check.sh) runs in CI as a dry run: the same steps on the
+CPU (Triton interpreter, tiny sizes). These tests run it and read what it wrote, see it fail on a
+planted mismatch, refuse to pretend without CUDA, and check the pieces that turn results into the
+verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lowbit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_check  # noqa: E402
+import gpu_check_report as report  # noqa: E402
+
+
+def _check(tmp: Path, *args: str, timeout: int = 300) -> tuple[int, dict, str]:
+    env = dict(os.environ, LOWBIT_PYTHON=sys.executable)
+    env.pop("LOWBIT_GPU_CHECK_PLANT", None)
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--out", str(tmp), *args],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    summary = tmp / "summary.json"
+    assert summary.is_file(), f"no summary.json (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.returncode, json.loads(summary.read_text()), r.stdout
+
+
+@pytest.fixture(scope="module")
+def dry(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str, Path]:
+    out = tmp_path_factory.mktemp("gpu-check")
+    code, doc, stdout = _check(out, "--dry-run")
+    return code, doc, stdout, out
+
+
+def test_dry_run_passes_and_writes_json_and_markdown(dry: tuple[int, dict, str, Path]) -> None:
+    code, doc, stdout, out = dry
+    assert code == 0, doc.get("problems")
+    assert doc["verdict"] == "PASSED" and doc["problems"] == []
+    assert {"wheels", "env", "tests", "bench"} <= set(doc["steps"])
+    assert doc["steps"]["tests"]["status"] == "passed" and doc["steps"]["bench"]["status"] == "passed"
+    md = (out / "summary.md").read_text()
+    assert md == report.markdown(doc) and "## GPU tests per codec" in md and "## Speed" in md
+    assert "PASSED" in stdout
+    assert len(list(out.iterdir())) <= 8  # what the device machine hands back from one folder
+
+
+def test_dry_run_table_lists_every_codec(dry: tuple[int, dict, str, Path]) -> None:
+    """test_gpu.py covers every configuration: without CUDA each codec shows up as skipped, with
+    the reason; the interpreter-tier checks in the dry run pass."""
+    table = dry[1]["tests_by_codec"]
+    assert set(lowbit.list_codecs()) <= set(table)
+    assert table["fp8_e4m3"]["passed"] >= 1 and table["q4_0"]["passed"] >= 1
+    assert all(r["failed"] == r["error"] == 0 for r in table.values())
+    assert "CUDA" in table["mxfp4"]["first_skip"]
+
+
+def test_dry_run_bench_rows(dry: tuple[int, dict, str, Path]) -> None:
+    bench = dry[1]["bench"]
+    assert bench["copy_GBps"] > 0
+    rows = {r["codec"]: r for r in bench["rows"]}
+    assert list(rows) == [c for c in gpu_check_bench_plan()]
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert ok, "no codec was timed"
+    for r in ok:
+        for case in ("encode_f32", "encode_bf16", "decode_f32", "decode_bf16"):
+            assert r[case]["seconds"] > 0 and r[case]["of_copy"] > 0
+    for r in rows.values():  # whatever was not timed says why
+        assert r["status"] == "ok" or r.get("reason")
+    assert all(p["status"] == "ok" or p.get("reason") for p in bench["peers"])
+
+
+def gpu_check_bench_plan() -> list[str]:
+    import gpu_bench
+
+    return gpu_bench.plan(dry=True)
+
+
+def test_planted_mismatch_fails_the_check(tmp_path: Path) -> None:
+    code, doc, _ = _check(tmp_path, "--dry-run", "--skip", "tests", "--bench-codecs", "fp8_e4m3,nf4",
+                          "--plant-mismatch", "nf4")
+    assert code == 1 and doc["verdict"] == "FAILED"
+    rows = {r["codec"]: r for r in doc["bench"]["rows"]}
+    assert rows["nf4"]["status"] == "mismatch" and rows["fp8_e4m3"]["status"] == "ok"
+    assert any("nf4" in p and "mismatch" in p for p in doc["problems"])
+    assert doc["steps"]["tests"]["status"] == "skipped"
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="only where no CUDA device is present")
+def test_without_cuda_the_real_check_refuses(tmp_path: Path) -> None:
+    code, doc, _ = _check(tmp_path)
+    assert code == 2 and doc["verdict"].startswith("NOT RUN")
+    assert doc["steps"]["tests"]["status"] == "skipped" and "CUDA" in doc["steps"]["tests"]["note"]
+
+
+def test_junit_to_codec_table(tmp_path: Path) -> None:
+    xml = tmp_path / "j.xml"
+    xml.write_text("""<testsuites><testsuite>
+      <testcase classname="tests.test_codecs" name="test_cpu_and_gpu_identical[q4_k]"/>
+      <testcase classname="tests.test_codecs" name="test_cpu_and_gpu_identical[mxfp4-scale_rounding=rceil]">
+        <failure message="AssertionError: 3 block(s) differ">trace</failure></testcase>
+      <testcase classname="tests.test_gguf_gpu" name="test_gpu_encode_and_decode_match_ggml_and_cpu[ref-q4_k]"/>
+      <testcase classname="tests.test_gpu" name="test_large_tensor_cuda_equals_cpu[fp8_e4m3-default]">
+        <skipped message="needs a CUDA device"/></testcase>
+      <testcase classname="tests.test_kernel_rules" name="test_there_are_kernels_to_scan"><error message="boom"/></testcase>
+    </testsuite></testsuites>""")
+    t = report.per_codec(report.read_junit(xml), lowbit.list_codecs())
+    assert t["q4_k"]["passed"] == 2
+    assert t["mxfp4"]["failed"] == 1 and "3 block(s) differ" in t["mxfp4"]["first_problem"]
+    assert "mxfp8_e4m3" not in t and t["fp8_e4m3"]["skipped"] == 1 and t["fp8_e4m3"]["first_skip"] == "needs a CUDA device"
+    assert t["(other)"]["error"] == 1
+    doc = {"steps": {"tests": {"status": "failed"}}, "tests_by_codec": t, "bench": {"rows": []}}
+    verdict, code, problems = gpu_check.verdict(doc)
+    assert (verdict, code) == ("FAILED", 1) and any("mxfp4" in p for p in problems)
+    clean = {"steps": {"tests": {"status": "passed"}}, "tests_by_codec": {"q4_k": t["q4_k"]}, "bench": {"rows": []}}
+    assert gpu_check.verdict(clean)[:2] == ("PASSED", 0)
+
+
+def test_codec_of_picks_whole_tokens() -> None:
+    ids = lowbit.list_codecs()
+    assert report.codec_of("t[mxfp8_e4m3-scale_rounding=rceil]", ids) == "mxfp8_e4m3"
+    assert report.codec_of("t[fp8_e4m3]", ids) == "fp8_e4m3"
+    assert report.codec_of("t[imatrix-q4_k]", ids) == "q4_k"
+    assert report.codec_of("t_no_params", ids) == "(other)"
