@@ -115,8 +115,33 @@ def verify(codec: lowbit.Codec, x: Any, plant: bool) -> str | None:
     return None
 
 
-def bench_codec(cid: str, x32: Any, x16: Any, copy_bw: float, reps: int, plant: bool) -> dict[str, Any]:
-    """One codec's row: verification, then the four timings."""
+def sized(codec: lowbit.Codec, x32: Any, cap: float, calls: int) -> tuple[int, str]:
+    """Rows of x32 to time so that ``calls`` full encodes fit in ``cap`` seconds: all of them, or a
+    power-of-two fraction (>= 1/256) when a probe encode of 1/16 of the rows says the full tensor
+    is too slow (a codec with host-side work); 0 when even that does not fit. Also the reason."""
+    import torch
+
+    rows = x32.shape[0]
+    probe = x32[:max(1, rows // 16)]
+    if x32.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    codec.encode(probe, backend="gpu")
+    if x32.device.type == "cuda":
+        torch.cuda.synchronize()
+    est = (time.perf_counter() - t0) * rows / probe.shape[0]  # one full-size encode
+    use, shift = rows, 0
+    while est * calls * use / rows > cap and shift < 8:
+        shift += 1
+        use = max(1, rows >> shift)
+    if est * calls * use / rows > cap:
+        return 0, f"too slow for the time budget: about {est:.1f} s per full-size encode"
+    note = "" if use == rows else f"timed on {use} of {rows} rows: a full-size encode takes about {est:.1f} s"
+    return use, note
+
+
+def bench_codec(cid: str, x32: Any, x16: Any, copy_bw: float, reps: int, plant: bool, cap: float) -> dict[str, Any]:
+    """One codec's row: verification on a slice, then the four timings (within about ``cap`` s)."""
     import torch
 
     codec = lowbit.get_codec(cid, **lowbit.codec_class(cid).examples()[0])
@@ -128,6 +153,13 @@ def bench_codec(cid: str, x32: Any, x16: Any, copy_bw: float, reps: int, plant: 
     what = verify(codec, x32[:r0], plant)
     if what:
         return {**row, "status": "mismatch", "reason": f"GPU != CPU on {r0}x{K}: {what}"}
+    use, note = sized(codec, x32, cap, 4 * (1 + reps))
+    if use == 0:
+        return {**row, "status": "skipped", "reason": f"verified on {r0}x{K}; not timed: {note}"}
+    if note:
+        row["reason"] = note
+    x32, x16 = x32[:use], x16[:use]
+    row["rows_timed"] = use
     t = timer(x32.device)
     n = x32.numel()
     q = codec.encode(x32, backend="gpu")
@@ -238,13 +270,16 @@ def main(argv: list[str] | None = None) -> int:
 
     save()
     todo = a.codecs.split(",") if a.codecs else plan(a.dry_run)
+    peer_reserve = 5.0 if a.dry_run else 30.0  # torch.compile of the torchao casts
     for i, cid in enumerate(todo):
-        if clock.left() <= 0:
+        left = clock.left() - peer_reserve
+        if left <= 0:
             doc["rows"] += [{"codec": c, "status": "skipped", "reason": f"time budget of {a.budget:.0f} s spent"} for c in todo[i:]]
             break
+        cap = min(max(2.0, 1.5 * left / (len(todo) - i)), left)
         t0 = time.monotonic()
         try:
-            row = bench_codec(cid, x32, x16, copy_bw, reps, cid == a.plant_mismatch)
+            row = bench_codec(cid, x32, x16, copy_bw, reps, cid == a.plant_mismatch, cap)
         except Exception as e:  # noqa: BLE001 - reported as an error row; the run goes on
             row = {"codec": cid, "status": "error", "reason": f"{type(e).__name__}: {e}"[:400]}
         row["wall_s"] = time.monotonic() - t0
