@@ -127,3 +127,44 @@ def test_codec_of_picks_whole_tokens() -> None:
     assert report.codec_of("t[fp8_e4m3]", ids) == "fp8_e4m3"
     assert report.codec_of("t[imatrix-q4_k]", ids) == "q4_k"
     assert report.codec_of("t_no_params", ids) == "(other)"
+
+
+def test_real_bench_plan_covers_the_targets() -> None:
+    """Every block-scaled and GGUF codec is timed, and one codec of every other family."""
+    import gpu_bench
+
+    plan = gpu_bench.plan(dry=False)
+    fam = {c: lowbit.codec_class(c).family for c in lowbit.list_codecs()}
+    for c, f in fam.items():
+        if f in gpu_bench.ALL_OF:
+            assert c in plan, c
+    assert {fam[c] for c in plan} == set(fam.values())
+    assert len(plan) == len(set(plan))
+
+
+def test_deselections_name_each_missing_peer(tmp_path: Path) -> None:
+    info = {"importable": {m: False for m in gpu_check.PEERS}}
+    env = {"LOWBIT_GGML_CACHE": str(tmp_path)}
+    d = {x["test"]: x["reason"] for x in gpu_check.deselections(info, env)}
+    assert set(d) == set(gpu_check.PEER_TESTS)
+    assert "torchao" in d["tests/test_mx_oracles.py::test_mx_gpu_backend_equals_torchao"]
+    info = {"importable": {m: True for m in gpu_check.PEERS}}
+    d = {x["test"]: x["reason"] for x in gpu_check.deselections(info, env)}
+    assert list(d) == ["tests/test_gguf_gpu.py"] and "ggml oracle" in d["tests/test_gguf_gpu.py"]
+    lib = tmp_path / "build" / "bin" / "libggml-base.so"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    assert gpu_check.deselections(info, env) == []
+
+
+def test_slow_codecs_are_timed_on_fewer_rows() -> None:
+    """The bench's sizing: a tiny per-codec allowance shrinks the tensor or skips the codec, with
+    the reason; a generous one keeps every row."""
+    import gpu_bench
+    import torch
+
+    codec = lowbit.get_codec("fp8_e4m3")
+    x = torch.randn(64, 256)
+    assert gpu_bench.sized(codec, x, cap=1e6, calls=16) == (64, "")
+    use, note = gpu_bench.sized(codec, x, cap=1e-9, calls=16)
+    assert use == 0 and "too slow" in note
