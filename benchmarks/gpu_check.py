@@ -48,6 +48,8 @@ REAL_K = "gpu or golden or decode_random_bytes or kernel_rules"
 DRY_TESTS = ["tests/test_gpu.py", "tests/test_kernel_rules.py", "tests/test_codecs.py::test_cpu_and_gpu_identical[fp8_e4m3]",
              "tests/test_codecs.py::test_cpu_and_gpu_identical[q4_0]"]
 DRY_K = ""
+#: families the dry run warms (those of its two interpreter-tier tests)
+DRY_FAMILIES = ["minifloat", "gguf_legacy"]
 
 #: tests that need a peer the device image may lack: node-id prefix -> modules it imports
 PEER_TESTS = {
@@ -108,7 +110,7 @@ def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGINT)
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
@@ -133,9 +135,9 @@ def step_wheels(env: dict[str, str], out: Path) -> dict[str, Any]:
     site = Path(tempfile.mkdtemp(prefix="lowbit-gpu-site-"))
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
            "--no-cache-dir", "--disable-pip-version-check", "--target", str(site), *map(str, wheels)]
-    rc, _ = run(cmd, env, out / "wheels.log", 120)
+    rc, _ = run(cmd, env, out / "setup.log", 120)
     if rc != 0:
-        return {**st, "status": "failed", "seconds": time.monotonic() - t0, "note": "pip install of .whl/ failed: see wheels.log"}
+        return {**st, "status": "failed", "seconds": time.monotonic() - t0, "note": "pip install of .whl/ failed: see setup.log"}
     env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
     st["installed"] += [w.name for w in wheels]
     return {**st, "status": "ok", "seconds": time.monotonic() - t0, "site": str(site), "note": f"{len(wheels)} wheels into {site}"}
@@ -143,7 +145,8 @@ def step_wheels(env: dict[str, str], out: Path) -> dict[str, Any]:
 
 def step_env(env: dict[str, str], out: Path) -> dict[str, Any]:
     r = subprocess.run([sys.executable, "-c", ENV_PROBE, *PEERS], cwd=ROOT, env=env, capture_output=True, text=True)
-    (out / "env.log").write_text(r.stdout + r.stderr)
+    with open(out / "setup.log", "a") as f:
+        f.write(r.stdout + r.stderr)
     if r.returncode != 0:
         raise SystemExit(f"gpu_check: the environment probe failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -186,6 +189,20 @@ def step_tests(a: argparse.Namespace, env: dict[str, str], info: dict[str, Any],
     return st
 
 
+def step_warm(a: argparse.Namespace, env: dict[str, str], out: Path, budget: float) -> dict[str, Any]:
+    """Compile every family's kernels once, in parallel, into the on-disk JIT caches. Not part of
+    the verdict: a failure here shows up again, with details, in the tests."""
+    if a.dry_run:
+        cmd = [sys.executable, "benchmarks/gpu_warm.py", "--jobs", "2", "--families", ",".join(DRY_FAMILIES)]
+    else:
+        cmd = [sys.executable, "benchmarks/gpu_warm.py", "--jobs", str(min(16, os.cpu_count() or 1)), "--gpu"]
+    rc, secs = run(cmd, env, out / "setup.log", budget)
+    status = {0: "ok", None: "partial"}.get(rc, "errors")
+    note = {"ok": "", "partial": f"stopped after {budget:.0f} s; the tests compile the rest",
+            "errors": "some configurations failed to run (see setup.log); the tests report them"}[status]
+    return {"status": status, "seconds": secs, "note": note}
+
+
 def step_bench(a: argparse.Namespace, env: dict[str, str], out: Path, budget: float) -> dict[str, Any]:
     setup = 10 if a.dry_run else 30  # importing torch, the 1 GiB tensors, the first compiles
     cmd = [sys.executable, "benchmarks/gpu_bench.py", "--json", str(out / "bench.json"), "--budget", f"{max(budget - setup, 1):.0f}"]
@@ -198,6 +215,17 @@ def step_bench(a: argparse.Namespace, env: dict[str, str], out: Path, budget: fl
     rc, secs = run(cmd, env, out / "bench.log", budget)
     status = {0: "passed", 1: "failed", None: "timed out"}.get(rc, "error")
     return {"status": status, "seconds": secs, "note": "" if rc == 0 else "see bench.log"}
+
+
+def reserve_for(name: str, skip: set[str], bench_budget: float, dry: bool) -> float:
+    """Seconds of the overall budget a step must leave for the steps after it: the warm-up leaves
+    the tests their minimum and the bench its budget, the tests leave the bench its budget."""
+    r = 10.0
+    if name == "warm" and "tests" not in skip:
+        r += 20 if dry else 150
+    if name in ("warm", "tests") and "bench" not in skip:
+        r += bench_budget
+    return r
 
 
 def verdict(doc: dict[str, Any]) -> tuple[str, int, list[str]]:
@@ -221,10 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="output folder (default out/gpu-check-<UTC time>)")
     ap.add_argument("--total", type=float, help="overall budget in seconds (default 480; dry run 88)")
     ap.add_argument("--tests-budget", type=float, help="seconds for pytest (default 280; dry run 35)")
-    ap.add_argument("--bench-budget", type=float, help="seconds for the bench, set-up included (default 140; dry run 30)")
+    ap.add_argument("--bench-budget", type=float, help="seconds for the bench, set-up included (default 120; dry run 30)")
+    ap.add_argument("--warm-budget", type=float, help="seconds for compiling every family first (default 100; dry run 15)")
     ap.add_argument("--tests-k", help="pytest -k expression instead of the default selection")
     ap.add_argument("--bench-codecs", help="comma-separated codec ids for the bench instead of its plan")
-    ap.add_argument("--skip", default="", help="comma-separated steps to leave out (tests, bench), reported as skipped")
+    ap.add_argument("--skip", default="", help="comma-separated steps to leave out (warm, tests, bench), reported as skipped")
     ap.add_argument("--plant-mismatch", default=os.environ.get("LOWBIT_GPU_CHECK_PLANT", ""),
                     help="flip a byte of this codec's GPU output in the bench comparison (to see the check fail)")
     a = ap.parse_args(argv)
@@ -261,23 +290,26 @@ def finish(a: argparse.Namespace, doc: dict[str, Any], env: dict[str, str], out:
         doc["steps"]["env"].update(status="cannot run", note="no CUDA device here: run with --dry-run on a CPU")
         code = 2
     tests_budget = a.tests_budget or (35 if dry else 280)
-    bench_budget = a.bench_budget or (30 if dry else 140)
-    for name in ("tests", "bench"):
+    bench_budget = a.bench_budget or (30 if dry else 120)
+    warm_budget = a.warm_budget or (15 if dry else 100)
+    budgets = {"warm": warm_budget, "tests": tests_budget, "bench": bench_budget}
+    for name in ("warm", "tests", "bench"):
         if code == 2 or name in skip:
             doc["steps"][name] = {"status": "skipped", "seconds": 0.0,
                                   "note": "no CUDA device" if code == 2 else "left out with --skip"}
             continue
-        reserve = (bench_budget + (5 if dry else 20)) if name == "tests" and "bench" not in skip else 10
-        allowed = min(tests_budget if name == "tests" else bench_budget, clock.left() - reserve)
+        allowed = min(budgets[name], clock.left() - reserve_for(name, skip, bench_budget, dry))
         if allowed < 5:
-            doc["steps"][name] = {"status": "timed out", "seconds": 0.0, "note": "overall budget spent before this step"}
+            doc["steps"][name] = {"status": "skipped" if name == "warm" else "timed out", "seconds": 0.0,
+                                  "note": "overall budget spent before this step"}
             continue
         print(f"gpu_check: {name} (up to {allowed:.0f} s) ...", flush=True)
-        doc["steps"][name] = step_tests(a, env, info, out, allowed) if name == "tests" else step_bench(a, env, out, allowed)
+        fn = {"warm": step_warm, "bench": step_bench}.get(name)
+        doc["steps"][name] = step_tests(a, env, info, out, allowed) if name == "tests" else fn(a, env, out, allowed)
         print(f"gpu_check: {name}: {doc['steps'][name]['status']} in {doc['steps'][name]['seconds']:.0f} s", flush=True)
     if (out / "junit.xml").is_file() and doc["steps"].get("tests", {}).get("status") != "skipped":
         doc["tests_by_codec"] = report.per_codec(report.read_junit(out / "junit.xml"), info["codecs"])
-    elif doc["steps"].get("tests", {}).get("status") not in ("skipped", None):
+    elif doc["steps"].get("tests", {}).get("status") in ("passed", "failed"):  # pytest ran but wrote no XML
         doc["steps"]["tests"]["note"] = (doc["steps"]["tests"].get("note", "") + "; no junit.xml written").strip("; ")
         doc["steps"]["tests"]["status"] = "error"
     if (out / "bench.json").is_file():
