@@ -182,3 +182,31 @@ def test_a_spent_budget_is_a_failure_not_a_pass(tmp_path: Path) -> None:
     assert code == 1 and doc["verdict"] == "FAILED"
     assert doc["steps"]["tests"]["status"] == "timed out" and doc["steps"]["bench"]["status"] == "timed out"
     assert doc["steps"]["warm"]["status"] == "skipped"
+
+
+def test_real_pytest_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command the CUDA run gives pytest: every GPU test file, the GPU selection, xdist when it
+    imports, and a --deselect for each test whose peer is missing."""
+    import argparse
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(gpu_check, "run", lambda cmd, env, log, timeout: (seen.append(cmd), (0, 1.0))[1])
+    info = {"importable": {m: m != "bitsandbytes" for m in gpu_check.PEERS}}
+    a = argparse.Namespace(dry_run=False, tests_k=None)
+    st = gpu_check.step_tests(a, {"LOWBIT_GGML_CACHE": str(tmp_path)}, info, tmp_path, 100)
+    cmd = seen[0]
+    assert st["status"] == "passed"
+    assert all(f in cmd for f in gpu_check.REAL_TESTS) and all((ROOT / f).is_file() for f in gpu_check.REAL_TESTS)
+    assert cmd[cmd.index("-k") + 1] == gpu_check.REAL_K and "-n" in cmd
+    desel = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--deselect"]
+    assert "tests/test_bnb_oracles.py::test_every_nested_and_element_code_decodes" in desel
+    assert "tests/test_gguf_gpu.py" in desel  # no oracle library under tmp_path
+    assert {d["test"] for d in st["deselected"]} == set(desel)
+
+
+def test_peer_test_ids_exist() -> None:
+    """A renamed test would make its --deselect a silent no-op."""
+    for node in gpu_check.PEER_TESTS:
+        path, _, name = node.partition("::")
+        src = (ROOT / path).read_text()
+        assert not name or f"def {name}(" in src, node
