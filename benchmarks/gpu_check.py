@@ -167,6 +167,8 @@ def deselections(info: dict[str, Any], env: dict[str, str]) -> list[dict[str, st
 
 def step_tests(a: argparse.Namespace, env: dict[str, str], info: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     files, k = (DRY_TESTS, DRY_K) if a.dry_run else (REAL_TESTS, REAL_K)
+    if getattr(a, "tests_files", None):
+        files, k = a.tests_files.split(","), ""
     if a.tests_k:
         k = a.tests_k
     desel = deselections(info, env)
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tests-budget", type=float, help="seconds for pytest (default 280; dry run 35)")
     ap.add_argument("--bench-budget", type=float, help="seconds for the bench, set-up included (default 120; dry run 30)")
     ap.add_argument("--warm-budget", type=float, help="seconds for compiling every family first (default 100; dry run 15)")
+    ap.add_argument("--tests-files", help="comma-separated test files or node ids instead of the default selection")
     ap.add_argument("--tests-k", help="pytest -k expression instead of the default selection")
     ap.add_argument("--bench-codecs", help="comma-separated codec ids for the bench instead of its plan")
     ap.add_argument("--skip", default="", help="comma-separated steps to leave out (warm, tests, bench), reported as skipped")

@@ -210,3 +210,16 @@ def test_peer_test_ids_exist() -> None:
         path, _, name = node.partition("::")
         src = (ROOT / path).read_text()
         assert not name or f"def {name}(" in src, node
+
+
+def test_a_failing_gpu_test_fails_the_check(tmp_path: Path) -> None:
+    """End to end through pytest, JUnit and the table: one failing test of codec q4_0 -> exit 1."""
+    planted = tmp_path / "test_planted.py"
+    planted.write_text("import pytest\n\n\n@pytest.mark.parametrize('cid', ['q4_0', 'nf4'])\n"
+                       "def test_planted(cid):\n    assert cid != 'q4_0', 'planted: 1 block(s) differ'\n")
+    out = tmp_path / "out"
+    code, doc, _ = _check(out, "--dry-run", "--skip", "warm,bench", "--tests-files", str(planted))
+    assert code == 1 and doc["verdict"] == "FAILED"
+    t = doc["tests_by_codec"]
+    assert t["q4_0"]["failed"] == 1 and "planted" in t["q4_0"]["first_problem"] and t["nf4"]["passed"] == 1
+    assert any("q4_0" in p for p in doc["problems"])
