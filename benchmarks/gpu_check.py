@@ -51,6 +51,9 @@ DRY_K = ""
 #: families the dry run warms (those of its two interpreter-tier tests)
 DRY_FAMILIES = ["minifloat", "gguf_legacy"]
 
+#: everything a run writes into its output folder (the device tool returns at most 8 files)
+OUTPUT_FILES = ("summary.json", "summary.md", "junit.xml", "pytest.log", "bench.json", "bench.log", "setup.log")
+
 #: tests that need a peer the device image may lack: node-id prefix -> modules it imports
 PEER_TESTS = {
     "tests/test_mx_oracles.py::test_mx_gpu_backend_equals_torchao": ["torchao"],
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     out = Path(a.out or ROOT / "out" / f"gpu-check-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}").resolve()
     out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:  # a reused folder must not lend this run an earlier run's results
+        (out / name).unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     if dry:
         env["TRITON_INTERPRET"] = "1"

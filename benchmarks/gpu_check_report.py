@@ -93,6 +93,10 @@ def markdown(doc: dict[str, Any]) -> str:
         for p in bench["peers"]:
             out.append(f"| {p['peer']} | {p['status']} | {_pct(p.get('of_copy'))} | "
                        f"{p.get('Gelem_s', 0):.2f} | {p.get('reason', '')[:160]} |")
+    if bench.get("targets"):
+        out += ["", "## Speed targets (issue 22; reported, not part of the verdict)", "",
+                "| target | measured | met |", "|---|---|---|"]
+        out += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |" for t in bench["targets"]]
     if doc.get("problems"):
         out += ["", "## Problems", ""] + [f"- {p}" for p in doc["problems"]]
     return "\n".join(out) + "\n"

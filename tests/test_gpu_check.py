@@ -53,7 +53,8 @@ def test_dry_run_passes_and_writes_json_and_markdown(dry: tuple[int, dict, str, 
     md = (out / "summary.md").read_text()
     assert md == report.markdown(doc) and "## GPU tests per codec" in md and "## Speed" in md
     assert "PASSED" in stdout
-    assert len(list(out.iterdir())) <= 8  # what the device machine hands back from one folder
+    assert {p.name for p in out.iterdir()} <= set(gpu_check.OUTPUT_FILES)
+    assert len(gpu_check.OUTPUT_FILES) <= 8  # what the device machine hands back from one folder
 
 
 def test_dry_run_table_lists_every_codec(dry: tuple[int, dict, str, Path]) -> None:
@@ -223,3 +224,16 @@ def test_a_failing_gpu_test_fails_the_check(tmp_path: Path) -> None:
     t = doc["tests_by_codec"]
     assert t["q4_0"]["failed"] == 1 and "planted" in t["q4_0"]["first_problem"] and t["nf4"]["passed"] == 1
     assert any("q4_0" in p for p in doc["problems"])
+
+
+def test_speed_targets_are_judged_from_the_figures() -> None:
+    import gpu_bench
+
+    row = {"codec": "mxfp4", "family": "mx", "status": "ok", "decode_f32": {"of_copy": 0.95},
+           "encode_bf16": {"of_copy": 0.50, "Gelem_s": 0.7}}
+    doc = {"rows": [row, {**row, "codec": "e8m0", "family": "minifloat"}],
+           "peers": [{"peer": "torchao to_mx mxfp4 floor (bf16)", "status": "ok", "Gelem_s": 0.3}]}
+    t = {x["target"].split(":")[0].split(" ")[0] + (" peer" if "x torchao" in x["target"] else ""): x for x in gpu_bench.targets(doc)}
+    assert set(t) == {"mxfp4", "mxfp4 peer"}  # e8m0's family has no bandwidth target
+    assert t["mxfp4"]["met"] is False and t["mxfp4"]["measured"] == "95%, 50%"
+    assert t["mxfp4 peer"]["met"] is True and t["mxfp4 peer"]["measured"] == "2.33x"
