@@ -129,4 +129,5 @@ def pack(codes, width: int, out, col: int) -> None:
     nb = (G * width + 7) // 8
     bv = block_vectors(n)
     gp = triton.next_power_of_2(-(-G // 8))
-    _pack_kernel[(triton.cdiv(n, bv),)](codes, out, n, G, out.stride(0), col, nb, W=width, BV=bv, GP=gp)
+    _pack_kernel[(triton.cdiv(n, bv),)](codes, out, n, G, out.stride(0), col, nb, W=width, BV=bv, GP=gp,
+                                        enable_fp_fusion=False)

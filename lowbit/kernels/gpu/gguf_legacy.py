@@ -385,7 +385,8 @@ def _iq4_search_kernel(x_ptr, qw_ptr, ss_ptr, out_ptr, sc_ptr, kv_ptr, n_sub, ns
     fz = tl.zeros_like(tl.load(xp))
     if HAS_QW:  # sigma2 = 2/sbs * sum of x**2 over the super-block (32 or 256 elements)
         SBS: tl.constexpr = 256 if XS else 32
-        sigma2 = tl.load(ss_ptr + (row * K + si * 32) // SBS) * (2.0 / SBS)
+        TWO_OVER_SBS: tl.constexpr = 0.0078125 if XS else 0.0625  # 2/256, 2/32: exact powers of two, as the C's 2.0f/sbs
+        sigma2 = tl.load(ss_ptr + (row * K + si * 32) // SBS) * TWO_OVER_SBS
     else:
         sigma2 = fz
     amax, mx = tile_signed_absmax(tl.load(_row(xp, 32)), tl.arange(0, 32)[None, :], 32)
