@@ -104,6 +104,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from lowbit.formats import container_of
 
     kind = container_of(args.file)
+    if kind == "gguf":
+        from lowbit.tools.gguf_dump import dump, format_dump
+
+        d = dump(args.file)
+        print(json.dumps(d, indent=1) if args.json else format_dump(d))
+        return 0
     rows: list[dict[str, Any]] = []
     with lowbit.open_file(args.file, verify=args.verify) as f:
         meta = dict(getattr(f, "metadata", {}))
