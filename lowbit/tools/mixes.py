@@ -524,5 +524,5 @@ def gguf_mix_plan(tensors: Iterable[tuple[str, tuple[int, ...]]], mix: str, mode
     ``mix`` (``"q4_k_m"``, ``"IQ4_XS"``, ...); the layer count defaults to the highest ``blk.N.`` + 1."""
     items = [(n, tuple(s)) for n, s in tensors]
     model = model or ModelInfo.from_metadata({}, [n for n, _ in items])
-    plan = plan_types([(n, s, "\0") for n, s in items], mix, model, options)
+    plan = plan_types([(n, s, "\0") for n, s in items], parse_ftype(mix, "mix")[1], model, options)
     return {n: (None if t == "\0" else t) for n, t in plan.items()}
