@@ -90,10 +90,16 @@ class SplitGGUF(G.GGUFFile):
 def open_gguf(path: str | os.PathLike[str]) -> G.GGUFFile:
     """A GGUF file, or — when it is one shard of a split model — the whole model."""
     first = G.read(path)
-    count = first.metadata.get(COUNT)
-    if count is None or int(count) <= 1:
+    count, no = first.metadata.get(COUNT), first.metadata.get(NO, -1)
+    if count is None:
         return first
-    count, no = int(count), int(first.metadata.get(NO, -1))
+    for key, v in ((COUNT, count), (NO, no)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+            first.close()
+            raise FormatError(f"{path}: metadata {key!r}: expected an integer, got {v!r}")
+    count, no = int(count), int(no)
+    if count <= 1:
+        return first
     parsed = parse_split_path(path)
     if parsed is None or parsed[1] != no or parsed[2] != count:
         first.close()
@@ -111,7 +117,7 @@ def open_gguf(path: str | os.PathLike[str]) -> G.GGUFFile:
             s = G.read(p)
             shards.append(s)
             got = (s.metadata.get(NO), s.metadata.get(COUNT))
-            if got[0] is None or int(got[0]) != i or got[1] is None or int(got[1]) != count:
+            if not all(isinstance(v, (int, np.integer)) for v in got) or (int(got[0]), int(got[1])) != (i, count):
                 raise FormatError(f"{p}: expected split.no {i} and split.count {count}, got {got[0]} and {got[1]}")
         return _merge(os.fspath(paths[0]), shards)
     except BaseException:
@@ -129,7 +135,7 @@ def _merge(path: str, shards: list[G.GGUFFile]) -> SplitGGUF:
             owner[t.name] = i
             tensors.append(t)
     want = shards[0].metadata.get(TENSORS)
-    if want is not None and int(want) != len(tensors):
+    if want is not None and (not isinstance(want, (int, np.integer)) or int(want) != len(tensors)):
         raise FormatError(f"{path}: split.tensors.count says {int(want)} tensors, the {len(shards)} shards hold {len(tensors)}")
     meta = {k: v for k, v in shards[0].metadata.items() if k not in (NO, COUNT, TENSORS)}
     types = {k: v for k, v in shards[0].metadata_types.items() if k in meta}
