@@ -456,3 +456,58 @@ def test_bad_input_is_a_lowbit_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="same"):
         quantize_file(src, src, mix="Q8_0", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f32.gguf"]
+
+
+def test_moe_experts_with_per_expert_imatrix(ggml: GGML, tmp_path: Path) -> None:
+    """MXFP4_MOE: 3-D expert tensors MXFP4, everything else Q8_0; a GGUF imatrix with one row
+    of sums and one count per expert weights each expert with its own row, as llama-quantize."""
+    from gguf import GGUFWriter
+
+    rng = np.random.default_rng(11)
+    E, d, ff = 4, 256, 64
+    w = {"token_embd.weight": rng.standard_normal((50, d)), "output.weight": rng.standard_normal((50, d)) * 0.1}
+    for i in range(2):
+        w[f"blk.{i}.attn_q.weight"] = rng.standard_normal((d, d)) * 0.05
+        w[f"blk.{i}.ffn_gate_inp.weight"] = rng.standard_normal((E, d)) * 0.05
+        w[f"blk.{i}.ffn_down_exps.weight"] = rng.standard_normal((E, d, ff)) * 0.05
+        w[f"blk.{i}.ffn_up_exps.weight"] = rng.standard_normal((E, ff, d)) * 0.05
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    src = tmp_path / "moe.gguf"
+    gw = GGUFWriter(str(src), "qwen3moe")
+    gw.add_block_count(2)
+    gw.add_expert_count(E)
+    for n, a in w.items():
+        gw.add_tensor(n, a)
+    gw.write_header_to_file(); gw.write_kv_data_to_file(); gw.write_tensors_to_file(); gw.close()
+    sums = {n: (rng.random((E, a.shape[-1])) * 9).astype(np.float32) for n, a in w.items() if "exps" in n}
+    counts = {n: rng.integers(0, 5, (E, 1)).astype(np.float32) for n in sums}
+    counts["blk.0.ffn_up_exps.weight"][2] = 0  # no tokens routed: weight 1 for that expert
+    imx = tmp_path / "imatrix.gguf"
+    G.save(imx, {**{n + ".in_sum2": s for n, s in sums.items()}, **{n + ".counts": c for n, c in counts.items()}},
+           {"general.type": "imatrix", "imatrix.datasets": ["calib.txt"], "imatrix.chunk_count": 5, "imatrix.chunk_size": 512})
+    out = tmp_path / "q.gguf"
+    r = cli("quantize", "--imatrix", str(imx), str(src), str(out), "MXFP4_MOE")
+    assert r.returncode == 0, r.stderr
+    with G.read(out) as g:
+        types = {t.name: t.type_name for t in g.tensors}
+        assert types["blk.0.ffn_down_exps.weight"] == "mxfp4_ggml" and types["blk.1.attn_q.weight"] == "q8_0"
+        assert types["output.weight"] == "q8_0" and types["blk.0.ffn_gate_inp.weight"] == "f32"
+        assert g.metadata["general.file_type"] == 38 and g.metadata["quantize.imatrix.chunks_count"] == 5
+        assert g.metadata["quantize.imatrix.dataset"] == "calib.txt"
+        for name in sums:  # ggml's MXFP4 quantizer takes no importance weights
+            x = w[name]
+            got = g.raw(name).reshape(E, x.shape[1], -1)
+            assert all(np.array_equal(got[e], ggml.quantize(x[e], "mxfp4_ggml")) for e in range(E)), name
+    # a type that uses them: each expert with its own row
+    r = cli("quantize", "--imatrix", str(imx), "--tensor-type", "_exps=q4_k", str(src), str(out), "MXFP4_MOE")
+    assert r.returncode == 0, r.stderr
+    with G.read(out) as g:
+        for name in sums:
+            x, t = w[name], g.tensor(name).type_name
+            assert t == ("q5_0" if "down" in name else "q4_k"), name  # 64-column rows fall back
+            c = counts[name][:, 0]
+            imp = np.where(c[:, None] > 0, sums[name] / np.where(c > 0, c, 1)[:, None], np.float32(1)).astype(np.float32)
+            got = g.raw(name).reshape(E, x.shape[1], -1)
+            for e in range(E):
+                assert np.array_equal(got[e], ggml.quantize(x[e], t, imp[e])), (name, e)
+            assert not np.array_equal(got[1], ggml.quantize(x[1], t, imp[0]))
