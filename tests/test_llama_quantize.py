@@ -441,6 +441,20 @@ def test_imatrix_choices_and_metadata(ggml: GGML, tmp_path: Path) -> None:
             x, t = w[name], types[name]
             imp = sums[name][1] / np.float32(4)
             assert np.array_equal(g.raw(name).reshape(x.shape[0], -1), ggml.quantize(x, t, imp)), name
+    # --exclude-weights: those tensors quantized without weights (the others keep theirs)
+    r = cli("quantize", "--imatrix", str(imx), "--exclude-weights", "ffn_down", str(src), str(tmp_path / "x.gguf"), "Q4_0")
+    assert r.returncode == 0, r.stderr
+    with G.read(tmp_path / "x.gguf") as g:
+        n_down = sum("ffn_down" in n for n in sums)
+        assert g.metadata["quantize.imatrix.entries_count"] == len(sums) - n_down
+        assert g.tensor("blk.0.ffn_down.weight").type_name == "q4_1"  # still an imatrix run
+        x = w["blk.0.ffn_down.weight"]
+        assert np.array_equal(g.raw("blk.0.ffn_down.weight").reshape(x.shape[0], -1), ggml.quantize(x, "q4_1"))
+        x = w["blk.0.attn_q.weight"]
+        assert np.array_equal(g.raw("blk.0.attn_q.weight").reshape(x.shape[0], -1),
+                              ggml.quantize(x, "q4_0", sums["blk.0.attn_q.weight"][1] / np.float32(4)))
+    r = cli("quantize", "--imatrix", str(imx), "--include-weights", "a", "--exclude-weights", "b", str(src), str(tmp_path / "y.gguf"), "Q4_0")
+    assert r.returncode == 2 and "cannot be used together" in r.stderr and not (tmp_path / "y.gguf").exists()
     no_imx = _types(tmp_path / "n.gguf") if cli("quantize", str(src), str(tmp_path / "n.gguf"), "Q4_0").returncode == 0 else {}
     assert no_imx["blk.0.ffn_down.weight"] == "q4_0"
     r = cli("quantize", str(src), str(tmp_path / "qs.gguf"), "Q2_K_S")

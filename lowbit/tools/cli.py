@@ -220,7 +220,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lowbit.formats.gguf_split import parse_size
-    from lowbit.tools.quantize import Decision, LlamaJob, parse_rule, plan, quantize_file
+    from lowbit.tools.quantize import Decision, LlamaJob, imatrix_entries, parse_rule, plan, quantize_file
 
     inp, out, mix, jobs = _quantize_args(args)
     codec = _codec_arg(args.codec, args.param) if args.codec else None
@@ -232,7 +232,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         with lowbit.open_file(inp) as src:
             llama = LlamaJob.from_mix(mix, options, args.allow_requantize) if mix else None
             decisions = plan(src, rules, codec, llama=llama, out_gguf=not out or Path(out).suffix.lower() == ".gguf",
-                             has_imatrix=bool(args.imatrix), dry_run=True)
+                             has_imatrix=bool(args.imatrix) and bool(imatrix_entries(
+                                 (args.imatrix, tuple(args.include_weights), tuple(args.exclude_weights)))),
+                             dry_run=True)
         rows = [d.as_dict() for d in decisions]
         if args.json:
             print(json.dumps(rows, indent=1))
@@ -245,7 +247,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                         progress=not args.json, options=options, allow_requantize=args.allow_requantize,
                         override_kv=args.override_kv, tensor_order=args.tensor_order, keep_split=args.keep_split,
                         split_max_tensors=args.split_max_tensors,
-                        split_max_size=parse_size(args.split_max_size) if args.split_max_size else None)
+                        split_max_size=parse_size(args.split_max_size) if args.split_max_size else None,
+                        include_weights=args.include_weights, exclude_weights=args.exclude_weights)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -389,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--mix", help="llama-quantize type (the same as the positional TYPE): q4_k_m, iq4_xs, q8_0, f16, ...")
     qz.add_argument("--imatrix", help="llama.cpp importance matrix (.dat or GGUF): importance= for the encoders, "
                                       "the imatrix-dependent type choices, quantize.imatrix.* metadata")
+    qz.add_argument("--include-weights", action="append", default=[], metavar="NAME",
+                    help="use the imatrix only for tensors whose name contains NAME (repeatable)")
+    qz.add_argument("--exclude-weights", action="append", default=[], metavar="NAME",
+                    help="do not use the imatrix for tensors whose name contains NAME (repeatable)")
     qz.add_argument("--pure", action="store_true", help="no k-quant mixture: every tensor the type (fallbacks still apply)")
     qz.add_argument("--output-tensor-type", metavar="GGML_TYPE", help="type for output.weight")
     qz.add_argument("--token-embedding-type", metavar="GGML_TYPE", help="type for the token embeddings")

@@ -164,14 +164,24 @@ def quantizable(name: str, shape: tuple[int, ...], arch: str = "", *, leave_outp
 
     >>> quantizable("blk.0.attn_q.weight", (64, 64)), quantizable("blk.0.attn_norm.weight", (64, 64))
     (True, False)
+    >>> quantizable("blk.0.ssm_a.weight", (1, 256))  # ne = [256, 1]: one dimension for ggml
+    False
     """
-    if len(shape) < 2 or not name.endswith("weight"):
+    if _n_dims(shape) < 2 or not name.endswith("weight"):
         return False
     if leave_output and name == "output.weight":
         return False
     if name in ("position_embd.weight", "token_types.weight") or any(s in name for s in _NEVER):
         return False
     return not (arch == "glm5-next" and any(s in name for s in _NEVER_GLM5_NEXT))
+
+
+def _n_dims(shape: tuple[int, ...]) -> int:
+    """``ggml_n_dims``: dimensions up to the last ``ne`` above 1 (numpy's leading 1s do not count)."""
+    dims = list(shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    return len(dims)
 
 
 _LAYER = re.compile(r"blk\.\s*([+-]?\d+)")

@@ -293,7 +293,7 @@ def plan(src: Any, rules: list[Rule], default: lowbit.Codec | None, *, mix: str 
 # ---- the work, possibly in worker processes ---------------------------------------------------------
 
 _OPEN: dict[str, Any] = {}
-_IMATRIX: dict[str, dict[str, np.ndarray]] = {}
+_IMATRIX: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, np.ndarray]] = {}
 
 
 def _source(path: str) -> Any:
@@ -302,7 +302,7 @@ def _source(path: str) -> Any:
     return _OPEN[path]
 
 
-def _produce(path: str, name: str, config: dict[str, Any] | None, imatrix: str | None,
+def _produce(path: str, name: str, config: dict[str, Any] | None, imatrix: ImatrixKey | None,
              out_gguf: bool, cast: str | None = None) -> list[tuple[str, np.ndarray]]:
     """The bytes of one tensor's output entries."""
     src = _source(path)
@@ -343,23 +343,42 @@ def _np_float(name: str) -> Any:
     return np.dtype(name)
 
 
-def _importance(imatrix: str, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The imatrix weights for one tensor, as llama-quantize takes them: none when the imatrix has
-    no entry; ``ncols x n_expert`` values or an error naming the tensor (the embeddings excepted)."""
-    if imatrix not in _IMATRIX:
+ImatrixKey = tuple[str, tuple[str, ...], tuple[str, ...]]  # path, --include-weights, --exclude-weights
+
+
+def imatrix_entries(key: ImatrixKey) -> dict[str, np.ndarray]:
+    """The imatrix entries llama-quantize uses: read once per process, entries whose name contains
+    an ``--exclude-weights`` string dropped, or only those containing an ``--include-weights``
+    string kept; a non-finite value anywhere is an error (as llama-quantize checks on load)."""
+    if key not in _IMATRIX:
         from lowbit.tools.imatrix import read_imatrix
 
-        _IMATRIX[imatrix] = read_imatrix(imatrix)
-    w = _IMATRIX[imatrix].get(name)
+        path, include, exclude = key
+        if include and exclude:
+            raise ConfigError("--include-weights and --exclude-weights cannot be used together")
+        data = read_imatrix(path)
+        if exclude:
+            data = {n: v for n, v in data.items() if not any(x in n for x in exclude)}
+        if include:
+            data = {n: v for n, v in data.items() if any(x in n for x in include)}
+        for n, v in data.items():
+            if not np.all(np.isfinite(v)):
+                raise FormatError(f"imatrix {path}: entry {n!r} contains non-finite values")
+        _IMATRIX[key] = data
+    return _IMATRIX[key]
+
+
+def _importance(key: ImatrixKey, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The imatrix weights for one tensor, as llama-quantize takes them: none when the imatrix has
+    no entry; ``ncols x n_expert`` values or an error naming the tensor (the embeddings excepted)."""
+    w = imatrix_entries(key).get(name)
     if w is None:
         return None
     K, E = shape[-1], (shape[-3] if len(shape) >= 3 else 1)
     if w.size != K * E:
         if name in ("token_embd.weight", "per_layer_token_embd.weight"):
             return None
-        raise FormatError(f"imatrix {imatrix}: entry {name!r}: expected {K * E} weights ({E} x {K}), got {w.size}")
-    if not np.all(np.isfinite(w)):
-        raise FormatError(f"imatrix {imatrix}: entry {name!r} contains non-finite values")
+        raise FormatError(f"imatrix {key[0]}: entry {name!r}: expected {K * E} weights ({E} x {K}), got {w.size}")
     return w.reshape(E, K) if len(shape) >= 3 else w.reshape(K)
 
 
@@ -391,7 +410,8 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                   mix: str | None = None, imatrix: str | Path | None = None, jobs: int = 1, progress: bool = True,
                   metadata: dict[str, str] | None = None, options: Any = None, allow_requantize: bool = False,
                   override_kv: list[str] | None = None, tensor_order: str = "input", keep_split: bool = False,
-                  split_max_tensors: int | None = None, split_max_size: int | None = None) -> dict[str, Any]:
+                  split_max_tensors: int | None = None, split_max_size: int | None = None,
+                  include_weights: list[str] | None = None, exclude_weights: list[str] | None = None) -> dict[str, Any]:
     """Quantize a checkpoint's float tensors into ``out`` (``.gguf``: GGUF, else safetensors).
 
     ``mix`` is a llama-quantize type (``"Q4_K_M"``, ``"iq4_xs"``, ``"F16"``, ``"COPY"``, or its
@@ -400,7 +420,8 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     ``--override-kv`` values, ``quantize.imatrix.*``). ``tensor_order``: ``"input"`` (default)
     or ``"llama"`` (llama-quantize's order: by layer, then name). ``split_max_tensors`` /
     ``split_max_size`` (bytes) write llama-gguf-split shards ``out-00001-of-0000N.gguf``;
-    ``keep_split`` writes one shard per input shard.
+    ``keep_split`` writes one shard per input shard. ``include_weights`` / ``exclude_weights``
+    (name substrings) choose the imatrix entries used, as llama-quantize's flags of those names.
 
     >>> import os, tempfile, numpy as np
     >>> from lowbit.formats import gguf as G
@@ -426,22 +447,25 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     src = lowbit.open_file(inp)
     try:
         llama = LlamaJob.from_mix(mix, options, allow_requantize) if mix else None
-        decisions = plan(src, rules or [], codec, out_gguf=out_gguf, llama=llama, has_imatrix=bool(imatrix))
+        ikey = (str(imatrix), tuple(include_weights or ()), tuple(exclude_weights or ())) if imatrix else None
+        n_imatrix = len(imatrix_entries(ikey)) if ikey else 0
+        decisions = plan(src, rules or [], codec, out_gguf=out_gguf, llama=llama, has_imatrix=n_imatrix > 0)
         if tensor_order == "llama" and not keep_split:
             by = {d.name: d for d in decisions}
             decisions = [by[n] for n in llama_order(by)]
         gmeta, gtypes = _typed_gguf_metadata(src)
         specs = [e for d in decisions for e in d.entries]
         total = sum(d.out_bytes for d in decisions)
-        work = [(str(inp), d.name, d.codec.get_config() if d.codec else None, str(imatrix) if imatrix else None, out_gguf,
+        work = [(str(inp), d.name, d.codec.get_config() if d.codec else None, ikey if n_imatrix else None, out_gguf,
                  d.cast) for d in decisions]
         if out_gguf:
             ftype = llama.ftype if llama else _pure_ftype(codec)
             if ftype is not None:
-                if imatrix:
+                if n_imatrix:
                     from lowbit.tools.imatrix import imatrix_info
 
-                    overrides = overrides + imatrix_kv(str(imatrix), imatrix_info(imatrix))
+                    info = dict(imatrix_info(str(imatrix)), entries=n_imatrix)
+                    overrides = overrides + imatrix_kv(str(imatrix), info)
                 gmeta, gtypes = llama_quantize_kv(gmeta, gtypes, ftype=ftype, overrides=overrides)
             else:
                 for k in SPLIT_KEYS:
