@@ -357,6 +357,10 @@ def test_split_writing_like_llama_gguf_split(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     kept = sorted(tmp_path.glob("k-*-of-*.gguf"))
     assert [[t.name for t in GGUFReader(str(p)).tensors] for p in kept] == names_by_shard(shards)
+    assert cli("quantize", "--keep-split", str(tmp_path / "single.gguf"), str(tmp_path / "one.gguf"), "Q8_0").returncode == 0
+    with G.read(tmp_path / "one-00001-of-00001.gguf") as g:  # as llama-quantize names it; no split.* keys
+        assert len(g.tensors) == len(w) and not any(k.startswith("split.") for k in g.metadata)
+    assert not (tmp_path / "one.gguf").exists()
     assert cli("quantize", str(tmp_path / "single.gguf"), str(tmp_path / "z.gguf"), "F16", "--split-max-size", "1M").returncode == 0
     sized = sorted(tmp_path.glob("z-*-of-*.gguf"))
     assert len(sized) >= 2

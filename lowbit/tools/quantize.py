@@ -110,7 +110,7 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "from": self.source,
                 "to": self.codec.get_config() if self.codec else (self.cast or "kept"), "reason": self.reason,
-                "bytes": self.out_bytes}
+                "bytes": self.out_bytes, "type": self.entries[0][1] if self.entries else None}
 
     @staticmethod
     def target(d: dict[str, Any]) -> str:
@@ -476,6 +476,8 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
             gmeta.update(metadata or {})
             shards = gguf_split.plan_shards(specs, max_tensors=split_max_tensors, max_size=split_max_size,
                                             keep=gguf_split.shard_index(src) if keep_split else None)
+            if keep_split and shards is None:  # llama-quantize --keep-split on one file: PREFIX-00001-of-00001.gguf
+                out = gguf_split.split_path(str(out)[:-5] if str(out).lower().endswith(".gguf") else out, 0, 1)
             writer: Any = gguf_split.Writer(out, specs, gmeta, gtypes, shards, order="quantize" if keep_split else "gguf-split")
         else:
             meta = st.user_metadata(getattr(src, "metadata", {})) if not isinstance(src, G.GGUFFile) else {}
