@@ -529,3 +529,30 @@ def test_moe_experts_with_per_expert_imatrix(ggml: GGML, tmp_path: Path) -> None
             for e in range(E):
                 assert np.array_equal(got[e], ggml.quantize(x[e], t, imp[e])), (name, e)
             assert not np.array_equal(got[1], ggml.quantize(x[1], t, imp[0]))
+
+
+def test_prune_layers(ggml: GGML, tmp_path: Path) -> None:
+    src = tmp_path / "f32.gguf"
+    w = _model(src, "lexicographic", n_layers=8)
+    imx = tmp_path / "imatrix.dat"
+    sums = {n: (2, (np.random.default_rng(2).random(a.shape[-1]) * 4).astype(np.float32)) for n, a in w.items() if a.ndim == 2}
+    write_imatrix_dat(imx, sums)
+    out = tmp_path / "p.gguf"
+    r = cli("quantize", "--prune-layers", "5,2,5", "--imatrix", str(imx), str(src), str(out), "Q4_K_M")
+    assert r.returncode == 0, r.stderr
+    with G.read(out) as g:
+        assert g.metadata["llama.block_count"] == 6 and list(g.metadata)[-1] == "llama.block_count"
+        old_of = {0: 0, 1: 1, 2: 3, 3: 4, 4: 6, 5: 7}
+        assert sorted({int(n.split(".")[1]) for n in g.names() if n.startswith("blk.")}) == list(old_of)
+        assert len(g.tensors) == len(w) - 2 * 8  # two layers of 8 tensors
+        # types from llama.cpp's rules on the renamed tensors (n_layer as the file says: 8); bytes from the
+        # original layer's values with the original layer's imatrix entry
+        for new, old in old_of.items():
+            name, orig = f"blk.{new}.attn_q.weight", f"blk.{old}.attn_q.weight"
+            t = g.tensor(name).type_name
+            want = ggml.quantize(w[orig], t, sums[orig][1] / np.float32(2))
+            assert np.array_equal(g.raw(name).reshape(want.shape), want), name
+        # use_more_bits over the 6 attention-V tensors left: i >= 7*6/8 or (i - 6/8) % 3 == 2
+        assert [g.tensor(f"blk.{i}.attn_v.weight").type_name for i in range(6)] == ["q4_k", "q4_k", "q6_k", "q4_k", "q4_k", "q6_k"]
+    r = cli("quantize", "--prune-layers", "1,x", str(src), str(tmp_path / "bad.gguf"), "Q8_0")
+    assert r.returncode == 2 and "--prune-layers" in r.stderr and not (tmp_path / "bad.gguf").exists()

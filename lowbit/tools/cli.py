@@ -220,6 +220,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lowbit.formats.gguf_split import parse_size
+    from lowbit.tools.prune import parse_prune
     from lowbit.tools.quantize import Decision, LlamaJob, imatrix_entries, parse_rule, plan, quantize_file
 
     inp, out, mix, jobs = _quantize_args(args)
@@ -230,6 +231,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     options = _llama_options(args)
     if args.dry_run:
         with lowbit.open_file(inp) as src:
+            if args.prune_layers:
+                from lowbit.tools.prune import pruned
+
+                src = pruned(src, parse_prune(args.prune_layers))
             llama = LlamaJob.from_mix(mix, options, args.allow_requantize) if mix else None
             decisions = plan(src, rules, codec, llama=llama, out_gguf=not out or Path(out).suffix.lower() == ".gguf",
                              has_imatrix=bool(args.imatrix) and bool(imatrix_entries(
@@ -248,7 +253,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                         override_kv=args.override_kv, tensor_order=args.tensor_order, keep_split=args.keep_split,
                         split_max_tensors=args.split_max_tensors,
                         split_max_size=parse_size(args.split_max_size) if args.split_max_size else None,
-                        include_weights=args.include_weights, exclude_weights=args.exclude_weights)
+                        include_weights=args.include_weights, exclude_weights=args.exclude_weights,
+                        prune_layers=parse_prune(args.prune_layers) if args.prune_layers else None)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -396,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use the imatrix only for tensors whose name contains NAME (repeatable)")
     qz.add_argument("--exclude-weights", action="append", default=[], metavar="NAME",
                     help="do not use the imatrix for tensors whose name contains NAME (repeatable)")
+    qz.add_argument("--prune-layers", metavar="L0,L1,...", help="drop these layers and renumber the rest")
     qz.add_argument("--pure", action="store_true", help="no k-quant mixture: every tensor the type (fallbacks still apply)")
     qz.add_argument("--output-tensor-type", metavar="GGML_TYPE", help="type for output.weight")
     qz.add_argument("--token-embedding-type", metavar="GGML_TYPE", help="type for the token embeddings")

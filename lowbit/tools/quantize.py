@@ -296,13 +296,19 @@ _OPEN: dict[str, Any] = {}
 _IMATRIX: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, np.ndarray]] = {}
 
 
-def _source(path: str) -> Any:
+def _source(path: str | tuple[str, tuple[int, ...]]) -> Any:
+    """The open input (``(path, layers)``: with those layers pruned), once per process."""
     if path not in _OPEN:
-        _OPEN[path] = lowbit.open_file(path)
+        if isinstance(path, tuple):
+            from lowbit.tools.prune import pruned
+
+            _OPEN[path] = pruned(lowbit.open_file(path[0]), list(path[1]))
+        else:
+            _OPEN[path] = lowbit.open_file(path)
     return _OPEN[path]
 
 
-def _produce(path: str, name: str, config: dict[str, Any] | None, imatrix: ImatrixKey | None,
+def _produce(path: str | tuple[str, tuple[int, ...]], name: str, config: dict[str, Any] | None, imatrix: ImatrixKey | None,
              out_gguf: bool, cast: str | None = None) -> list[tuple[str, np.ndarray]]:
     """The bytes of one tensor's output entries."""
     src = _source(path)
@@ -323,7 +329,8 @@ def _produce(path: str, name: str, config: dict[str, Any] | None, imatrix: Imatr
     t = src.get(name, copy=False)
     x = lowbit.decode(t) if isinstance(t, QTensor) else np.asarray(t, dtype=np.float32)
     codec = lowbit.get_codec(config)
-    w = _importance(imatrix, name, x.shape) if imatrix and "importance" in codec.encode_kwargs else None
+    iname = getattr(src, "old", {}).get(name, name)  # imatrix entries keep the names from before pruning
+    w = _importance(imatrix, iname, x.shape) if imatrix and "importance" in codec.encode_kwargs else None
     if w is not None and w.ndim == 2:  # one row of weights per expert: encode the experts apart
         parts = [codec.encode(x[e], backend="cpu", importance=w[e]) for e in range(x.shape[0])]
         data = np.stack([np.asarray(p.data) for p in parts])
@@ -411,7 +418,8 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                   metadata: dict[str, str] | None = None, options: Any = None, allow_requantize: bool = False,
                   override_kv: list[str] | None = None, tensor_order: str = "input", keep_split: bool = False,
                   split_max_tensors: int | None = None, split_max_size: int | None = None,
-                  include_weights: list[str] | None = None, exclude_weights: list[str] | None = None) -> dict[str, Any]:
+                  include_weights: list[str] | None = None, exclude_weights: list[str] | None = None,
+                  prune_layers: list[int] | None = None) -> dict[str, Any]:
     """Quantize a checkpoint's float tensors into ``out`` (``.gguf``: GGUF, else safetensors).
 
     ``mix`` is a llama-quantize type (``"Q4_K_M"``, ``"iq4_xs"``, ``"F16"``, ``"COPY"``, or its
@@ -421,7 +429,8 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     or ``"llama"`` (llama-quantize's order: by layer, then name). ``split_max_tensors`` /
     ``split_max_size`` (bytes) write llama-gguf-split shards ``out-00001-of-0000N.gguf``;
     ``keep_split`` writes one shard per input shard. ``include_weights`` / ``exclude_weights``
-    (name substrings) choose the imatrix entries used, as llama-quantize's flags of those names.
+    (name substrings) choose the imatrix entries used, as llama-quantize's flags of those names;
+    ``prune_layers`` drops those layers and renumbers the rest (:mod:`lowbit.tools.prune`).
 
     >>> import os, tempfile, numpy as np
     >>> from lowbit.formats import gguf as G
@@ -445,7 +454,14 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"quantize: input and output files are the same: {out}")
     src = lowbit.open_file(inp)
+    source: Any = str(inp)
     try:
+        if prune_layers:
+            from lowbit.tools.prune import blocks_left, pruned
+
+            n_blocks = blocks_left(src.names(), list(prune_layers))
+            src = pruned(src, list(prune_layers))
+            source = (str(inp), tuple(prune_layers))
         llama = LlamaJob.from_mix(mix, options, allow_requantize) if mix else None
         ikey = (str(imatrix), tuple(include_weights or ()), tuple(exclude_weights or ())) if imatrix else None
         n_imatrix = len(imatrix_entries(ikey)) if ikey else 0
@@ -456,7 +472,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
         gmeta, gtypes = _typed_gguf_metadata(src)
         specs = [e for d in decisions for e in d.entries]
         total = sum(d.out_bytes for d in decisions)
-        work = [(str(inp), d.name, d.codec.get_config() if d.codec else None, ikey if n_imatrix else None, out_gguf,
+        work = [(source, d.name, d.codec.get_config() if d.codec else None, ikey if n_imatrix else None, out_gguf,
                  d.cast) for d in decisions]
         if out_gguf:
             ftype = llama.ftype if llama else _pure_ftype(codec)
@@ -473,9 +489,16 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                     gtypes.pop(k, None)
                 for key, vtype, value in overrides:
                     gmeta[key], gtypes[key] = value, (vtype, None)
+            if prune_layers:
+                from lowbit.tools.gguf_kv import set_kv
+
+                set_kv(gmeta, gtypes, f"{gmeta.get('general.architecture', '')}.block_count", G.UINT32, n_blocks)
             gmeta.update(metadata or {})
-            shards = gguf_split.plan_shards(specs, max_tensors=split_max_tensors, max_size=split_max_size,
-                                            keep=gguf_split.shard_index(src) if keep_split else None)
+            keep = None
+            if keep_split:
+                idx = gguf_split.shard_index(getattr(src, "_base", src))
+                keep = {n: idx[getattr(src, "old", {}).get(n, n)] for n in src.names()}
+            shards = gguf_split.plan_shards(specs, max_tensors=split_max_tensors, max_size=split_max_size, keep=keep)
             if keep_split and shards is None:  # llama-quantize --keep-split on one file: PREFIX-00001-of-00001.gguf
                 out = gguf_split.split_path(str(out)[:-5] if str(out).lower().endswith(".gguf") else out, 0, 1)
             writer: Any = gguf_split.Writer(out, specs, gmeta, gtypes, shards, order="quantize" if keep_split else "gguf-split")
