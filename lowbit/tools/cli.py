@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 import lowbit
-from lowbit.errors import LowbitError
+from lowbit.errors import ConfigError, LowbitError
 
 __all__ = ["main"]
 
@@ -155,7 +155,7 @@ def _quantize_args(args: argparse.Namespace) -> tuple[str, str, str | None, int]
 
     pos = list(args.positional)
     if not pos:
-        raise LowbitError("quantize: expected IN [OUT] [TYPE] [NTHREADS]")
+        raise ConfigError("quantize: expected IN [OUT] [TYPE] [NTHREADS]")
 
     def ftype(x: str) -> str | None:
         try:
@@ -173,14 +173,14 @@ def _quantize_args(args: argparse.Namespace) -> tuple[str, str, str | None, int]
         if rest:
             mix = parse_ftype(rest.pop(0), "quantize: TYPE")[0]
     elif not args.dry_run:
-        raise LowbitError("quantize: expected an output file or a TYPE after the input")
+        raise ConfigError("quantize: expected an output file or a TYPE after the input")
     if mix and args.mix:
-        raise LowbitError(f"quantize: TYPE {mix} and --mix {args.mix} both given: choose one")
+        raise ConfigError(f"quantize: TYPE {mix} and --mix {args.mix} both given: choose one")
     mix = mix or args.mix
     jobs = args.jobs
     if rest:
         if len(rest) > 1 or not rest[0].isdigit() or int(rest[0]) < 1:
-            raise LowbitError(f"quantize: unexpected arguments {rest!r} (expected IN [OUT] [TYPE] [NTHREADS])")
+            raise ConfigError(f"quantize: unexpected arguments {rest!r} (expected IN [OUT] [TYPE] [NTHREADS])")
         jobs = int(rest[0])
     return inp, out, mix, jobs
 
@@ -194,11 +194,11 @@ def _llama_options(args: argparse.Namespace) -> Any:
         try:
             items += open(args.tensor_type_file, encoding="utf-8").read().split()
         except OSError as e:
-            raise LowbitError(f"--tensor-type-file {args.tensor_type_file}: cannot read ({e.strerror})") from None
+            raise ConfigError(f"--tensor-type-file {args.tensor_type_file}: cannot read ({e.strerror})") from None
     for item in items:
         pat, sep, typ = item.partition("=")
         if not sep or not pat or not typ:
-            raise LowbitError(f"--tensor-type: expected TENSOR_NAME=GGML_TYPE (e.g. attn_q=q8_0), got {item!r}")
+            raise ConfigError(f"--tensor-type: expected TENSOR_NAME=GGML_TYPE (e.g. attn_q=q8_0), got {item!r}")
         tt.append((pat, parse_ggml_type(typ, f"--tensor-type {item}")))
     return Options(pure=args.pure, leave_output_tensor=args.leave_output_tensor, tensor_types=tt,
                    output_tensor_type=parse_ggml_type(args.output_tensor_type, "--output-tensor-type")
@@ -239,7 +239,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             decisions = plan(src, rules, codec, llama=llama, out_gguf=not out or Path(out).suffix.lower() == ".gguf",
                              has_imatrix=bool(args.imatrix) and bool(imatrix_entries(
                                  (args.imatrix, tuple(args.include_weights), tuple(args.exclude_weights)))),
-                             dry_run=True)
+                             dry_run=True, options=options)
         rows = [d.as_dict() for d in decisions]
         if args.json:
             print(json.dumps(rows, indent=1))
@@ -380,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(fn=cmd_inspect)
 
     qz = sub.add_parser("quantize", help="quantize a checkpoint tensor by tensor; llama-quantize's command line works",
+                        usage="lowbit quantize [options] IN [OUT] [TYPE] [NTHREADS]",
                         description="Quantize the float tensors of a checkpoint (safetensors or GGUF, a split GGUF "
                                     "read through any shard) into lowbit's safetensors layout or, for a .gguf output, "
                                     "GGUF, one tensor at a time (bounded memory, atomic output). "
@@ -388,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "its flags; per-tensor types, fallbacks and metadata follow llama-quantize. "
                                     "Rules REGEX=SPEC (SPEC: keep, or codec_id[:param=value,...]) pick per-tensor "
                                     "lowbit codecs, first match wins; 1-D tensors are kept unless a rule names them.")
-    qz.add_argument("positional", nargs="+", metavar="IN [OUT] [TYPE] [NTHREADS]",
+    qz.add_argument("positional", nargs="+", metavar="IN_OUT_TYPE_NTHREADS",
                     help="input, output (default: ggml-model-TYPE.gguf beside the input), llama-quantize type, "
                          "worker processes")
     qz.add_argument("--codec", help="default codec id for tensors no rule names (none: keep them); a ggml type with "

@@ -25,7 +25,7 @@ import math
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -185,9 +185,7 @@ class LlamaJob:
         from lowbit.tools.mixes import Options, parse_ftype
 
         name, ftype = parse_ftype(mix, "--mix")
-        opts = options or Options()
-        if name == "COPY":
-            opts.only_copy = True
+        opts = replace(options, only_copy=name == "COPY") if options is not None else Options(only_copy=name == "COPY")
         return cls(ftype, name, opts, allow_requantize)
 
 
@@ -215,7 +213,7 @@ def _llama_types(src: Any, names: list[str], shapes: dict[str, tuple[tuple[int, 
 
 def plan(src: Any, rules: list[Rule], default: lowbit.Codec | None, *, mix: str | None = None,
          out_gguf: bool = False, llama: LlamaJob | None = None, has_imatrix: bool = False,
-         dry_run: bool = False) -> list[Decision]:
+         dry_run: bool = False, options: Any = None) -> list[Decision]:
     """Which codec each tensor gets, and why.
 
     With a llama-quantize file type (``mix`` or ``llama``) the types come from
@@ -223,19 +221,20 @@ def plan(src: Any, rules: list[Rule], default: lowbit.Codec | None, *, mix: str 
     byte, float types are casts, and lowbit ``rules`` still win over the mix. A GGUF output with
     a ggml-type ``default`` codec and no mix is llama-quantize's ``--pure`` with that type.
     """
-    from lowbit.tools.mixes import ENCODABLE, Options, ftype_of_type, requires_imatrix
+    from lowbit.tools.mixes import ENCODABLE, Options, requires_imatrix
 
     names = src.names()
     shapes = {n: _describe(src, n) for n in names}
     if llama is None and mix:
         llama = LlamaJob.from_mix(mix)
-    pure_codec = llama is None and out_gguf and default is not None and default.codec_id in G._CODEC_TYPES \
-        and default == type(default)()
+    pure_ftype = _pure_ftype(default) if llama is None and out_gguf else None
+    pure_codec = pure_ftype is not None
     if pure_codec:
-        assert default is not None
-        llama = LlamaJob(ftype_of_type(default.codec_id), default.codec_id, Options(pure=True), allow_requantize=True)
+        assert default is not None and pure_ftype is not None
+        opts = replace(options, pure=True) if options is not None else Options(pure=True)
+        llama = LlamaJob(pure_ftype, default.codec_id, opts, allow_requantize=True)
     if llama is not None:
-        llama.options.has_imatrix = has_imatrix
+        llama = replace(llama, options=replace(llama.options or Options(), has_imatrix=has_imatrix))
         mixed = _llama_types(src, names, shapes, llama)
     label = f"--codec {default.codec_id}" if pure_codec and default is not None else f"mix {llama.name}" if llama else ""
     out = []
@@ -465,7 +464,8 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
         llama = LlamaJob.from_mix(mix, options, allow_requantize) if mix else None
         ikey = (str(imatrix), tuple(include_weights or ()), tuple(exclude_weights or ())) if imatrix else None
         n_imatrix = len(imatrix_entries(ikey)) if ikey else 0
-        decisions = plan(src, rules or [], codec, out_gguf=out_gguf, llama=llama, has_imatrix=n_imatrix > 0)
+        decisions = plan(src, rules or [], codec, out_gguf=out_gguf, llama=llama, has_imatrix=n_imatrix > 0,
+                         options=options)
         if tensor_order == "llama" and not keep_split:
             by = {d.name: d for d in decisions}
             decisions = [by[n] for n in llama_order(by)]
