@@ -556,3 +556,21 @@ def test_prune_layers(ggml: GGML, tmp_path: Path) -> None:
         assert [g.tensor(f"blk.{i}.attn_v.weight").type_name for i in range(6)] == ["q4_k", "q4_k", "q6_k", "q4_k", "q4_k", "q6_k"]
     r = cli("quantize", "--prune-layers", "1,x", str(src), str(tmp_path / "bad.gguf"), "Q8_0")
     assert r.returncode == 2 and "--prune-layers" in r.stderr and not (tmp_path / "bad.gguf").exists()
+
+
+def test_a_llama_quantize_file_requantized_to_its_own_type_is_reproduced(gemma_gguf: Path, tmp_path: Path) -> None:
+    """gemma-3-270m Q4_K_M is llama-quantize output: quantizing it to Q4_K_M again keeps every type,
+    so llama-quantize would write it back unchanged (tensor table, data, key order). So does lowbit,
+    byte for byte, from its file order and from a shuffled copy with --tensor-order llama."""
+    out = tmp_path / "again.gguf"
+    r = cli("quantize", str(gemma_gguf), str(out), "Q4_K_M")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == gemma_gguf.read_bytes()
+    with G.read(gemma_gguf) as g:
+        names = random.Random(4).sample(g.names(), len(g.tensors))
+        G.save(tmp_path / "shuffled.gguf", {n: g.get(n, copy=False) for n in names}, g.metadata,
+               metadata_types=g.metadata_types)
+    out2 = tmp_path / "again2.gguf"
+    r = cli("quantize", "--tensor-order", "llama", str(tmp_path / "shuffled.gguf"), str(out2), "q4_k_m")
+    assert r.returncode == 0, r.stderr
+    assert out2.read_bytes() == gemma_gguf.read_bytes()
