@@ -574,3 +574,16 @@ def test_a_llama_quantize_file_requantized_to_its_own_type_is_reproduced(gemma_g
     r = cli("quantize", "--tensor-order", "llama", str(tmp_path / "shuffled.gguf"), str(out2), "q4_k_m")
     assert r.returncode == 0, r.stderr
     assert out2.read_bytes() == gemma_gguf.read_bytes()
+
+
+def test_trailing_unit_dims_recorded_as_ggml_does(tmp_path: Path) -> None:
+    """A tensor stored as ne = [64, 1] is one-dimensional for ggml: never quantized, and
+    llama-quantize records it with one dimension; a plain conversion keeps the file's shape."""
+    src = tmp_path / "a.gguf"
+    G.save(src, {"blk.0.ssm_a.weight": np.ones((1, 64), np.float32), "blk.0.y.weight": np.ones((2, 64), np.float32)},
+           {"general.architecture": "llama"})
+    quantize_file(src, tmp_path / "q.gguf", mix="Q8_0", progress=False)
+    with G.read(tmp_path / "q.gguf") as g:
+        assert [(t.shape, t.type_name) for t in g.tensors] == [((64,), "f32"), ((2, 64), "q8_0")]
+    convert_file(src, tmp_path / "c.gguf", progress=False)
+    assert (tmp_path / "c.gguf").read_bytes() == src.read_bytes()

@@ -39,7 +39,7 @@ from lowbit.tools.imatrix import read_imatrix, write_imatrix_dat  # noqa: F401  
 
 __all__ = ["QUANT_OPTIONS", "MIXES", "FTYPE", "ModelInfo", "Options", "plan_types", "gguf_mix_plan", "quantizable",
            "llama_order", "layer_of", "parse_ggml_type", "parse_ftype", "ftype_name", "default_type", "ftype_of_type",
-           "requires_imatrix", "ENCODABLE", "read_imatrix", "write_imatrix_dat"]
+           "requires_imatrix", "ggml_shape", "ENCODABLE", "read_imatrix", "write_imatrix_dat"]
 
 _Q2_0_FTYPE = 41  # LLAMA_FTYPE_MOSTLY_Q2_0 (llama.h); gguf 0.19's LlamaFileType has no member for it yet
 
@@ -176,12 +176,21 @@ def quantizable(name: str, shape: tuple[int, ...], arch: str = "", *, leave_outp
     return not (arch == "glm5-next" and any(s in name for s in _NEVER_GLM5_NEXT))
 
 
-def _n_dims(shape: tuple[int, ...]) -> int:
-    """``ggml_n_dims``: dimensions up to the last ``ne`` above 1 (numpy's leading 1s do not count)."""
-    dims = list(shape)
+def ggml_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The numpy shape ggml records for a tensor: ``ggml_n_dims`` stops at the last ``ne`` above 1,
+    so numpy's leading 1s go.
+
+    >>> ggml_shape((1, 1, 64)), ggml_shape((1,)), ggml_shape((2, 1, 64))
+    ((64,), (1,), (2, 1, 64))
+    """
+    dims = tuple(int(d) for d in shape)
     while len(dims) > 1 and dims[0] == 1:
-        dims.pop(0)
-    return len(dims)
+        dims = dims[1:]
+    return dims
+
+
+def _n_dims(shape: tuple[int, ...]) -> int:
+    return len(ggml_shape(shape))
 
 
 _LAYER = re.compile(r"blk\.\s*([+-]?\d+)")

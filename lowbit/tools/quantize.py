@@ -441,7 +441,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     """
     from lowbit.formats import gguf_split
     from lowbit.tools.gguf_kv import imatrix_kv, llama_quantize_kv, parse_override_kv, SPLIT_KEYS
-    from lowbit.tools.mixes import llama_order
+    from lowbit.tools.mixes import ggml_shape, llama_order
 
     t0 = time.perf_counter()
     if tensor_order not in ("input", "llama"):
@@ -483,6 +483,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                     info = dict(imatrix_info(str(imatrix)), entries=n_imatrix)
                     overrides = overrides + imatrix_kv(str(imatrix), info)
                 gmeta, gtypes = llama_quantize_kv(gmeta, gtypes, ftype=ftype, overrides=overrides)
+                specs = [(n, t, ggml_shape(s)) for n, t, s in specs]  # as gguf_add_tensor records them
             else:
                 for k in SPLIT_KEYS:
                     gmeta.pop(k, None)
