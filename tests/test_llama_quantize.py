@@ -461,6 +461,11 @@ def test_imatrix_choices_and_metadata(ggml: GGML, tmp_path: Path) -> None:
     assert r.returncode == 2 and "cannot be used together" in r.stderr and not (tmp_path / "y.gguf").exists()
     no_imx = _types(tmp_path / "n.gguf") if cli("quantize", str(src), str(tmp_path / "n.gguf"), "Q4_0").returncode == 0 else {}
     assert no_imx["blk.0.ffn_down.weight"] == "q4_0"
+    bare = tmp_path / "bare.gguf"  # a GGUF imatrix without imatrix.datasets / chunk_count / chunk_size
+    G.save(bare, {"blk.0.attn_q.weight.in_sum2": np.ones((1, 256), np.float32),
+                  "blk.0.attn_q.weight.counts": np.ones((1, 1), np.float32)}, {"general.type": "imatrix"})
+    r = cli("quantize", "--imatrix", str(bare), str(src), str(tmp_path / "b.gguf"), "Q4_0")
+    assert r.returncode == 2 and "missing imatrix metadata" in r.stderr and not (tmp_path / "b.gguf").exists()
     r = cli("quantize", str(src), str(tmp_path / "qs.gguf"), "Q2_K_S")
     assert r.returncode == 2 and "importance matrix" in r.stderr and not (tmp_path / "qs.gguf").exists()
 

@@ -68,9 +68,14 @@ def imatrix_info(path: str | Path) -> dict[str, object]:
         from lowbit.formats import gguf
 
         with gguf.read(path) as g:
-            ds = g.metadata.get("imatrix.datasets", [])
-            return {"datasets": [str(d) for d in ds] if isinstance(ds, list) else [],
-                    "entries": entries, "chunks": int(g.metadata.get("imatrix.chunk_count", 0))}
+            missing = [k for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size") if k not in g.metadata]
+            if missing:  # llama-quantize refuses these files too
+                raise FormatError(f"imatrix {path}: missing imatrix metadata {', '.join(missing)}")
+            ds, chunks = g.metadata["imatrix.datasets"], g.metadata["imatrix.chunk_count"]
+            if not isinstance(chunks, (int, np.integer)) or isinstance(chunks, bool):
+                raise FormatError(f"imatrix {path}: imatrix.chunk_count: expected an integer, got {chunks!r}")
+            return {"datasets": [str(d) for d in ds] if isinstance(ds, list) else [], "entries": entries,
+                    "chunks": int(chunks)}
     raw = path.read_bytes()
     chunks, datasets = 0, []
     pos = _dat_end(raw)

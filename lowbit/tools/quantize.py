@@ -464,6 +464,10 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
         llama = LlamaJob.from_mix(mix, options, allow_requantize) if mix else None
         ikey = (str(imatrix), tuple(include_weights or ()), tuple(exclude_weights or ())) if imatrix else None
         n_imatrix = len(imatrix_entries(ikey)) if ikey else 0
+        if n_imatrix and out_gguf:
+            from lowbit.tools.imatrix import imatrix_info
+
+            imatrix_meta = dict(imatrix_info(str(imatrix)), entries=n_imatrix)  # checked before anything is written
         decisions = plan(src, rules or [], codec, out_gguf=out_gguf, llama=llama, has_imatrix=n_imatrix > 0,
                          options=options)
         if tensor_order == "llama" and not keep_split:
@@ -478,10 +482,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
             ftype = llama.ftype if llama else _pure_ftype(codec)
             if ftype is not None:
                 if n_imatrix:
-                    from lowbit.tools.imatrix import imatrix_info
-
-                    info = dict(imatrix_info(str(imatrix)), entries=n_imatrix)
-                    overrides = overrides + imatrix_kv(str(imatrix), info)
+                    overrides = overrides + imatrix_kv(str(imatrix), imatrix_meta)
                 gmeta, gtypes = llama_quantize_kv(gmeta, gtypes, ftype=ftype, overrides=overrides)
                 specs = [(n, t, ggml_shape(s)) for n, t, s in specs]  # as gguf_add_tensor records them
             else:
