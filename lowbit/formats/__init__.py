@@ -45,12 +45,18 @@ def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any
     """Every tensor of a file: QTensors where the file says how to decode them, arrays otherwise.
     ``verify=True`` checks lowbit's per-tensor SHA-256 checksums (safetensors)."""
     if container_of(path) == "gguf":
-        return _gguf().load(path)
+        from .gguf_split import open_gguf
+
+        with open_gguf(path) as f:  # a shard of a split model: every shard
+            return {n: f.get(n) for n in f.names()}
     return _st.load(path, verify=verify)
 
 
 def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> Any:
     """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``)."""
     if container_of(path) == "gguf":
-        return _gguf().open_file(path)
+        _gguf()
+        from .gguf_split import open_gguf
+
+        return open_gguf(path)  # a shard of a split model reads as the whole model
     return _st.open_file(path, verify=verify)

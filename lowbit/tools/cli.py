@@ -5,6 +5,7 @@
     lowbit info CODEC [--json]
     lowbit inspect FILE [--json]
     lowbit quantize IN OUT --codec ID [--param K=V ...] [--rule REGEX=SPEC ...] [--jobs N] [--dry-run]
+    lowbit quantize [llama-quantize flags] IN [OUT] TYPE [NTHREADS]
     lowbit convert IN OUT [--to LAYOUT]
     lowbit compare A [B] [--codecs ID[:K=V,..];...] [--plot PNG] [--json]
 
@@ -20,7 +21,7 @@ import sys
 from typing import Any
 
 import lowbit
-from lowbit.errors import LowbitError
+from lowbit.errors import ConfigError, LowbitError
 
 __all__ = ["main"]
 
@@ -104,6 +105,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from lowbit.formats import container_of
 
     kind = container_of(args.file)
+    if kind == "gguf":
+        from lowbit.tools.gguf_dump import dump, format_dump
+
+        d = dump(args.file)
+        print(json.dumps(d, indent=1) if args.json else format_dump(d))
+        return 0
     rows: list[dict[str, Any]] = []
     with lowbit.open_file(args.file, verify=args.verify) as f:
         meta = dict(getattr(f, "metadata", {}))
@@ -139,37 +146,122 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize_args(args: argparse.Namespace) -> tuple[str, str, str | None, int]:
+    """llama-quantize's positional form: ``IN [OUT] [TYPE] [NTHREADS]`` (TYPE by name, any case,
+    or number; without OUT the output is ``ggml-model-TYPE.gguf`` next to the input)."""
+    from pathlib import Path
+
+    from lowbit.tools.mixes import parse_ftype
+
+    pos = list(args.positional)
+    if not pos:
+        raise ConfigError("quantize: expected IN [OUT] [TYPE] [NTHREADS]")
+
+    def ftype(x: str) -> str | None:
+        try:
+            return parse_ftype(x)[0]
+        except LowbitError:
+            return None
+
+    inp, rest, mix, out = pos[0], pos[1:], None, ""
+    if rest and ftype(rest[0]):  # IN TYPE [NTHREADS]
+        mix = ftype(rest.pop(0))
+        if not args.dry_run:
+            out = str(Path(inp).parent / f"ggml-model-{mix}{'' if args.keep_split else '.gguf'}")
+    elif rest:  # IN OUT [TYPE [NTHREADS]]
+        out = rest.pop(0)
+        if rest:
+            mix = parse_ftype(rest.pop(0), "quantize: TYPE")[0]
+    elif not args.dry_run:
+        raise ConfigError("quantize: expected an output file or a TYPE after the input")
+    if mix and args.mix:
+        raise ConfigError(f"quantize: TYPE {mix} and --mix {args.mix} both given: choose one")
+    mix = mix or args.mix
+    jobs = args.jobs
+    if rest:
+        if len(rest) > 1 or not rest[0].isdigit() or int(rest[0]) < 1:
+            raise ConfigError(f"quantize: unexpected arguments {rest!r} (expected IN [OUT] [TYPE] [NTHREADS])")
+        jobs = int(rest[0])
+    return inp, out, mix, jobs
+
+
+def _llama_options(args: argparse.Namespace) -> Any:
+    from lowbit.tools.mixes import Options, parse_ggml_type
+
+    tt: list[tuple[str, str]] = []
+    items = list(args.tensor_type)
+    if args.tensor_type_file:
+        try:
+            items += open(args.tensor_type_file, encoding="utf-8").read().split()
+        except OSError as e:
+            raise ConfigError(f"--tensor-type-file {args.tensor_type_file}: cannot read ({e.strerror})") from None
+    for item in items:
+        pat, sep, typ = item.partition("=")
+        if not sep or not pat or not typ:
+            raise ConfigError(f"--tensor-type: expected TENSOR_NAME=GGML_TYPE (e.g. attn_q=q8_0), got {item!r}")
+        tt.append((pat, parse_ggml_type(typ, f"--tensor-type {item}")))
+    return Options(pure=args.pure, leave_output_tensor=args.leave_output_tensor, tensor_types=tt,
+                   output_tensor_type=parse_ggml_type(args.output_tensor_type, "--output-tensor-type")
+                   if args.output_tensor_type else None,
+                   token_embedding_type=parse_ggml_type(args.token_embedding_type, "--token-embedding-type")
+                   if args.token_embedding_type else None)
+
+
+def _codec_arg(cid: str, params: list[str]) -> Any:
+    from lowbit.tools.quantize import parse_params
+
+    ids = set(lowbit.list_codecs())
+    if cid not in ids and cid.lower() in ids:  # ggml type names in any case: --codec IQ4_XS
+        cid = cid.lower()
+    return lowbit.get_codec(cid, **parse_params(params))
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from lowbit.tools.quantize import (
-        Decision,
-        parse_params,
-        parse_rule,
-        plan,
-        quantize_file,
-    )
+    from pathlib import Path
 
-    codec = lowbit.get_codec(args.codec, **parse_params(args.param)) if args.codec else None
+    from lowbit.formats.gguf_split import parse_size
+    from lowbit.tools.prune import parse_prune
+    from lowbit.tools.quantize import Decision, LlamaJob, imatrix_entries, parse_rule, plan, quantize_file
+
+    inp, out, mix, jobs = _quantize_args(args)
+    codec = _codec_arg(args.codec, args.param) if args.codec else None
+    if codec is not None and mix:
+        raise LowbitError(f"quantize: --codec {args.codec} and the llama-quantize type {mix} both given: choose one")
     rules = [parse_rule(r) for r in args.rule]
+    options = _llama_options(args)
     if args.dry_run:
-        from pathlib import Path
+        with lowbit.open_file(inp) as src:
+            if args.prune_layers:
+                from lowbit.tools.prune import pruned
 
-        with lowbit.open_file(args.input) as src:
-            decisions = plan(src, rules, codec, mix=args.mix, out_gguf=Path(args.output).suffix.lower() == ".gguf")
-        out = [d.as_dict() for d in decisions]
+                src = pruned(src, parse_prune(args.prune_layers))
+            llama = LlamaJob.from_mix(mix, options, args.allow_requantize) if mix else None
+            decisions = plan(src, rules, codec, llama=llama, out_gguf=not out or Path(out).suffix.lower() == ".gguf",
+                             has_imatrix=bool(args.imatrix) and bool(imatrix_entries(
+                                 (args.imatrix, tuple(args.include_weights), tuple(args.exclude_weights)))),
+                             dry_run=True, options=options)
+        rows = [d.as_dict() for d in decisions]
         if args.json:
-            print(json.dumps(out, indent=1))
+            print(json.dumps(rows, indent=1))
         else:
-            for d in out:
+            for d in rows:
                 print(f"{d['name']:<40} {tuple(d['shape'])!s:<18} {d['from']:>8} -> {Decision.target(d):<12} {_human(d['bytes']):>10}  {d['reason']}")
+            print(f"\n{len(rows)} tensors, {_human(sum(d['bytes'] for d in rows))} (dry run: nothing written)")
         return 0
-    res = quantize_file(args.input, args.output, codec=codec, rules=rules, mix=args.mix, imatrix=args.imatrix,
-                        jobs=args.jobs, progress=not args.json)
+    res = quantize_file(inp, out, codec=codec, rules=rules, mix=mix, imatrix=args.imatrix, jobs=jobs,
+                        progress=not args.json, options=options, allow_requantize=args.allow_requantize,
+                        override_kv=args.override_kv, tensor_order=args.tensor_order, keep_split=args.keep_split,
+                        split_max_tensors=args.split_max_tensors,
+                        split_max_size=parse_size(args.split_max_size) if args.split_max_size else None,
+                        include_weights=args.include_weights, exclude_weights=args.exclude_weights,
+                        prune_layers=parse_prune(args.prune_layers) if args.prune_layers else None)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
         for d in res["decisions"]:
             print(f"{d['name']:<40} {d['from']:>8} -> {Decision.target(d):<12} {d['reason']}")
-        print(f"\nwrote {res['output']}: {res['quantized']}/{res['tensors']} tensors quantized, "
+        outs = res["output"] if isinstance(res["output"], list) else [res["output"]]
+        print(f"\nwrote {', '.join(outs)}: {res['quantized']}/{res['tensors']} tensors quantized, "
               f"{_human(res['output_bytes'])}, {res['bits_per_element']:.3f} bits/element, {res['seconds']:.1f} s")
     return 0
 
@@ -184,7 +276,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kinds: dict[str, int] = {}
         for t in res["tensors"]:
             kinds[t["action"]] = kinds.get(t["action"], 0) + 1
-        print(f"wrote {res['output']} ({args.to}): " + ", ".join(f"{n} {k}" for k, n in kinds.items())
+        print(f"wrote {res['output']} ({res['to']}): " + ", ".join(f"{n} {k}" for k, n in kinds.items())
               + f"; {_human(res['output_bytes'])} in {res['seconds']:.1f} s")
     return 0
 
@@ -287,19 +379,46 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(fn=cmd_inspect)
 
-    qz = sub.add_parser("quantize", help="quantize a float checkpoint, tensor by tensor",
-                        description="Quantize the float tensors of a checkpoint (safetensors or GGUF) into lowbit's "
-                                    "safetensors layout or, for a .gguf output, GGUF, one tensor at a time (bounded "
-                                    "memory, atomic output). "
+    qz = sub.add_parser("quantize", help="quantize a checkpoint tensor by tensor; llama-quantize's command line works",
+                        usage="lowbit quantize [options] IN [OUT] [TYPE] [NTHREADS]",
+                        description="Quantize the float tensors of a checkpoint (safetensors or GGUF, a split GGUF "
+                                    "read through any shard) into lowbit's safetensors layout or, for a .gguf output, "
+                                    "GGUF, one tensor at a time (bounded memory, atomic output). "
+                                    "llama-quantize's form works as it is: IN [OUT] TYPE [NTHREADS] with TYPE one of "
+                                    "its types (Q4_K_M, IQ4_XS, Q8_0, F16, COPY, ..., any case, or the number) and "
+                                    "its flags; per-tensor types, fallbacks and metadata follow llama-quantize. "
                                     "Rules REGEX=SPEC (SPEC: keep, or codec_id[:param=value,...]) pick per-tensor "
-                                    "codecs, first match wins; 1-D tensors are kept unless a rule names them.")
-    qz.add_argument("input")
-    qz.add_argument("output")
-    qz.add_argument("--codec", help="default codec id for tensors no rule names (none: keep them)")
+                                    "lowbit codecs, first match wins; 1-D tensors are kept unless a rule names them.")
+    qz.add_argument("positional", nargs="+", metavar="IN_OUT_TYPE_NTHREADS",
+                    help="input, output (default: ggml-model-TYPE.gguf beside the input), llama-quantize type, "
+                         "worker processes")
+    qz.add_argument("--codec", help="default codec id for tensors no rule names (none: keep them); a ggml type with "
+                                    "a .gguf output is llama-quantize --pure with that type")
     qz.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter of the default codec (repeatable)")
     qz.add_argument("--rule", action="append", default=[], metavar="REGEX=SPEC", help="per-tensor codec rule (repeatable)")
-    qz.add_argument("--mix", help="llama-quantize type mix for GGUF types: q4_k_m, q5_k_m, q4_k_s, q3_k_m, q6_k, q8_0, ...")
-    qz.add_argument("--imatrix", help="llama.cpp importance matrix (.dat or GGUF) for the codecs that take importance=")
+    qz.add_argument("--mix", help="llama-quantize type (the same as the positional TYPE): q4_k_m, iq4_xs, q8_0, f16, ...")
+    qz.add_argument("--imatrix", help="llama.cpp importance matrix (.dat or GGUF): importance= for the encoders, "
+                                      "the imatrix-dependent type choices, quantize.imatrix.* metadata")
+    qz.add_argument("--include-weights", action="append", default=[], metavar="NAME",
+                    help="use the imatrix only for tensors whose name contains NAME (repeatable)")
+    qz.add_argument("--exclude-weights", action="append", default=[], metavar="NAME",
+                    help="do not use the imatrix for tensors whose name contains NAME (repeatable)")
+    qz.add_argument("--prune-layers", metavar="L0,L1,...", help="drop these layers and renumber the rest")
+    qz.add_argument("--pure", action="store_true", help="no k-quant mixture: every tensor the type (fallbacks still apply)")
+    qz.add_argument("--output-tensor-type", metavar="GGML_TYPE", help="type for output.weight")
+    qz.add_argument("--token-embedding-type", metavar="GGML_TYPE", help="type for the token embeddings")
+    qz.add_argument("--leave-output-tensor", action="store_true", help="leave output.weight un(re)quantized")
+    qz.add_argument("--tensor-type", action="append", default=[], metavar="NAME=GGML_TYPE",
+                    help="quantize tensors whose name matches the regex NAME to GGML_TYPE (repeatable; attn_q=q8_0)")
+    qz.add_argument("--tensor-type-file", metavar="FILE", help="NAME=GGML_TYPE items separated by spaces or newlines")
+    qz.add_argument("--override-kv", action="append", default=[], metavar="KEY=TYPE:VALUE",
+                    help="set a metadata key in the output (TYPE int, float, bool or str; repeatable)")
+    qz.add_argument("--allow-requantize", action="store_true", help="allow requantizing tensors that are already quantized")
+    qz.add_argument("--keep-split", action="store_true", help="write the output in the same shards as the split input")
+    qz.add_argument("--split-max-tensors", type=int, metavar="N", help="write shards of at most N tensors (llama-gguf-split)")
+    qz.add_argument("--split-max-size", metavar="N(M|G)", help="write shards of at most N MB / GB of tensor data")
+    qz.add_argument("--tensor-order", choices=("input", "llama"), default="input",
+                    help="output tensor order: the input's (default) or llama-quantize's (by layer, then name)")
     qz.add_argument("--jobs", type=int, default=1, help="encode in N worker processes")
     qz.add_argument("--dry-run", action="store_true", help="print the per-tensor plan and sizes, write nothing")
     qz.add_argument("--json", action="store_true")
@@ -313,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("output")
     from lowbit.tools.convert import LAYOUTS
 
-    cv.add_argument("--to", default="lowbit", choices=LAYOUTS)
+    cv.add_argument("--to", default=None, choices=LAYOUTS,
+                    help="target layout (default: gguf for a .gguf output, else lowbit); float32/float16/bfloat16 "
+                         "with a .gguf output is llama-quantize's F32/F16/BF16")
     cv.add_argument("--json", action="store_true")
     cv.set_defaults(fn=cmd_convert)
 

@@ -7,7 +7,12 @@ Layouts (``--to``):
   converting back to GGUF restores the file.
 * ``gguf`` — GGUF: tensors whose codec is a GGUF type are copied byte for byte, plain arrays keep
   their dtype; tensors no GGUF type can hold are decoded to float32, and the report says so.
-* ``float32`` / ``bfloat16`` / ``float16`` — every tensor decoded to plain floats (safetensors).
+* ``float32`` / ``bfloat16`` / ``float16`` — every tensor decoded to plain floats (safetensors);
+  with a ``.gguf`` output, llama-quantize's F32 / F16 / BF16: the tensors it would quantize become
+  that type, norms and the other small tensors keep theirs, ``general.file_type`` is set.
+
+The output suffix picks the container when ``--to`` is not given (``.gguf`` → ``gguf``, anything
+else → ``lowbit``); a ``--to`` the suffix contradicts is refused.
 * ``compressed-tensors`` / ``modelopt`` / ``gpt-oss`` / ``bitsandbytes`` — the quantized layouts in
   the wild (:mod:`lowbit.formats.layouts`); a source in one of them is detected and read too.
 
@@ -88,11 +93,42 @@ def _entries(name: str, t: Any, word: str, to: str) -> list[tuple[str, str, tupl
     return [(n, d, s) for n, d, s, _ in st.layout_entries(name, t)]
 
 
-def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progress: bool = True) -> dict[str, Any]:
+def _target(out: str | Path, to: str | None) -> str:
+    """The layout: ``to``, or from the output suffix (``.gguf`` -> ``gguf``, else ``lowbit``);
+    a ``to`` the suffix contradicts is refused."""
+    gguf_out = Path(out).suffix.lower() == ".gguf"
+    if to is None:
+        return "gguf" if gguf_out else "lowbit"
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
+    if gguf_out and to not in ("gguf",) + _FLOATS:
+        raise ConfigError(f"convert: --to {to} writes safetensors, but the output {out} ends in .gguf "
+                          "(use --to gguf/float32/float16/bfloat16, or a .safetensors name)")
+    if not gguf_out and to == "gguf":
+        raise ConfigError(f"convert: --to gguf writes GGUF, but the output {out} does not end in .gguf")
+    return to
+
+
+def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Convert ``inp`` to the layout ``to`` (default: from the output suffix) in ``out``.
+
+    A ``.gguf`` output with ``to`` float32/float16/bfloat16 is llama-quantize's F32/F16/BF16 (with
+    --allow-requantize): the weights llama-quantize would quantize become that float type, the
+    rest keep their type, ``general.file_type`` says so.
+
+    >>> import os, tempfile, numpy as np, lowbit
+    >>> from lowbit.formats import gguf as G
+    >>> d = tempfile.mkdtemp(); src = os.path.join(d, "q.gguf")
+    >>> G.save(src, {"blk.0.ffn_up.weight": lowbit.encode(np.ones((2, 32), np.float32), "q8_0")}, {"general.file_type": 7})
+    >>> r = convert_file(src, os.path.join(d, "f.gguf"), to="float32", progress=False)
+    >>> g = G.read(os.path.join(d, "f.gguf")); g.tensors[0].type_name, g.metadata["general.file_type"]
+    ('f32', 0)
+    """
+    to = _target(out, to)
     if to in wild.LAYOUTS or wild.detect_file(inp):  # wild layouts: whole-file, see lowbit.formats.layouts
         return wild.convert_file(inp, out, to=to)
+    if Path(out).suffix.lower() == ".gguf" and to in _FLOATS:
+        return _gguf_floats(inp, out, to, progress)
     t0 = time.perf_counter()
     with lowbit.open_file(inp) as src:
         names = src.names()
@@ -107,6 +143,11 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
             if isinstance(t, QTensor) and words[name] == "codes copied":
                 carried[name] = t
         if to == "gguf":
+            from lowbit.tools.gguf_kv import SPLIT_KEYS
+
+            for k in SPLIT_KEYS:  # one file now
+                gmeta.pop(k, None)
+                gtypes.pop(k, None)
             writer: Any = G.Writer(out, specs, gmeta, gtypes)
         else:
             meta = st.user_metadata(getattr(src, "metadata", {})) if isinstance(src, st.SafetensorsFile) else {}
@@ -126,3 +167,18 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
     report = [{"name": n, "action": words[n]} for n in names]
     return {"input": str(inp), "output": str(out), "to": to, "tensors": report,
             "output_bytes": Path(out).stat().st_size, "seconds": time.perf_counter() - t0}
+
+
+def _gguf_floats(inp: str | Path, out: str | Path, to: str, progress: bool) -> dict[str, Any]:
+    from lowbit.tools.quantize import quantize_file
+
+    r = quantize_file(inp, out, mix={"float32": "F32", "float16": "F16", "bfloat16": "BF16"}[to],
+                      allow_requantize=True, progress=progress)
+    acts = []
+    for d in r["decisions"]:
+        kept = d["to"] == "kept"
+        q = d["from"].startswith("lowbit:")
+        acts.append({"name": d["name"], "action": ("codes copied" if q else "array copied") if kept
+                     else ("decoded" if q else "cast")})
+    return {"input": str(inp), "output": str(out), "to": to, "tensors": acts, "output_bytes": r["output_bytes"],
+            "seconds": r["seconds"]}

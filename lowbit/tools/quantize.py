@@ -25,7 +25,7 @@ import math
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,7 +38,7 @@ from lowbit.formats import gguf as G
 from lowbit.formats import safetensors as st
 from lowbit.tools.progress import Progress
 
-__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "plan", "quantize_file", "GGUF_METADATA_KEY"]
+__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "quantize_file", "GGUF_METADATA_KEY"]
 
 GGUF_METADATA_KEY = "gguf.metadata"  # safetensors metadata: a GGUF source's typed key/value pairs
 
@@ -110,7 +110,7 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "from": self.source,
                 "to": self.codec.get_config() if self.codec else (self.cast or "kept"), "reason": self.reason,
-                "bytes": self.out_bytes}
+                "bytes": self.out_bytes, "type": self.entries[0][1] if self.entries else None}
 
     @staticmethod
     def target(d: dict[str, Any]) -> str:
@@ -169,46 +169,119 @@ def _entry_bytes(e: tuple[str, str, tuple[int, ...]], out_gguf: bool) -> int:
     return st._nbytes(d, shape, name)
 
 
+@dataclass
+class LlamaJob:
+    """A llama-quantize run: the file type (``ftype``, its ``name``), the type options
+    (:class:`lowbit.tools.mixes.Options`), and llama-quantize's refusals: requantizing a
+    quantized tensor needs ``allow_requantize``; the very low-bit types need an imatrix."""
+
+    ftype: int
+    name: str
+    options: Any = None
+    allow_requantize: bool = False
+
+    @classmethod
+    def from_mix(cls, mix: str, options: Any = None, allow_requantize: bool = False) -> "LlamaJob":
+        from lowbit.tools.mixes import Options, parse_ftype
+
+        name, ftype = parse_ftype(mix, "--mix")
+        opts = replace(options, only_copy=name == "COPY") if options is not None else Options(only_copy=name == "COPY")
+        return cls(ftype, name, opts, allow_requantize)
+
+
+_FLOAT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+_ST_FLOAT = {"F32": "f32", "F16": "f16", "BF16": "bf16", "F64": "f64"}
+
+
+def _current_type(src: Any, name: str, kind: str) -> str:
+    """A tensor's ggml type name (``"lowbit:<id>"`` kinds are their codec id)."""
+    if kind.startswith("lowbit:"):
+        return kind[7:]
+    if isinstance(src, G.GGUFFile):
+        return src.tensor(name).type_name
+    return _ST_FLOAT.get(kind, "?" + kind)
+
+
+def _llama_types(src: Any, names: list[str], shapes: dict[str, tuple[tuple[int, ...], str]], job: LlamaJob) -> dict[str, str]:
+    from lowbit.tools.mixes import ModelInfo, plan_types
+
+    meta = getattr(src, "metadata", {}) if isinstance(src, G.GGUFFile) else _typed_gguf_metadata(src)[0]
+    model = ModelInfo.from_metadata(meta, names)
+    return plan_types([(n, shapes[n][0], _current_type(src, n, shapes[n][1])) for n in names], job.ftype, model,
+                      job.options)
+
+
 def plan(src: Any, rules: list[Rule], default: lowbit.Codec | None, *, mix: str | None = None,
-         out_gguf: bool = False) -> list[Decision]:
-    """Which codec each tensor gets, and why."""
+         out_gguf: bool = False, llama: LlamaJob | None = None, has_imatrix: bool = False,
+         dry_run: bool = False, options: Any = None) -> list[Decision]:
+    """Which codec each tensor gets, and why.
+
+    With a llama-quantize file type (``mix`` or ``llama``) the types come from
+    :func:`lowbit.tools.mixes.plan_types`; a tensor whose type does not change is copied byte for
+    byte, float types are casts, and lowbit ``rules`` still win over the mix. A GGUF output with
+    a ggml-type ``default`` codec and no mix is llama-quantize's ``--pure`` with that type.
+    """
+    from lowbit.tools.mixes import ENCODABLE, Options, requires_imatrix
+
     names = src.names()
     shapes = {n: _describe(src, n) for n in names}
-    mixed: dict[str, str | None] = {}
-    if mix:
-        from lowbit.tools.mixes import gguf_mix_plan
-
-        mixed = gguf_mix_plan([(n, shapes[n][0]) for n in names], mix)
+    if llama is None and mix:
+        llama = LlamaJob.from_mix(mix)
+    pure_ftype = _pure_ftype(default) if llama is None and out_gguf else None
+    pure_codec = pure_ftype is not None
+    if pure_codec:
+        assert default is not None and pure_ftype is not None
+        opts = replace(options, pure=True) if options is not None else Options(pure=True)
+        llama = LlamaJob(pure_ftype, default.codec_id, opts, allow_requantize=True)
+    if llama is not None:
+        llama = replace(llama, options=replace(llama.options or Options(), has_imatrix=has_imatrix))
+        mixed = _llama_types(src, names, shapes, llama)
+    label = f"--codec {default.codec_id}" if pure_codec and default is not None else f"mix {llama.name}" if llama else ""
     out = []
     for name in names:
         shape, kind = shapes[name]
         rule = next((r for r in rules if r.pattern.search(name)), None)
-        to_f16 = False
+        cast = None
         if rule is not None:
             codec, reason = rule.codec, f"rule {rule.text!r}"
-        elif mix:
-            t = mixed.get(name)
-            if t == "f16":  # llama-quantize's last fallback: no block type fits the rows
-                codec, reason, to_f16 = None, f"mix {mix}: f16 (rows of {shape[-1]} fit no block type)", True
+        elif llama is not None:
+            t, cur = mixed[name], _current_type(src, name, kind)
+            codec = None
+            if t == cur:
+                reason = f"kept: {label} keeps {t}"
+            elif t in _FLOAT_TYPES and (kind in READABLE or kind.startswith("lowbit:")):
+                cast, reason = _FLOAT_TYPES[t], f"{label}: {t}"
+            elif t not in ENCODABLE:
+                raise ConfigError(f"quantize: {label}: tensor {name!r} needs type {t}, which lowbit cannot encode "
+                                  f"(decode only); choose another type, or name it with --tensor-type")
             else:
-                codec, reason = (lowbit.get_codec(t), f"mix {mix}") if t else (None, f"kept: mix {mix}")
+                if kind.startswith("lowbit:") and kind[7:] in G._CODEC_TYPES and not llama.allow_requantize:
+                    raise ConfigError(f"quantize: tensor {name!r}: requantizing from type {kind[7:]} is disabled "
+                                      "(pass --allow-requantize)")
+                if requires_imatrix(name, t, llama.ftype) and not has_imatrix and not dry_run:
+                    raise ConfigError(f"quantize: {label}: tensor {name!r} as {t} requires an importance matrix "
+                                      "(pass --imatrix)")
+                codec, reason = lowbit.get_codec(t), f"{label}: {t}"
         else:
             codec, reason = default, "default"
         if codec is not None and kind not in READABLE and not kind.startswith("lowbit:"):
             codec, reason = None, f"kept: {kind} is not a float dtype lowbit reads as values"
-        elif codec is not None and rule is None and not mix and len(shape) < 2:
+        elif codec is not None and rule is None and llama is None and len(shape) < 2:
             codec, reason = None, "kept: 1-D (norms and biases stay in full precision unless a rule names them)"
         if codec is not None:
             try:
                 codec._check_shape(shape)
             except LowbitError as e:
+                if llama is not None and rule is None:
+                    raise ConfigError(f"quantize: tensor {name!r}: {e}") from None
                 codec, reason = None, f"kept: {e}"
         if codec is not None and out_gguf and codec.codec_id not in G._CODEC_TYPES:
             raise ConfigError(f"quantize: {name}: codec {codec.codec_id!r} cannot be stored in GGUF (choose a GGUF type or a .safetensors output)")
         d = Decision(name, shape, kind, codec, reason)
-        if codec is None and to_f16 and (kind in READABLE or kind.startswith("lowbit:")):
-            d.cast = "float16"
-            d.entries = [(name, "f16" if out_gguf else "F16", shape)]
+        if codec is None and cast is not None:
+            d.cast = cast
+            d.entries = [(name, {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}[cast] if out_gguf
+                          else {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}[cast], shape)]
         else:
             d.entries = output_entries(name, shape, codec, out_gguf) if codec is not None else _kept_entries(src, name, out_gguf)
         d.out_bytes = sum(_entry_bytes(e, out_gguf) for e in d.entries)
@@ -219,23 +292,30 @@ def plan(src: Any, rules: list[Rule], default: lowbit.Codec | None, *, mix: str 
 # ---- the work, possibly in worker processes ---------------------------------------------------------
 
 _OPEN: dict[str, Any] = {}
-_IMATRIX: dict[str, dict[str, np.ndarray]] = {}
+_IMATRIX: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, np.ndarray]] = {}
 
 
-def _source(path: str) -> Any:
+def _source(path: str | tuple[str, tuple[int, ...]]) -> Any:
+    """The open input (``(path, layers)``: with those layers pruned), once per process."""
     if path not in _OPEN:
-        _OPEN[path] = lowbit.open_file(path)
+        if isinstance(path, tuple):
+            from lowbit.tools.prune import pruned
+
+            _OPEN[path] = pruned(lowbit.open_file(path[0]), list(path[1]))
+        else:
+            _OPEN[path] = lowbit.open_file(path)
     return _OPEN[path]
 
 
-def _produce(path: str, name: str, config: dict[str, Any] | None, imatrix: str | None,
+def _produce(path: str | tuple[str, tuple[int, ...]], name: str, config: dict[str, Any] | None, imatrix: ImatrixKey | None,
              out_gguf: bool, cast: str | None = None) -> list[tuple[str, np.ndarray]]:
     """The bytes of one tensor's output entries."""
     src = _source(path)
     if cast is not None:
         t = src.get(name, copy=False)
         with np.errstate(over="ignore"):
-            return [(name, np.asarray(lowbit.decode(t) if isinstance(t, QTensor) else t, dtype=np.float32).astype(cast))]
+            x = np.asarray(lowbit.decode(t) if isinstance(t, QTensor) else t, dtype=np.float32)
+            return [(name, x.astype(_np_float(cast), copy=False))]
     if config is None:  # kept: the stored bytes, untouched (side arrays too)
         if isinstance(src, G.GGUFFile):
             if out_gguf:
@@ -248,21 +328,64 @@ def _produce(path: str, name: str, config: dict[str, Any] | None, imatrix: str |
     t = src.get(name, copy=False)
     x = lowbit.decode(t) if isinstance(t, QTensor) else np.asarray(t, dtype=np.float32)
     codec = lowbit.get_codec(config)
-    kw: dict[str, Any] = {}
-    if imatrix and "importance" in codec.encode_kwargs:
-        if imatrix not in _IMATRIX:
-            from lowbit.tools.mixes import read_imatrix
-
-            _IMATRIX[imatrix] = read_imatrix(imatrix)
-        w = _IMATRIX[imatrix].get(name)
-        if w is not None:
-            if w.shape != (x.shape[-1],):
-                raise FormatError(f"imatrix {imatrix}: entry {name!r}: expected {x.shape[-1]} weights, got {w.shape}")
-            kw["importance"] = w
-    q = codec.encode(x, backend="cpu", **kw)
+    iname = getattr(src, "old", {}).get(name, name)  # imatrix entries keep the names from before pruning
+    w = _importance(imatrix, iname, x.shape) if imatrix and "importance" in codec.encode_kwargs else None
+    if w is not None and w.ndim == 2:  # one row of weights per expert: encode the experts apart
+        parts = [codec.encode(x[e], backend="cpu", importance=w[e]) for e in range(x.shape[0])]
+        data = np.stack([np.asarray(p.data) for p in parts])
+        q = QTensor(data, {}, x.shape, codec)
+    else:
+        q = codec.encode(x, backend="cpu", **({"importance": w} if w is not None else {}))
     if out_gguf:
         return [(name, np.asarray(q.data))]
     return [(n, np.asarray(a)) for n, _, _, a in st.layout_entries(name, q)]
+
+
+def _np_float(name: str) -> Any:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+ImatrixKey = tuple[str, tuple[str, ...], tuple[str, ...]]  # path, --include-weights, --exclude-weights
+
+
+def imatrix_entries(key: ImatrixKey) -> dict[str, np.ndarray]:
+    """The imatrix entries llama-quantize uses: read once per process, entries whose name contains
+    an ``--exclude-weights`` string dropped, or only those containing an ``--include-weights``
+    string kept; a non-finite value anywhere is an error (as llama-quantize checks on load)."""
+    if key not in _IMATRIX:
+        from lowbit.tools.imatrix import read_imatrix
+
+        path, include, exclude = key
+        if include and exclude:
+            raise ConfigError("--include-weights and --exclude-weights cannot be used together")
+        data = read_imatrix(path)
+        if exclude:
+            data = {n: v for n, v in data.items() if not any(x in n for x in exclude)}
+        if include:
+            data = {n: v for n, v in data.items() if any(x in n for x in include)}
+        for n, v in data.items():
+            if not np.all(np.isfinite(v)):
+                raise FormatError(f"imatrix {path}: entry {n!r} contains non-finite values")
+        _IMATRIX[key] = data
+    return _IMATRIX[key]
+
+
+def _importance(key: ImatrixKey, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The imatrix weights for one tensor, as llama-quantize takes them: none when the imatrix has
+    no entry; ``ncols x n_expert`` values or an error naming the tensor (the embeddings excepted)."""
+    w = imatrix_entries(key).get(name)
+    if w is None:
+        return None
+    K, E = shape[-1], (shape[-3] if len(shape) >= 3 else 1)
+    if w.size != K * E:
+        if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+            return None
+        raise FormatError(f"imatrix {key[0]}: entry {name!r}: expected {K * E} weights ({E} x {K}), got {w.size}")
+    return w.reshape(E, K) if len(shape) >= 3 else w.reshape(K)
 
 
 def _typed_gguf_metadata(src: Any) -> tuple[dict[str, Any], dict[str, tuple[int, int | None]]]:
@@ -291,26 +414,96 @@ def gguf_metadata_json(meta: dict[str, Any], types: dict[str, tuple[int, int | N
 
 def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = None, rules: list[Rule] | None = None,
                   mix: str | None = None, imatrix: str | Path | None = None, jobs: int = 1, progress: bool = True,
-                  metadata: dict[str, str] | None = None) -> dict[str, Any]:
-    """Quantize a checkpoint's float tensors into ``out`` (``.gguf``: GGUF, else safetensors)."""
+                  metadata: dict[str, str] | None = None, options: Any = None, allow_requantize: bool = False,
+                  override_kv: list[str] | None = None, tensor_order: str = "input", keep_split: bool = False,
+                  split_max_tensors: int | None = None, split_max_size: int | None = None,
+                  include_weights: list[str] | None = None, exclude_weights: list[str] | None = None,
+                  prune_layers: list[int] | None = None) -> dict[str, Any]:
+    """Quantize a checkpoint's float tensors into ``out`` (``.gguf``: GGUF, else safetensors).
+
+    ``mix`` is a llama-quantize type (``"Q4_K_M"``, ``"iq4_xs"``, ``"F16"``, ``"COPY"``, or its
+    number) and ``options`` its type flags (:class:`lowbit.tools.mixes.Options`); the GGUF output
+    then gets llama-quantize's metadata (``general.file_type``, ``general.quantization_version``,
+    ``--override-kv`` values, ``quantize.imatrix.*``). ``tensor_order``: ``"input"`` (default)
+    or ``"llama"`` (llama-quantize's order: by layer, then name). ``split_max_tensors`` /
+    ``split_max_size`` (bytes) write llama-gguf-split shards ``out-00001-of-0000N.gguf``;
+    ``keep_split`` writes one shard per input shard. ``include_weights`` / ``exclude_weights``
+    (name substrings) choose the imatrix entries used, as llama-quantize's flags of those names;
+    ``prune_layers`` drops those layers and renumbers the rest (:mod:`lowbit.tools.prune`).
+
+    >>> import os, tempfile, numpy as np
+    >>> from lowbit.formats import gguf as G
+    >>> d = tempfile.mkdtemp(); src = os.path.join(d, "f32.gguf")
+    >>> G.save(src, {"blk.0.ffn_up.weight": np.ones((4, 256), np.float32)}, {"general.architecture": "llama"})
+    >>> r = quantize_file(src, os.path.join(d, "q.gguf"), mix="Q8_0", progress=False)
+    >>> [x["to"]["id"] for x in r["decisions"]], G.read(os.path.join(d, "q.gguf")).metadata["general.file_type"]
+    (['q8_0'], 7)
+    """
+    from lowbit.formats import gguf_split
+    from lowbit.tools.gguf_kv import imatrix_kv, llama_quantize_kv, parse_override_kv, SPLIT_KEYS
+    from lowbit.tools.mixes import ggml_shape, llama_order
+
     t0 = time.perf_counter()
-    out_gguf = Path(out).suffix.lower() == ".gguf"
+    if tensor_order not in ("input", "llama"):
+        raise ConfigError(f"quantize: tensor order: expected 'input' or 'llama', got {tensor_order!r}")
+    out_gguf = Path(out).suffix.lower() == ".gguf" or keep_split
+    if not out_gguf and (keep_split or split_max_tensors or split_max_size):
+        raise ConfigError("quantize: --keep-split / --split-max-*: splitting needs a .gguf output")
+    overrides = parse_override_kv(override_kv)
+    if Path(inp).resolve() == Path(out).resolve():
+        raise ConfigError(f"quantize: input and output files are the same: {out}")
     src = lowbit.open_file(inp)
+    source: Any = str(inp)
     try:
-        decisions = plan(src, rules or [], codec, mix=mix, out_gguf=out_gguf)
+        if prune_layers:
+            from lowbit.tools.prune import blocks_left, pruned
+
+            n_blocks = blocks_left(src.names(), list(prune_layers))
+            src = pruned(src, list(prune_layers))
+            source = (str(inp), tuple(prune_layers))
+        llama = LlamaJob.from_mix(mix, options, allow_requantize) if mix else None
+        ikey = (str(imatrix), tuple(include_weights or ()), tuple(exclude_weights or ())) if imatrix else None
+        n_imatrix = len(imatrix_entries(ikey)) if ikey else 0
+        if n_imatrix and out_gguf:
+            from lowbit.tools.imatrix import imatrix_info
+
+            imatrix_meta = dict(imatrix_info(str(imatrix)), entries=n_imatrix)  # checked before anything is written
+        decisions = plan(src, rules or [], codec, out_gguf=out_gguf, llama=llama, has_imatrix=n_imatrix > 0,
+                         options=options)
+        if tensor_order == "llama" and not keep_split:
+            by = {d.name: d for d in decisions}
+            decisions = [by[n] for n in llama_order(by)]
         gmeta, gtypes = _typed_gguf_metadata(src)
         specs = [e for d in decisions for e in d.entries]
         total = sum(d.out_bytes for d in decisions)
-        work = [(str(inp), d.name, d.codec.get_config() if d.codec else None, str(imatrix) if imatrix else None, out_gguf,
+        work = [(source, d.name, d.codec.get_config() if d.codec else None, ikey if n_imatrix else None, out_gguf,
                  d.cast) for d in decisions]
         if out_gguf:
-            if mix:
-                from lowbit.tools.mixes import FTYPE
+            ftype = llama.ftype if llama else _pure_ftype(codec)
+            if ftype is not None:
+                if n_imatrix:
+                    overrides = overrides + imatrix_kv(str(imatrix), imatrix_meta)
+                gmeta, gtypes = llama_quantize_kv(gmeta, gtypes, ftype=ftype, overrides=overrides)
+                specs = [(n, t, ggml_shape(s)) for n, t, s in specs]  # as gguf_add_tensor records them
+            else:
+                for k in SPLIT_KEYS:
+                    gmeta.pop(k, None)
+                    gtypes.pop(k, None)
+                for key, vtype, value in overrides:
+                    gmeta[key], gtypes[key] = value, (vtype, None)
+            if prune_layers:
+                from lowbit.tools.gguf_kv import set_kv
 
-                gmeta["general.file_type"] = FTYPE[mix.lower()]
-                gtypes["general.file_type"] = (G.UINT32, None)
+                set_kv(gmeta, gtypes, f"{gmeta.get('general.architecture', '')}.block_count", G.UINT32, n_blocks)
             gmeta.update(metadata or {})
-            writer: Any = G.Writer(out, specs, gmeta, gtypes)
+            keep = None
+            if keep_split:
+                idx = gguf_split.shard_index(getattr(src, "_base", src))
+                keep = {n: idx[getattr(src, "old", {}).get(n, n)] for n in src.names()}
+            shards = gguf_split.plan_shards(specs, max_tensors=split_max_tensors, max_size=split_max_size, keep=keep)
+            if keep_split and shards is None:  # llama-quantize --keep-split on one file: PREFIX-00001-of-00001.gguf
+                out = gguf_split.split_path(str(out)[:-5] if str(out).lower().endswith(".gguf") else out, 0, 1)
+            writer: Any = gguf_split.Writer(out, specs, gmeta, gtypes, shards, order="quantize" if keep_split else "gguf-split")
         else:
             meta = st.user_metadata(getattr(src, "metadata", {})) if not isinstance(src, G.GGUFFile) else {}
             if gmeta:
@@ -323,7 +516,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                     index[d.name] = {"config": d.codec.get_config(), "shape": list(d.shape), "aux": sorted(d.codec._aux_spec(d.shape))}
                 elif d.name in old:
                     index[d.name] = old[d.name]
-                elif d.source.startswith("lowbit:"):  # a GGUF block tensor carried over
+                elif d.source.startswith("lowbit:") and d.cast is None:  # a GGUF block tensor carried over
                     index[d.name] = {"config": {"id": d.source[7:]}, "shape": list(d.shape), "aux": []}
             meta[st.METADATA_KEY] = json.dumps({"format": 1, "tensors": index}, sort_keys=True)
             writer = st.Writer(out, specs, meta, checksums=True)
@@ -335,14 +528,27 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     finally:
         src.close()
     n_in = sum(math.prod(d.shape) for d in decisions)
-    out_bytes = Path(out).stat().st_size
+    paths = getattr(writer, "paths", [Path(out)])
+    out_bytes = sum(Path(p).stat().st_size for p in paths)
     return {
-        "input": str(inp), "output": str(out), "container": "gguf" if out_gguf else "safetensors",
+        "input": str(inp), "output": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
+        "container": "gguf" if out_gguf else "safetensors",
         "tensors": len(decisions), "quantized": sum(d.codec is not None for d in decisions),
         "elements": n_in, "output_bytes": out_bytes, "bits_per_element": out_bytes * 8 / max(n_in, 1),
-        "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0, "file_type": gmeta.get("general.file_type") if out_gguf else None,
         "decisions": [d.as_dict() for d in decisions],
     }
+
+
+def _pure_ftype(codec: lowbit.Codec | None) -> int | None:
+    from lowbit.tools.mixes import ftype_of_type
+
+    if codec is not None and codec.codec_id in G._CODEC_TYPES and codec == type(codec)():
+        try:
+            return ftype_of_type(codec.codec_id)
+        except ConfigError:  # q8_1, q8_k: no llama file type
+            return None
+    return None
 
 
 def _run(work: list[tuple[Any, ...]], jobs: int) -> Iterator[list[tuple[str, np.ndarray]]]:
