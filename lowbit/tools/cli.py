@@ -177,7 +177,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from lowbit.tools.convert import convert_file
 
-    res = convert_file(args.input, args.output, to=args.to, progress=not args.json)
+    res = convert_file(args.input, args.output, to=args.to, progress=not args.json, scheme=args.scheme,
+                       group_size=args.group_size, ignore=args.ignore)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -314,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     from lowbit.tools.convert import LAYOUTS
 
     cv.add_argument("--to", default="lowbit", choices=LAYOUTS)
+    mf = cv.add_argument_group("quantizing a model folder (INPUT and OUTPUT are folders; --to compressed-tensors)")
+    mf.add_argument("--scheme", help="compressed-tensors preset: W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, "
+                                     "NVFP4A16, ... (scales as llm-compressor's min-max observer computes them)")
+    mf.add_argument("--group-size", type=int, help="columns per scale for the group schemes (default: the preset's)")
+    mf.add_argument("--ignore", action="append", metavar="MODULE",
+                    help="module name or re:REGEX left in full precision (repeatable; default: lm_head; "
+                         "--ignore= quantizes every Linear)")
     cv.add_argument("--json", action="store_true")
     cv.set_defaults(fn=cmd_convert)
 

@@ -88,9 +88,15 @@ def _entries(name: str, t: Any, word: str, to: str) -> list[tuple[str, str, tupl
     return [(n, d, s) for n, d, s, _ in st.layout_entries(name, t)]
 
 
-def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progress: bool = True) -> dict[str, Any]:
+def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progress: bool = True,
+                 scheme: str | None = None, group_size: int | None = None,
+                 ignore: list[str] | None = None) -> dict[str, Any]:
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
+    if scheme is not None or Path(inp).is_dir():  # a float model folder -> a ready quantized model folder
+        return _model_folder(inp, out, to=to, scheme=scheme, group_size=group_size, ignore=ignore, progress=progress)
+    if group_size is not None or ignore is not None:
+        raise ConfigError("convert: --group-size and --ignore go with --scheme (quantizing a model folder)")
     if to in wild.LAYOUTS or wild.detect_file(inp):  # wild layouts: whole-file, see lowbit.formats.layouts
         return wild.convert_file(inp, out, to=to)
     t0 = time.perf_counter()
@@ -126,3 +132,22 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
     report = [{"name": n, "action": words[n]} for n in names]
     return {"input": str(inp), "output": str(out), "to": to, "tensors": report,
             "output_bytes": Path(out).stat().st_size, "seconds": time.perf_counter() - t0}
+
+
+def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | None, group_size: int | None,
+                  ignore: list[str] | None, progress: bool) -> dict[str, Any]:
+    """``lowbit convert MODEL_DIR OUT_DIR --to compressed-tensors --scheme W4A16``: see
+    :mod:`lowbit.formats.model_folder`."""
+    if not Path(inp).is_dir():
+        raise ConfigError(f"convert: --scheme quantizes a model folder (config.json + safetensors); {inp} is not a folder")
+    if scheme is None:
+        raise ConfigError(f"convert: {inp} is a model folder: name a --scheme (compressed-tensors presets, e.g. W4A16)")
+    if to != "compressed-tensors":
+        raise ConfigError(f"convert: --scheme writes --to compressed-tensors, got --to {to}")
+    from lowbit.formats.model_folder import quantize_folder
+
+    import sys
+
+    return quantize_folder(inp, out, scheme=scheme, group_size=group_size,
+                           ignore=None if ignore is None else [i for i in ignore if i],
+                           progress=(lambda msg: print(f"convert: {msg}", file=sys.stderr)) if progress else None)

@@ -1,0 +1,250 @@
+"""Ready model folders: what ``from_pretrained(OUT_DIR)`` loads with no edit.
+
+A Hugging Face model folder is ``config.json`` (with the ``quantization_config`` the loader reads),
+the weights as safetensors, and the other files the model ships (tokenizer, generation config,
+chat template, ...). :func:`quantize_folder` writes one for compressed-tensors' preset schemes
+(``lowbit convert MODEL_DIR OUT_DIR --to compressed-tensors --scheme W4A16``):
+
+* which tensors are quantized is decided as compressed-tensors decides it: the model is built
+  on the meta device from its config (no weights loaded) and ``compressed_tensors.utils.
+  match_named_modules(model, scheme.targets, ignore)`` names the Linear modules; the default
+  ignore list is llm-compressor's ``["lm_head"]`` (embeddings are not Linear, so never targeted);
+* weights are quantized by :mod:`lowbit.formats.ct_schemes` (the bytes of llm-compressor +
+  ModelCompressor), one tensor at a time, into one streaming safetensors file; every other
+  tensor is copied with its dtype;
+* ``config.json`` gets the ``quantization_config`` written by compressed-tensors' own
+  ``ModelCompressor.update_config`` (so the version, format and scheme fields are theirs);
+* every other regular file of MODEL_DIR is copied (weights in other containers are not);
+* the folder is built under a hidden name beside OUT_DIR and renamed into place when complete:
+  a refusal or an interruption leaves nothing at OUT_DIR. Files follow the umask.
+
+The consumer's rules are checked before anything is written (:func:`lowbit.formats.ct_schemes.
+check_weight`): a group size that does not divide a weight's columns is a SchemeError naming
+``--group-size``, the tensor and the rule, with the group sizes that would fit.
+
+>>> import json, os, tempfile
+>>> from lowbit.formats.model_folder import quantize_folder
+>>> src = tiny_llama_folder(tempfile.mkdtemp())          # doctest: +SKIP
+>>> r = quantize_folder(src, os.path.join(tempfile.mkdtemp(), "w4"), scheme="W4A16", group_size=32)  # doctest: +SKIP
+>>> json.load(open(os.path.join(r["output"], "config.json")))["quantization_config"]["format"]  # doctest: +SKIP
+'pack-quantized'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..codec import QTensor
+from ..errors import ConfigError, FormatError, LowbitError
+from . import ct_schemes
+from .layouts import _st_dtype, checkpoint_files, read_safetensors
+
+__all__ = ["quantize_folder", "linear_modules", "copy_model_files", "DEFAULT_IGNORE", "WEIGHT_FILE"]
+
+#: llm-compressor's examples and defaults: the output head stays in full precision
+DEFAULT_IGNORE = ("lm_head",)
+WEIGHT_FILE = "model.safetensors"
+_NOT_COPIED_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".gguf", ".h5",
+                        ".msgpack", ".ckpt")
+
+
+def _read_config(src: Path) -> dict[str, Any]:
+    f = src / "config.json"
+    if not f.is_file():
+        raise FormatError(f"convert: {src}: not a model folder (no config.json)")
+    try:
+        cfg = json.loads(f.read_text())
+    except (ValueError, RecursionError) as e:
+        raise FormatError(f"{f}: malformed JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise FormatError(f"{f}: expected a JSON object")
+    if cfg.get("quantization_config"):
+        raise ConfigError(f"convert --scheme: {src} is already quantized "
+                          f"({cfg['quantization_config'].get('quant_method')!r}); --scheme quantizes float models")
+    return cfg
+
+
+def linear_modules(src: str | os.PathLike[str], scheme: Any, ignore: Iterable[str]) -> list[str]:
+    """The module names compressed-tensors would quantize with ``scheme`` (its ``targets``) in the
+    model of folder ``src``, less ``ignore`` — built on the meta device, no weights read."""
+    try:
+        import torch
+        import transformers
+        from compressed_tensors.utils import match_named_modules
+    except ImportError as e:
+        raise LowbitError(f"convert --scheme: finding the Linear modules needs torch, transformers and "
+                          f"compressed-tensors ({e})") from None
+    cfg = transformers.AutoConfig.from_pretrained(str(src))
+    archs = getattr(cfg, "architectures", None) or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    with torch.device("meta"):
+        model = cls(cfg) if cls is not None else transformers.AutoModelForCausalLM.from_config(cfg)
+    return [n for n, _ in match_named_modules(model, list(scheme.targets), list(ignore))]
+
+
+def _plan(name: str, shape: tuple[int, ...], dtype: str, args: dict[str, Any]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The compressed-tensors entries (name, safetensors dtype, shape) of one quantized weight."""
+    m = name[: -len(".weight")]
+    N, K = shape
+    if args["type"] == "int":
+        b = int(args["num_bits"])
+        ng = 1 if args["strategy"] == "channel" else K // int(args["group_size"])
+        out = [(m + ".weight_packed", "I32", (N, -(-K * b // 32))), (m + ".weight_scale", dtype, (N, ng)),
+               (m + ".weight_shape", "I64", (2,))]
+        if not args["symmetric"]:
+            out.append((m + ".weight_zero_point", "I32", (-(-N * b // 32), ng)))
+        return out
+    if args["strategy"] == "tensor_group":
+        return [(m + ".weight_packed", "U8", (N, K // 2)), (m + ".weight_scale", "F8_E4M3", (N, K // 16)),
+                (m + ".weight_global_scale", "F32", (1,))]
+    return [(m + ".weight", "F8_E4M3", (N, K)),
+            (m + ".weight_scale", dtype, (N, 1) if args["strategy"] == "channel" else (1,))]
+
+
+def _ct_arrays(name: str, q: QTensor, dtype_name: str) -> dict[str, np.ndarray]:
+    """The compressed-tensors arrays of one quantized weight ``<m>.weight``."""
+    m = name[: -len(".weight")]
+    if q.codec_id == "int":
+        from .compressed_tensors_int import to_compressed_tensors
+
+        t = to_compressed_tensors(q)
+        if dtype_name == "bfloat16":
+            import ml_dtypes
+
+            t["weight_scale"] = t["weight_scale"].view(ml_dtypes.bfloat16)
+    else:
+        from .compressed_tensors_fp import to_compressed_tensors
+
+        t, _ = to_compressed_tensors({"weight": q}, scale_dtype=dtype_name)
+    return {f"{m}.{k}": v for k, v in t.items()}
+
+
+def _suggest(cols: set[int], g: int) -> str:
+    fits = [c for c in (32, 64, 128, 256) if all(k % c == 0 for k in cols)]
+    return f"group sizes that divide every quantized weight's columns: {fits}" if fits else \
+        "no power-of-two group size divides every quantized weight's columns"
+
+
+def copy_model_files(src: Path, dst: Path, *, skip: Iterable[str] = ("config.json",)) -> list[str]:
+    """Copy the regular files of a model folder that are not weights (tokenizer, generation
+    config, chat template, README, ...) into ``dst``; returns their names."""
+    skip = set(skip)
+    out = []
+    for f in sorted(src.iterdir()):
+        if not f.is_file() or f.name.startswith(".") or f.name in skip or f.name.endswith(_NOT_COPIED_SUFFIXES):
+            continue
+        shutil.copyfile(f, dst / f.name)  # contents only: the copy follows the umask
+        out.append(f.name)
+    return out
+
+
+def _staging(out: Path) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"convert: {out}: the output folder exists and is not empty; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    os.mkdir(tmp)  # mode 0o777 & ~umask, like any folder
+    return tmp
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    if out.is_dir():
+        out.rmdir()  # empty (checked before writing)
+    os.replace(tmp, out)
+
+
+def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme: str,
+                    group_size: int | None = None, ignore: Iterable[str] | None = None,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Quantize the float model folder ``src`` with compressed-tensors' preset ``scheme`` into the
+    ready model folder ``out``. Returns a report (per tensor: quantized or copied)."""
+    from .safetensors import Writer
+
+    t0 = time.perf_counter()
+    src, out = Path(src), Path(out)
+    _read_config(src)
+    ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
+    sch = ct_schemes.scheme(scheme, group_size=group_size)
+    sch_name = scheme.upper()
+    args = sch.weights.model_dump(mode="json")
+    targets = set(linear_modules(src, sch, ignore))
+    tensors: dict[str, np.ndarray] = {}
+    for f in checkpoint_files(src):
+        t, _ = read_safetensors(f)
+        tensors.update(t)
+    quant = sorted(n for n in tensors if n.endswith(".weight") and n[: -len(".weight")] in targets)
+    if not quant:
+        raise ConfigError(f"convert --scheme {scheme}: no tensor of {src} is a weight of a module the scheme "
+                          f"targets ({list(sch.targets)}) outside --ignore {ignore}")
+    for n in quant:  # the consumer's rules, before anything is written
+        try:
+            ct_schemes.check_weight(n, tuple(tensors[n].shape), args)
+        except ct_schemes.SchemeError as e:
+            cols = {int(tensors[k].shape[-1]) for k in quant if tensors[k].ndim == 2}
+            dflt = "" if group_size is not None else f" ({sch_name} preset's default; choose one with --group-size)"
+            raise ct_schemes.SchemeError(f"{e}{dflt}; {_suggest(cols, int(args.get('group_size') or 0))}") from None
+        ct_schemes._dtype_name(tensors[n])
+    gscales: dict[str, np.ndarray] = {}
+    if args["strategy"] == "tensor_group":  # one global scale per fused group (q/k/v, gate/up)
+        for grp in ct_schemes.fused_groups([n[: -len(".weight")] for n in quant]):
+            g = ct_schemes.global_scale(tensors[m + ".weight"] for m in grp)
+            gscales.update({m + ".weight": g for m in grp})
+    specs: list[tuple[str, str, tuple[int, ...]]] = []
+    for n in sorted(tensors):
+        a = tensors[n]
+        specs += _plan(n, tuple(a.shape), _st_dtype(a.dtype), args) if n in quant else [(n, _st_dtype(a.dtype), tuple(a.shape))]
+    order = sorted(range(len(specs)), key=lambda i: specs[i][0])
+    specs = [specs[i] for i in order]
+    tmp = _staging(out)
+    try:
+        pending: dict[str, np.ndarray] = {}
+        with Writer(tmp / WEIGHT_FILE, specs, {"format": "pt"}, checksums=True) as w:
+            nxt = 0
+            for n in sorted(tensors):
+                if n in quant:
+                    q = ct_schemes.quantize(tensors[n], args, gscale=gscales.get(n), name=n)
+                    pending.update(_ct_arrays(n, q, tensors[n].dtype.name))
+                else:
+                    pending[n] = tensors[n]
+                while nxt < len(specs) and specs[nxt][0] in pending:  # write in header order
+                    w.write(specs[nxt][0], pending.pop(specs[nxt][0]))
+                    nxt += 1
+                if progress:
+                    progress(f"{n}: {'quantized ' + sch_name if n in quant else 'copied'}")
+            assert not pending and nxt == len(specs), (sorted(pending)[:3], nxt, len(specs))
+        shutil.copyfile(src / "config.json", tmp / "config.json")
+        copied = copy_model_files(src, tmp)
+        _write_quantization_config(tmp, sch, ignore)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report = [{"name": n, "action": f"quantized ({sch_name})" if n in quant else "copied"} for n in sorted(tensors)]
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    return {"input": str(src), "output": str(out), "to": "compressed-tensors", "scheme": scheme.upper(),
+            "config": json.loads((out / "config.json").read_text())["quantization_config"], "tensors": report,
+            "files_copied": copied, "output_bytes": size, "seconds": time.perf_counter() - t0}
+
+
+def _write_quantization_config(folder: Path, sch: Any, ignore: list[str]) -> None:
+    """config.json's ``quantization_config`` as compressed-tensors writes it (ModelCompressor.
+    update_config), then rewritten atomically with the folder's file mode."""
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.compressors.format import infer_module_format
+    from compressed_tensors.quantization import QuantizationConfig, QuantizationStatus
+
+    fmt = infer_module_format(torch.nn.Linear, sch).value
+    sch = sch.model_copy(update={"format": fmt})
+    qc = QuantizationConfig(config_groups={"group_0": sch}, format=fmt, ignore=ignore,
+                            quantization_status=QuantizationStatus.COMPRESSED)
+    ModelCompressor(quantization_config=qc).update_config(str(folder))
