@@ -248,3 +248,83 @@ def _write_quantization_config(folder: Path, sch: Any, ignore: list[str]) -> Non
     qc = QuantizationConfig(config_groups={"group_0": sch}, format=fmt, ignore=ignore,
                             quantization_status=QuantizationStatus.COMPRESSED)
     ModelCompressor(quantization_config=qc).update_config(str(folder))
+
+
+# ---- a quantized checkpoint in a wild layout -> a ready folder for that layout's consumer ------------
+
+def _consumer_config(layout: str, config: dict[str, Any], unquantized: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config.json's quantization_config, extra JSON files) the layout's consumer reads."""
+    if layout == "modelopt":  # vLLM / TensorRT-LLM read hf_quant_config.json, transformers config.json
+        hq = json.loads(json.dumps(config))
+        if unquantized:
+            hq.setdefault("quantization", {})["exclude_modules"] = unquantized
+        return {"quant_method": "modelopt", **hq.get("quantization", {})}, {"hf_quant_config.json": hq}
+    qc = dict(config)
+    if layout == "bitsandbytes":  # modules bitsandbytes must leave as plain Linear
+        qc["llm_int8_skip_modules"] = unquantized
+    elif layout == "gpt-oss":
+        qc["modules_to_not_convert"] = sorted(set(qc.get("modules_to_not_convert") or []) | set(unquantized))
+    elif layout == "compressed-tensors" and unquantized:
+        qc["ignore"] = sorted(set(qc.get("ignore") or []) | set(unquantized))
+    return qc, {}
+
+
+def convert_folder(inp: str | os.PathLike[str], out: str | os.PathLike[str], *, to: str,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``lowbit convert IN OUT_DIR --to LAYOUT`` where IN is a quantized checkpoint (a file, a sharded
+    index or a folder; lowbit's layout or a wild one) next to a ``config.json``: the tensors are
+    carried into ``LAYOUT`` exactly as :func:`lowbit.formats.layouts.convert_file` carries them, and
+    OUT_DIR becomes a ready folder: ``model.safetensors``, config.json with the consumer's
+    ``quantization_config`` (plus ModelOpt's hf_quant_config.json), the other model files copied.
+    Linear modules left in full precision are named in the config (bitsandbytes'
+    ``llm_int8_skip_modules``, gpt-oss' ``modules_to_not_convert``, ModelOpt's ``exclude_modules``)."""
+    from . import layouts
+
+    t0 = time.perf_counter()
+    inp, out = Path(inp), Path(out)
+    src_dir = inp if inp.is_dir() else inp.parent
+    base_cfg = json.loads((src_dir / "config.json").read_text()) if (src_dir / "config.json").is_file() else None
+    if base_cfg is None:
+        raise FormatError(f"convert: {src_dir}: no config.json beside the input, so {out} could not be a model folder "
+                          f"(name an output file OUT.safetensors to write the tensors alone)")
+    if to not in layouts.LAYOUTS:
+        raise ConfigError(f"convert: a model folder output needs --to one of {list(layouts.LAYOUTS)}, got {to!r}")
+    src, _, _ = layouts._read_any(inp)
+    ready, rows = {}, []
+    for name, t in src.items():
+        v, word = layouts._for_target(name, t, to)
+        ready[name] = v
+        rows.append({"name": name, "action": word, "codec": t.codec_id if isinstance(t, QTensor) else None})
+    tensors, config = layouts.to_layout(to, ready)
+    quantized = {n[: -len(".weight")] for n, t in src.items() if isinstance(t, QTensor) and n.endswith(".weight")}
+    try:
+        lin = linear_modules(src_dir, _AnyLinear(), [])
+    except LowbitError:
+        lin = []
+    unquantized = [m for m in lin if m not in quantized and f"{m}.weight" in src]
+    qc, extra = _consumer_config(to, config, unquantized)
+    tmp = _staging(out)
+    try:
+        layouts.write_safetensors(tmp / WEIGHT_FILE, tensors, {"format": "pt"})
+        copy_model_files(src_dir, tmp)
+        for fname, obj in extra.items():
+            (tmp / fname).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        cfg = dict(base_cfg)
+        cfg["quantization_config"] = qc
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if progress:
+        for r in rows:
+            progress(f"{r['name']}: {r['action']}")
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    return {"input": str(inp), "output": str(out), "to": to, "config": qc, "tensors": rows,
+            "unquantized_linear": unquantized, "output_bytes": size, "seconds": time.perf_counter() - t0}
+
+
+class _AnyLinear:
+    """A stand-in scheme for :func:`linear_modules`: every Linear module."""
+
+    targets = ("Linear",)

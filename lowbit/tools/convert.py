@@ -93,7 +93,8 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
                  ignore: list[str] | None = None) -> dict[str, Any]:
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
-    if scheme is not None or Path(inp).is_dir():  # a float model folder -> a ready quantized model folder
+    if scheme is not None or Path(inp).is_dir() or str(out).endswith(("/", "\\")) or Path(out).is_dir():
+        # a model folder in or out: a ready model folder (lowbit.formats.model_folder)
         return _model_folder(inp, out, to=to, scheme=scheme, group_size=group_size, ignore=ignore, progress=progress)
     if group_size is not None or ignore is not None:
         raise ConfigError("convert: --group-size and --ignore go with --scheme (quantizing a model folder)")
@@ -138,16 +139,20 @@ def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | No
                   ignore: list[str] | None, progress: bool) -> dict[str, Any]:
     """``lowbit convert MODEL_DIR OUT_DIR --to compressed-tensors --scheme W4A16``: see
     :mod:`lowbit.formats.model_folder`."""
+    from lowbit.formats import model_folder
+
+    if scheme is None:  # an already quantized checkpoint, carried into the layout --to names
+        return model_folder.convert_folder(inp, out, to=to, progress=_stderr if progress else None)
     if not Path(inp).is_dir():
         raise ConfigError(f"convert: --scheme quantizes a model folder (config.json + safetensors); {inp} is not a folder")
-    if scheme is None:
-        raise ConfigError(f"convert: {inp} is a model folder: name a --scheme (compressed-tensors presets, e.g. W4A16)")
     if to != "compressed-tensors":
         raise ConfigError(f"convert: --scheme writes --to compressed-tensors, got --to {to}")
-    from lowbit.formats.model_folder import quantize_folder
+    return model_folder.quantize_folder(inp, out, scheme=scheme, group_size=group_size,
+                                        ignore=None if ignore is None else [i for i in ignore if i],
+                                        progress=_stderr if progress else None)
 
+
+def _stderr(msg: str) -> None:
     import sys
 
-    return quantize_folder(inp, out, scheme=scheme, group_size=group_size,
-                           ignore=None if ignore is None else [i for i in ignore if i],
-                           progress=(lambda msg: print(f"convert: {msg}", file=sys.stderr)) if progress else None)
+    print(f"convert: {msg}", file=sys.stderr)
