@@ -22,12 +22,20 @@ The consumer's rules are checked before anything is written (:func:`lowbit.forma
 check_weight`): a group size that does not divide a weight's columns is a SchemeError naming
 ``--group-size``, the tensor and the rule, with the group sizes that would fit.
 
->>> import json, os, tempfile
+>>> import json, os, tempfile, torch, transformers
 >>> from lowbit.formats.model_folder import quantize_folder
->>> src = tiny_llama_folder(tempfile.mkdtemp())          # doctest: +SKIP
->>> r = quantize_folder(src, os.path.join(tempfile.mkdtemp(), "w4"), scheme="W4A16", group_size=32)  # doctest: +SKIP
->>> json.load(open(os.path.join(r["output"], "config.json")))["quantization_config"]["format"]  # doctest: +SKIP
-'pack-quantized'
+>>> src, out = tempfile.mkdtemp(), os.path.join(tempfile.mkdtemp(), "w4a16")
+>>> cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+...                                num_attention_heads=2, num_key_value_heads=1)
+>>> transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(src)
+>>> r = quantize_folder(src, out, scheme="W4A16", group_size=32)
+>>> r["config"]["format"], sorted(os.listdir(out))
+('pack-quantized', ['config.json', 'generation_config.json', 'model.safetensors'])
+>>> model = transformers.AutoModelForCausalLM.from_pretrained(out)      # no edit
+>>> quantize_folder(src, out + "-g128", scheme="W4A16")                  # W4A16's default group of 128
+Traceback (most recent call last):
+...
+lowbit.formats.ct_schemes.SchemeError: convert: --group-size 128: tensor 'model.layers.0.mlp.down_proj.weight' has 64 columns, ...
 """
 
 from __future__ import annotations
