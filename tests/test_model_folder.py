@@ -315,7 +315,10 @@ def _lowbit_checkpoint(src: Path, dst: Path, codec: str, **cfg) -> Path:
 
 
 LAYOUT_LOADS = [("nf4", {}, "bitsandbytes", "float32"), ("nf4", {"double_quant": True}, "bitsandbytes", "bfloat16"),
-                ("nvfp4", {"recipe": "compressed_tensors"}, "compressed-tensors", "bfloat16")]
+                ("nvfp4", {"recipe": "compressed_tensors"}, "compressed-tensors", "bfloat16"),
+                ("int", {"bits": 4, "group_size": 32, "symmetric": True}, "compressed-tensors", "float32"),
+                ("int", {"bits": 8, "group_size": None, "symmetric": True, "scale_dtype": "bfloat16"},
+                 "compressed-tensors", "bfloat16")]
 
 
 @pytest.mark.parametrize("codec,cfg,layout,dtype", LAYOUT_LOADS)
@@ -359,3 +362,32 @@ def test_convert_folder_needs_the_model_config(tmp_path: Path) -> None:
     with pytest.raises(lowbit.LowbitError, match="no config.json beside the input"):
         convert_file(f, str(tmp_path / "out") + os.sep, to="bitsandbytes", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cfg", [{"bits": 4, "group_size": 32, "symmetric": True},
+                                 {"bits": 4, "group_size": 64, "symmetric": False, "scale_dtype": "bfloat16"},
+                                 {"bits": 8, "group_size": None}, {"bits": 3, "group_size": 32}])
+def test_int_qtensors_through_the_compressed_tensors_layout(tmp_path: Path, cfg: dict) -> None:
+    """lowbit's own int encodings (``lowbit quantize --codec int``) carried to compressed-tensors
+    pack-quantized and back, byte for byte; compressed-tensors' decompressor reads the same values."""
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    from lowbit.formats import layouts
+
+    w = (np.random.default_rng(0).standard_normal((48, 128)) * 0.05).astype(np.float32)
+    q = lowbit.encode(w, "int", **cfg)
+    cfgj = layouts.save_layout(tmp_path / "ct.safetensors", {"l.weight": q, "l.bias": np.zeros(48, np.float32)},
+                               "compressed-tensors")
+    assert cfgj["format"] == "pack-quantized"
+    back, layout, _ = layouts.load_layout(tmp_path / "ct.safetensors")
+    assert layout == "compressed-tensors" and back["l.weight"].codec == q.codec
+    assert back["l.weight"].data.tobytes() == q.data.tobytes()
+    assert all(np.asarray(back["l.weight"].aux[k]).tobytes() == np.asarray(q.aux[k]).tobytes() for k in q.aux)
+    from safetensors.torch import load_file
+
+    sd = {k.split(".", 1)[1]: v for k, v in load_file(tmp_path / "ct.safetensors").items() if k.startswith("l.weight")}
+    args = QuantizationArgs(**cfgj["config_groups"]["group_0"]["weights"])
+    ref = PackedQuantizationCompressor.decompress(sd, QuantizationScheme(targets=["Linear"], weights=args))["weight"]
+    mine = torch.from_numpy(np.asarray(lowbit.decode(q), np.float32)).to(ref.dtype)
+    assert torch.equal(ref, mine)
