@@ -83,8 +83,11 @@ def ct_reference(src: Path, name: str, group_size: int | None) -> dict[str, "tor
 def _ours(folder: Path) -> dict[str, "torch.Tensor"]:
     from safetensors import safe_open
 
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+    out = {}
+    for p in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(p), "pt") as f:
+            out.update({k: f.get_tensor(k) for k in f.keys()})
+    return out
 
 
 def _bytes_equal(a: "torch.Tensor", b: "torch.Tensor") -> bool:
@@ -391,3 +394,26 @@ def test_int_qtensors_through_the_compressed_tensors_layout(tmp_path: Path, cfg:
     ref = PackedQuantizationCompressor.decompress(sd, QuantizationScheme(targets=["Linear"], weights=args))["weight"]
     mine = torch.from_numpy(np.asarray(lowbit.decode(q), np.float32)).to(ref.dtype)
     assert torch.equal(ref, mine)
+
+
+def test_sharded_folder_with_index(tiny_bf16: Path, tmp_path: Path) -> None:
+    from lowbit.tools.cli import main
+
+    one, many = tmp_path / "one", tmp_path / "many"
+    quantize_folder(tiny_bf16, one, scheme="W4A16", group_size=32)
+    assert main(["convert", str(tiny_bf16), str(many), "--to", "compressed-tensors", "--scheme", "W4A16",
+                 "--group-size", "32", "--max-shard-size", "40KB", "--json"]) == 0
+    shards = sorted(p.name for p in many.glob("*.safetensors"))
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    index = json.loads((many / "model.safetensors.index.json").read_text())
+    a, b = _ours(one), _ours(many)
+    assert sorted(a) == sorted(b) == sorted(index["weight_map"]) and all(_bytes_equal(a[k], b[k]) for k in a)
+    assert index["metadata"]["total_size"] == sum(v.numel() * v.element_size() for v in b.values())
+    for p in shards:  # a module's tensors together; no shard over the limit unless one tensor alone is larger
+        names = [k for k, v in index["weight_map"].items() if v == p]
+        mods = {k.rsplit(".", 1)[0] for k in names}
+        assert not any(index["weight_map"][k] != p for k in index["weight_map"] if k.rsplit(".", 1)[0] in mods)
+        size = sum(b[k].numel() * b[k].element_size() for k in names)
+        assert size <= 40_000 or len(mods) == 1, (p, size, sorted(mods))
+    model = transformers.AutoModelForCausalLM.from_pretrained(many, dtype=torch.float32)
+    assert model.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=False).shape == (1, 4)

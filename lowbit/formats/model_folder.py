@@ -59,6 +59,8 @@ __all__ = ["quantize_folder", "linear_modules", "copy_model_files", "DEFAULT_IGN
 #: llm-compressor's examples and defaults: the output head stays in full precision
 DEFAULT_IGNORE = ("lm_head",)
 WEIGHT_FILE = "model.safetensors"
+#: transformers' save_pretrained default shard size (5 GB)
+DEFAULT_SHARD_SIZE = 5 * 10**9
 _NOT_COPIED_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".gguf", ".h5",
                         ".msgpack", ".ckpt")
 
@@ -134,6 +136,28 @@ def _ct_arrays(name: str, q: QTensor, dtype_name: str) -> dict[str, np.ndarray]:
     return {f"{m}.{k}": v for k, v in t.items()}
 
 
+def _entry_bytes(e: tuple[str, str, tuple[int, ...]]) -> int:
+    from .safetensors import DTYPE_BITS
+
+    return DTYPE_BITS[e[1]][0] * int(np.prod(e[2], dtype=np.int64)) // 8
+
+
+def _shards(units: dict[str, list[tuple[str, str, tuple[int, ...]]]], limit: int) -> list[list[str]]:
+    """Source tensors grouped into shards of at most ``limit`` output bytes, in name order."""
+    if limit <= 0:
+        raise ConfigError(f"convert: --max-shard-size: expected a positive size, got {limit}")
+    out: list[list[str]] = [[]]
+    size = 0
+    for n, entries in units.items():
+        b = sum(_entry_bytes(e) for e in entries)
+        if out[-1] and size + b > limit:
+            out.append([])
+            size = 0
+        out[-1].append(n)
+        size += b
+    return out
+
+
 def _suggest(cols: set[int], g: int) -> str:
     fits = [c for c in (32, 64, 128, 256) if all(k % c == 0 for k in cols)]
     return f"group sizes that divide every quantized weight's columns: {fits}" if fits else \
@@ -172,9 +196,12 @@ def _publish(tmp: Path, out: Path) -> None:
 
 def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme: str,
                     group_size: int | None = None, ignore: Iterable[str] | None = None,
+                    max_shard_size: int = DEFAULT_SHARD_SIZE,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Quantize the float model folder ``src`` with compressed-tensors' preset ``scheme`` into the
-    ready model folder ``out``. Returns a report (per tensor: quantized or copied)."""
+    ready model folder ``out``: one ``model.safetensors``, or shards of at most ``max_shard_size``
+    bytes (a larger single tensor gets a shard of its own; a module's tensors stay together) with
+    ``model.safetensors.index.json``. Returns a report (per tensor: quantized or copied)."""
     from .safetensors import Writer
 
     t0 = time.perf_counter()
@@ -206,29 +233,36 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
         for grp in ct_schemes.fused_groups([n[: -len(".weight")] for n in quant]):
             g = ct_schemes.global_scale(tensors[m + ".weight"] for m in grp)
             gscales.update({m + ".weight": g for m in grp})
-    specs: list[tuple[str, str, tuple[int, ...]]] = []
-    for n in sorted(tensors):
-        a = tensors[n]
-        specs += _plan(n, tuple(a.shape), _st_dtype(a.dtype), args) if n in quant else [(n, _st_dtype(a.dtype), tuple(a.shape))]
-    order = sorted(range(len(specs)), key=lambda i: specs[i][0])
-    specs = [specs[i] for i in order]
+    units = {n: _plan(n, tuple(a.shape), _st_dtype(a.dtype), args) if n in quant else [(n, _st_dtype(a.dtype), tuple(a.shape))]
+             for n, a in sorted(tensors.items())}
+    shards = _shards(units, max_shard_size)
     tmp = _staging(out)
     try:
-        pending: dict[str, np.ndarray] = {}
-        with Writer(tmp / WEIGHT_FILE, specs, {"format": "pt"}, checksums=True) as w:
-            nxt = 0
-            for n in sorted(tensors):
-                if n in quant:
-                    q = ct_schemes.quantize(tensors[n], args, gscale=gscales.get(n), name=n)
-                    pending.update(_ct_arrays(n, q, tensors[n].dtype.name))
-                else:
-                    pending[n] = tensors[n]
-                while nxt < len(specs) and specs[nxt][0] in pending:  # write in header order
-                    w.write(specs[nxt][0], pending.pop(specs[nxt][0]))
-                    nxt += 1
-                if progress:
-                    progress(f"{n}: {'quantized ' + sch_name if n in quant else 'copied'}")
-            assert not pending and nxt == len(specs), (sorted(pending)[:3], nxt, len(specs))
+        weight_map: dict[str, str] = {}
+        total = 0
+        for i, members in enumerate(shards):
+            fname = WEIGHT_FILE if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            specs = sorted((e for n in members for e in units[n]), key=lambda e: e[0])
+            pending: dict[str, np.ndarray] = {}
+            with Writer(tmp / fname, specs, {"format": "pt"}, checksums=True) as w:
+                nxt = 0
+                for n in members:
+                    if n in quant:
+                        q = ct_schemes.quantize(tensors[n], args, gscale=gscales.get(n), name=n)
+                        pending.update(_ct_arrays(n, q, tensors[n].dtype.name))
+                    else:
+                        pending[n] = tensors[n]
+                    while nxt < len(specs) and specs[nxt][0] in pending:  # write in header order
+                        w.write(specs[nxt][0], pending.pop(specs[nxt][0]))
+                        nxt += 1
+                    if progress:
+                        progress(f"{n}: {'quantized ' + sch_name if n in quant else 'copied'}")
+                assert not pending and nxt == len(specs), (sorted(pending)[:3], nxt, len(specs))
+            weight_map.update({e[0]: fname for e in specs})
+            total += sum(_entry_bytes(e) for e in specs)
+        if len(shards) > 1:  # the index transformers reads for sharded checkpoints
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            (tmp / (WEIGHT_FILE + ".index.json")).write_text(json.dumps(index, indent=2) + "\n")
         shutil.copyfile(src / "config.json", tmp / "config.json")
         copied = copy_model_files(src, tmp)
         _write_quantization_config(tmp, sch, ignore)
@@ -240,7 +274,7 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     return {"input": str(src), "output": str(out), "to": "compressed-tensors", "scheme": scheme.upper(),
             "config": json.loads((out / "config.json").read_text())["quantization_config"], "tensors": report,
-            "files_copied": copied, "output_bytes": size, "seconds": time.perf_counter() - t0}
+            "files_copied": copied, "shards": len(shards), "output_bytes": size, "seconds": time.perf_counter() - t0}
 
 
 def _write_quantization_config(folder: Path, sch: Any, ignore: list[str]) -> None:

@@ -178,7 +178,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from lowbit.tools.convert import convert_file
 
     res = convert_file(args.input, args.output, to=args.to, progress=not args.json, scheme=args.scheme,
-                       group_size=args.group_size, ignore=args.ignore)
+                       group_size=args.group_size, ignore=args.ignore, max_shard_size=args.max_shard_size)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--ignore", action="append", metavar="MODULE",
                     help="module name or re:REGEX left in full precision (repeatable; default: lm_head; "
                          "--ignore= quantizes every Linear)")
+    mf.add_argument("--max-shard-size", metavar="SIZE",
+                    help="split the weights into shards of at most SIZE (e.g. 2GB) with model.safetensors.index.json "
+                         "(default 5GB, transformers' own)")
     cv.add_argument("--json", action="store_true")
     cv.set_defaults(fn=cmd_convert)
 

@@ -90,14 +90,15 @@ def _entries(name: str, t: Any, word: str, to: str) -> list[tuple[str, str, tupl
 
 def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progress: bool = True,
                  scheme: str | None = None, group_size: int | None = None,
-                 ignore: list[str] | None = None) -> dict[str, Any]:
+                 ignore: list[str] | None = None, max_shard_size: str | int | None = None) -> dict[str, Any]:
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
     if scheme is not None or Path(inp).is_dir() or str(out).endswith(("/", "\\")) or Path(out).is_dir():
         # a model folder in or out: a ready model folder (lowbit.formats.model_folder)
-        return _model_folder(inp, out, to=to, scheme=scheme, group_size=group_size, ignore=ignore, progress=progress)
-    if group_size is not None or ignore is not None:
-        raise ConfigError("convert: --group-size and --ignore go with --scheme (quantizing a model folder)")
+        return _model_folder(inp, out, to=to, scheme=scheme, group_size=group_size, ignore=ignore, progress=progress,
+                             max_shard_size=max_shard_size)
+    if group_size is not None or ignore is not None or max_shard_size is not None:
+        raise ConfigError("convert: --group-size, --ignore and --max-shard-size go with --scheme (quantizing a model folder)")
     if to in wild.LAYOUTS or wild.detect_file(inp):  # wild layouts: whole-file, see lowbit.formats.layouts
         return wild.convert_file(inp, out, to=to)
     t0 = time.perf_counter()
@@ -136,7 +137,7 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
 
 
 def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | None, group_size: int | None,
-                  ignore: list[str] | None, progress: bool) -> dict[str, Any]:
+                  ignore: list[str] | None, progress: bool, max_shard_size: str | int | None = None) -> dict[str, Any]:
     """``lowbit convert MODEL_DIR OUT_DIR --to compressed-tensors --scheme W4A16``: see
     :mod:`lowbit.formats.model_folder`."""
     from lowbit.formats import model_folder
@@ -149,7 +150,25 @@ def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | No
         raise ConfigError(f"convert: --scheme writes --to compressed-tensors, got --to {to}")
     return model_folder.quantize_folder(inp, out, scheme=scheme, group_size=group_size,
                                         ignore=None if ignore is None else [i for i in ignore if i],
-                                        progress=_stderr if progress else None)
+                                        max_shard_size=_size(max_shard_size), progress=_stderr if progress else None)
+
+
+def _size(v: str | int | None) -> int:
+    """``--max-shard-size``: bytes, or a number with KB/MB/GB (powers of 1000) or KiB/MiB/GiB."""
+    from lowbit.formats.model_folder import DEFAULT_SHARD_SIZE
+
+    if v is None:
+        return DEFAULT_SHARD_SIZE
+    if isinstance(v, int):
+        return v
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", str(v), re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"convert: --max-shard-size: expected bytes or e.g. 500MB / 5GB / 2GiB, got {v!r}")
+    unit = (m.group(2) or "B").upper()
+    mult = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+    return int(float(m.group(1)) * mult)
 
 
 def _stderr(msg: str) -> None:
