@@ -284,6 +284,7 @@ def smollm2_folder() -> Path:
     return folder
 
 
+@pytest.mark.slow  # ~100 s on 2 busy cores: compressed-tensors' own pipeline on 135M weights, and its decompression
 def test_smollm2_w4a16_folder_loads_and_answers(smollm2_folder: Path, tmp_path: Path) -> None:
     """The issue's case: SmolLM2 (576 columns) as W4A16 with group 64: every tensor equals
     compressed-tensors' own (the issue found 30 % of the packed words equal, scales 1.07x theirs),
@@ -297,7 +298,7 @@ def test_smollm2_w4a16_folder_loads_and_answers(smollm2_folder: Path, tmp_path: 
     q = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
     ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-    ans = tok.decode(q.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:])
+    ans = tok.decode(q.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:])
     assert "Paris" in ans, ans
 
 

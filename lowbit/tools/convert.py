@@ -13,6 +13,13 @@ Layouts (``--to``):
 
 Every conversion streams one tensor at a time into a file that only gets its name when complete,
 and reports per tensor whether codes were copied or values converted.
+
+Model folders (:mod:`lowbit.formats.model_folder`): ``convert MODEL_DIR OUT_DIR --to
+compressed-tensors --scheme W4A16 [--group-size 64] [--ignore lm_head] [--max-shard-size 5GB]``
+quantizes a float Hugging Face folder with a compressed-tensors preset into a folder
+``from_pretrained`` loads; ``convert Q.safetensors OUT_DIR/ --to bitsandbytes`` (output ending in
+``/`` or an existing folder, or the input a folder) carries an already quantized checkpoint into
+a ready folder for the layout's consumer, from the ``config.json`` beside the input.
 """
 
 from __future__ import annotations
