@@ -326,8 +326,8 @@ def to_compressed_tensors(tensors: Mapping[str, Any], *, info: Mapping[str, Any]
             out[name + "_scale"] = sc.reshape(shape)
         else:
             raise LowbitError(f"compressed-tensors: tensor {name!r}: codec {q.codec_id} "
-                              f"({q.codec.get_config()}) has no compressed-tensors layout (expected int (2-D, groups "
-                              f"along the rows), nvfp4, mxfp4, mxfp6_e2m3, mxfp8_e4m3/e5m2, or fp8_e4m3/fp8_e5m2 with a tensor, channel or "
+                              f"({q.codec.get_config()}) has no compressed-tensors float layout and is not a 2-D "
+                              f"int codec for pack-quantized (expected int with groups along the rows, nvfp4, mxfp4, mxfp6_e2m3, mxfp8_e4m3/e5m2, or fp8_e4m3/fp8_e5m2 with a tensor, channel or "
                               f"block scale)")
         args = _scheme(fmt, q)
         key = (fmt, repr(sorted(args.items())))
