@@ -39,7 +39,7 @@ def _strategy(a) -> str:
     return str(getattr(a.strategy, "value", a.strategy))
 
 
-def ct_reference(src: Path, name: str, group_size: int | None) -> dict[str, "torch.Tensor"]:
+def ct_reference(src: Path, name: str | dict, group_size: int | None) -> dict[str, "torch.Tensor"]:
     """The state dict compressed-tensors writes for ``src`` quantized with preset ``name``: the
     weight calibration of llm-compressor's QuantizationModifier (min-max observer: amin/amax of the
     weight flattened by strategy, fused global scales) through compressed-tensors' own
@@ -49,10 +49,13 @@ def ct_reference(src: Path, name: str, group_size: int | None) -> dict[str, "tor
     from compressed_tensors.quantization.utils.helpers import calculate_qparams, generate_gparam
 
     model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype="auto")
-    sch = preset_name_to_scheme(name, ["Linear"])
-    if group_size:
-        sch.weights = sch.weights.model_copy(update={"group_size": group_size})
-    apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": sch}, ignore=["lm_head"]))
+    groups = {}
+    for i, (preset, targets) in enumerate((name if isinstance(name, dict) else {name: ["Linear"]}).items()):
+        sch = preset_name_to_scheme(preset, targets)
+        if group_size and _strategy(sch.weights) == "group":
+            sch.weights = sch.weights.model_copy(update={"group_size": group_size})
+        groups[f"group_{i}"] = sch
+    apply_quantization_config(model, QuantizationConfig(config_groups=groups, ignore=["lm_head"]))
     stats = {}
     for n, m in model.named_modules():
         s = getattr(m, "quantization_scheme", None)
@@ -418,3 +421,25 @@ def test_sharded_folder_with_index(tiny_bf16: Path, tmp_path: Path) -> None:
         assert size <= 40_000 or len(mods) == 1, (p, size, sorted(mods))
     model = transformers.AutoModelForCausalLM.from_pretrained(many, dtype=torch.float32)
     assert model.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=False).shape == (1, 4)
+
+
+def test_mixed_schemes_nvfp4_attention_fp8_mlp(tiny_bf16: Path, tmp_path: Path) -> None:
+    """Several config groups: NVFP4 attention + FP8 MLP (the Unsloth-style mixed-precision layout that
+    llama.cpp's converter refuses), bytes equal compressed-tensors' own for the same two groups."""
+    from lowbit.tools.convert import convert_file
+
+    out = tmp_path / "mixed"
+    r = convert_file(tiny_bf16, out, to="compressed-tensors", scheme="FP8_DYNAMIC", rules=["re:.*self_attn.*=NVFP4A16"],
+                     progress=False)
+    qc = r["config"]
+    assert qc["format"] == "mixed-precision" and len(qc["config_groups"]) == 2
+    fmts = {g["format"]: g["targets"] for g in qc["config_groups"].values()}
+    assert sorted(fmts) == ["float-quantized", "nvfp4-pack-quantized"]
+    assert all(".self_attn." in t for t in fmts["nvfp4-pack-quantized"]) and len(fmts["nvfp4-pack-quantized"]) == 8
+    assert all(".mlp." in t for t in fmts["float-quantized"]) and len(fmts["float-quantized"]) == 6
+    assert_same_as_compressed_tensors(tiny_bf16, out, {"NVFP4A16": ["re:.*self_attn.*"], "FP8_DYNAMIC": ["re:.*mlp.*"]},
+                                      None)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16)
+    assert model.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=False).shape == (1, 4)
+    with pytest.raises(lowbit.LowbitError, match="--scheme-rule re:.*nothing.*matches no Linear"):
+        quantize_folder(tiny_bf16, tmp_path / "x", scheme="FP8_DYNAMIC", rules=[("re:.*nothing.*", "NVFP4A16")])

@@ -81,22 +81,31 @@ def _read_config(src: Path) -> dict[str, Any]:
     return cfg
 
 
-def linear_modules(src: str | os.PathLike[str], scheme: Any, ignore: Iterable[str]) -> list[str]:
-    """The module names compressed-tensors would quantize with ``scheme`` (its ``targets``) in the
-    model of folder ``src``, less ``ignore`` — built on the meta device, no weights read."""
+def _meta_model(src: str | os.PathLike[str]) -> Any:
     try:
         import torch
         import transformers
-        from compressed_tensors.utils import match_named_modules
     except ImportError as e:
-        raise LowbitError(f"convert --scheme: finding the Linear modules needs torch, transformers and "
-                          f"compressed-tensors ({e})") from None
+        raise LowbitError(f"convert --scheme: finding the Linear modules needs torch and transformers ({e})") from None
     cfg = transformers.AutoConfig.from_pretrained(str(src))
     archs = getattr(cfg, "architectures", None) or []
     cls = getattr(transformers, archs[0], None) if archs else None
     with torch.device("meta"):
-        model = cls(cfg) if cls is not None else transformers.AutoModelForCausalLM.from_config(cfg)
-    return [n for n, _ in match_named_modules(model, list(scheme.targets), list(ignore))]
+        return cls(cfg) if cls is not None else transformers.AutoModelForCausalLM.from_config(cfg)
+
+
+def _match(model: Any, targets: Iterable[str], ignore: Iterable[str]) -> list[str]:
+    try:
+        from compressed_tensors.utils import match_named_modules
+    except ImportError as e:
+        raise LowbitError(f"convert --scheme: matching modules needs compressed-tensors ({e})") from None
+    return [n for n, _ in match_named_modules(model, list(targets), list(ignore))]
+
+
+def linear_modules(src: str | os.PathLike[str], scheme: Any, ignore: Iterable[str]) -> list[str]:
+    """The module names compressed-tensors would quantize with ``scheme`` (its ``targets``) in the
+    model of folder ``src``, less ``ignore`` — built on the meta device, no weights read."""
+    return _match(_meta_model(src), scheme.targets, ignore)
 
 
 def _plan(name: str, shape: tuple[int, ...], dtype: str, args: dict[str, Any]) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -196,44 +205,65 @@ def _publish(tmp: Path, out: Path) -> None:
 
 def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme: str,
                     group_size: int | None = None, ignore: Iterable[str] | None = None,
-                    max_shard_size: int = DEFAULT_SHARD_SIZE,
+                    rules: Iterable[tuple[str, str]] = (), max_shard_size: int = DEFAULT_SHARD_SIZE,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Quantize the float model folder ``src`` with compressed-tensors' preset ``scheme`` into the
     ready model folder ``out``: one ``model.safetensors``, or shards of at most ``max_shard_size``
     bytes (a larger single tensor gets a shard of its own; a module's tensors stay together) with
-    ``model.safetensors.index.json``. Returns a report (per tensor: quantized or copied)."""
+    ``model.safetensors.index.json``. ``rules`` — ``(target, preset)`` pairs, first match wins,
+    targets as compressed-tensors writes them (a module name, ``re:REGEX``, a class name) — give some
+    Linear modules another preset (several config groups, format ``mixed-precision``; ``group_size``
+    applies to every group preset). Returns a report (per tensor: quantized or copied)."""
     from .safetensors import Writer
 
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
     _read_config(src)
     ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
-    sch = ct_schemes.scheme(scheme, group_size=group_size)
+    rules = [(str(t), str(n).upper()) for t, n in rules]
+    names = [scheme.upper()] + [n for _, n in rules if n != scheme.upper()]
+    schemes = {}
+    for n in dict.fromkeys(names):  # --group-size: the main preset's (refused where it has none), and the rules' group presets
+        sch_n = ct_schemes.scheme(n, group_size=group_size if n == names[0] or _has_groups(n) else None)
+        schemes[n] = (sch_n, sch_n.weights.model_dump(mode="json"))
     sch_name = scheme.upper()
-    args = sch.weights.model_dump(mode="json")
-    targets = set(linear_modules(src, sch, ignore))
+    model = _meta_model(src)
+    linear = _match(model, schemes[sch_name][0].targets, ignore)
+    which = {m: sch_name for m in linear}
+    claimed: set[str] = set()
+    for target, n in rules:
+        hit = [m for m in _match(model, [target], ignore) if m in which and m not in claimed]
+        if not hit:
+            raise ConfigError(f"convert: --scheme-rule {target}={n}: matches no Linear module still unclaimed "
+                              f"outside --ignore {ignore}")
+        which.update({m: n for m in hit})
+        claimed |= set(hit)
+    del model
     tensors: dict[str, np.ndarray] = {}
     for f in checkpoint_files(src):
         t, _ = read_safetensors(f)
         tensors.update(t)
-    quant = sorted(n for n in tensors if n.endswith(".weight") and n[: -len(".weight")] in targets)
+    wargs = {n: schemes[which[n[: -len(".weight")]]][1] for n in tensors
+             if n.endswith(".weight") and n[: -len(".weight")] in which}
+    quant = sorted(wargs)
     if not quant:
         raise ConfigError(f"convert --scheme {scheme}: no tensor of {src} is a weight of a module the scheme "
-                          f"targets ({list(sch.targets)}) outside --ignore {ignore}")
+                          f"targets ({list(schemes[sch_name][0].targets)}) outside --ignore {ignore}")
     for n in quant:  # the consumer's rules, before anything is written
         try:
-            ct_schemes.check_weight(n, tuple(tensors[n].shape), args)
+            ct_schemes.check_weight(n, tuple(tensors[n].shape), wargs[n])
         except ct_schemes.SchemeError as e:
             cols = {int(tensors[k].shape[-1]) for k in quant if tensors[k].ndim == 2}
-            dflt = "" if group_size is not None else f" ({sch_name} preset's default; choose one with --group-size)"
-            raise ct_schemes.SchemeError(f"{e}{dflt}; {_suggest(cols, int(args.get('group_size') or 0))}") from None
+            dflt = "" if group_size is not None else (f" ({which[n[: -len('.weight')]]} preset's default; choose one "
+                                                      f"with --group-size)")
+            raise ct_schemes.SchemeError(f"{e}{dflt}; {_suggest(cols, 0)}") from None
         ct_schemes._dtype_name(tensors[n])
     gscales: dict[str, np.ndarray] = {}
-    if args["strategy"] == "tensor_group":  # one global scale per fused group (q/k/v, gate/up)
-        for grp in ct_schemes.fused_groups([n[: -len(".weight")] for n in quant]):
-            g = ct_schemes.global_scale(tensors[m + ".weight"] for m in grp)
-            gscales.update({m + ".weight": g for m in grp})
-    units = {n: _plan(n, tuple(a.shape), _st_dtype(a.dtype), args) if n in quant else [(n, _st_dtype(a.dtype), tuple(a.shape))]
+    nv = [n[: -len(".weight")] for n in quant if wargs[n]["strategy"] == "tensor_group"]
+    for grp in ct_schemes.fused_groups(nv):  # one global scale per fused group (q/k/v, gate/up)
+        g = ct_schemes.global_scale(tensors[m + ".weight"] for m in grp)
+        gscales.update({m + ".weight": g for m in grp})
+    units = {n: _plan(n, tuple(a.shape), _st_dtype(a.dtype), wargs[n]) if n in quant else [(n, _st_dtype(a.dtype), tuple(a.shape))]
              for n, a in sorted(tensors.items())}
     shards = _shards(units, max_shard_size)
     tmp = _staging(out)
@@ -248,7 +278,7 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 nxt = 0
                 for n in members:
                     if n in quant:
-                        q = ct_schemes.quantize(tensors[n], args, gscale=gscales.get(n), name=n)
+                        q = ct_schemes.quantize(tensors[n], wargs[n], gscale=gscales.get(n), name=n)
                         pending.update(_ct_arrays(n, q, tensors[n].dtype.name))
                     else:
                         pending[n] = tensors[n]
@@ -256,7 +286,7 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
                         w.write(specs[nxt][0], pending.pop(specs[nxt][0]))
                         nxt += 1
                     if progress:
-                        progress(f"{n}: {'quantized ' + sch_name if n in quant else 'copied'}")
+                        progress(f"{n}: {'quantized ' + which[n[:-7]] if n in quant else 'copied'}")
                 assert not pending and nxt == len(specs), (sorted(pending)[:3], nxt, len(specs))
             weight_map.update({e[0]: fname for e in specs})
             total += sum(_entry_bytes(e) for e in specs)
@@ -265,29 +295,49 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
             (tmp / (WEIGHT_FILE + ".index.json")).write_text(json.dumps(index, indent=2) + "\n")
         shutil.copyfile(src / "config.json", tmp / "config.json")
         copied = copy_model_files(src, tmp)
-        _write_quantization_config(tmp, sch, ignore)
+        _write_quantization_config(tmp, schemes, which, ignore, single=not rules)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    report = [{"name": n, "action": f"quantized ({sch_name})" if n in quant else "copied"} for n in sorted(tensors)]
+    report = [{"name": n, "action": f"quantized ({which[n[:-7]]})" if n in quant else "copied"} for n in sorted(tensors)]
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     return {"input": str(src), "output": str(out), "to": "compressed-tensors", "scheme": scheme.upper(),
             "config": json.loads((out / "config.json").read_text())["quantization_config"], "tensors": report,
             "files_copied": copied, "shards": len(shards), "output_bytes": size, "seconds": time.perf_counter() - t0}
 
 
-def _write_quantization_config(folder: Path, sch: Any, ignore: list[str]) -> None:
+def _has_groups(name: str) -> bool:
+    """Whether a preset's weights have a settable group size (group strategy)."""
+    from compressed_tensors.quantization import preset_name_to_scheme
+
+    try:
+        w = preset_name_to_scheme(name, ["Linear"]).weights
+    except KeyError:
+        return True  # let ct_schemes.scheme name the bad preset
+    return w is not None and str(getattr(w.strategy, "value", w.strategy)) == "group"
+
+
+def _write_quantization_config(folder: Path, schemes: dict[str, Any], which: dict[str, str], ignore: list[str],
+                               *, single: bool) -> None:
     """config.json's ``quantization_config`` as compressed-tensors writes it (ModelCompressor.
-    update_config), then rewritten atomically with the folder's file mode."""
+    update_config): one config group targeting ``Linear`` for a single preset, else one group per
+    preset targeting its modules by name (format ``mixed-precision``)."""
     import torch
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.compressors.format import infer_module_format
     from compressed_tensors.quantization import QuantizationConfig, QuantizationStatus
 
-    fmt = infer_module_format(torch.nn.Linear, sch).value
-    sch = sch.model_copy(update={"format": fmt})
-    qc = QuantizationConfig(config_groups={"group_0": sch}, format=fmt, ignore=ignore,
+    groups, formats = {}, set()
+    for i, (n, (sch, _)) in enumerate(s for s in schemes.items() if s[0] in set(which.values())):
+        fmt = infer_module_format(torch.nn.Linear, sch).value
+        upd: dict[str, Any] = {"format": fmt}
+        if not single:
+            upd["targets"] = sorted(m for m, k in which.items() if k == n)
+        groups[f"group_{i}"] = sch.model_copy(update=upd)
+        formats.add(fmt)
+    fmt = formats.pop() if len(formats) == 1 else "mixed-precision"
+    qc = QuantizationConfig(config_groups=groups, format=fmt, ignore=ignore,
                             quantization_status=QuantizationStatus.COMPRESSED)
     ModelCompressor(quantization_config=qc).update_config(str(folder))
 

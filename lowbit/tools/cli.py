@@ -178,7 +178,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from lowbit.tools.convert import convert_file
 
     res = convert_file(args.input, args.output, to=args.to, progress=not args.json, scheme=args.scheme,
-                       group_size=args.group_size, ignore=args.ignore, max_shard_size=args.max_shard_size)
+                       group_size=args.group_size, ignore=args.ignore, max_shard_size=args.max_shard_size,
+                       rules=args.scheme_rule)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -322,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--ignore", action="append", metavar="MODULE",
                     help="module name or re:REGEX left in full precision (repeatable; default: lm_head; "
                          "--ignore= quantizes every Linear)")
+    mf.add_argument("--scheme-rule", action="append", metavar="TARGET=SCHEME",
+                    help="another preset for the Linear modules TARGET matches (a module name or re:REGEX; "
+                         "repeatable, first match wins): several config groups, format mixed-precision")
     mf.add_argument("--max-shard-size", metavar="SIZE",
                     help="split the weights into shards of at most SIZE (e.g. 2GB) with model.safetensors.index.json "
                          "(default 5GB, transformers' own)")

@@ -97,14 +97,15 @@ def _entries(name: str, t: Any, word: str, to: str) -> list[tuple[str, str, tupl
 
 def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progress: bool = True,
                  scheme: str | None = None, group_size: int | None = None,
-                 ignore: list[str] | None = None, max_shard_size: str | int | None = None) -> dict[str, Any]:
+                 ignore: list[str] | None = None, max_shard_size: str | int | None = None,
+                 rules: list[str] | None = None) -> dict[str, Any]:
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
     if scheme is not None or Path(inp).is_dir() or str(out).endswith(("/", "\\")) or Path(out).is_dir():
         # a model folder in or out: a ready model folder (lowbit.formats.model_folder)
         return _model_folder(inp, out, to=to, scheme=scheme, group_size=group_size, ignore=ignore, progress=progress,
-                             max_shard_size=max_shard_size)
-    if group_size is not None or ignore is not None or max_shard_size is not None:
+                             max_shard_size=max_shard_size, rules=rules)
+    if group_size is not None or ignore is not None or max_shard_size is not None or rules:
         raise ConfigError("convert: --group-size, --ignore and --max-shard-size go with --scheme (quantizing a model folder)")
     if to in wild.LAYOUTS or wild.detect_file(inp):  # wild layouts: whole-file, see lowbit.formats.layouts
         return wild.convert_file(inp, out, to=to)
@@ -144,7 +145,8 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
 
 
 def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | None, group_size: int | None,
-                  ignore: list[str] | None, progress: bool, max_shard_size: str | int | None = None) -> dict[str, Any]:
+                  ignore: list[str] | None, progress: bool, max_shard_size: str | int | None = None,
+                  rules: list[str] | None = None) -> dict[str, Any]:
     """``lowbit convert MODEL_DIR OUT_DIR --to compressed-tensors --scheme W4A16``: see
     :mod:`lowbit.formats.model_folder`."""
     from lowbit.formats import model_folder
@@ -157,7 +159,15 @@ def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | No
         raise ConfigError(f"convert: --scheme writes --to compressed-tensors, got --to {to}")
     return model_folder.quantize_folder(inp, out, scheme=scheme, group_size=group_size,
                                         ignore=None if ignore is None else [i for i in ignore if i],
-                                        max_shard_size=_size(max_shard_size), progress=_stderr if progress else None)
+                                        max_shard_size=_size(max_shard_size), rules=[_rule(r) for r in rules or []],
+                                        progress=_stderr if progress else None)
+
+
+def _rule(r: str) -> tuple[str, str]:
+    target, eq, name = str(r).rpartition("=")
+    if not eq or not target or not name:
+        raise ConfigError(f"convert: --scheme-rule: expected TARGET=SCHEME (e.g. 're:.*self_attn.*=NVFP4A16'), got {r!r}")
+    return target, name
 
 
 def _size(v: str | int | None) -> int:
