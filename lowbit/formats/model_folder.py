@@ -112,6 +112,12 @@ def _plan(name: str, shape: tuple[int, ...], dtype: str, args: dict[str, Any]) -
     """The compressed-tensors entries (name, safetensors dtype, shape) of one quantized weight."""
     m = name[: -len(".weight")]
     N, K = shape
+    if args["type"] == "int" and args.get("_format") == "int-quantized":  # int8 storage, one code per byte
+        ng = 1 if args["strategy"] == "channel" else K // int(args["group_size"])
+        out = [(m + ".weight", "I8", (N, K)), (m + ".weight_scale", dtype, (N, ng))]
+        if not args["symmetric"]:
+            out.append((m + ".weight_zero_point", "I8", (N, ng)))
+        return out
     if args["type"] == "int":
         b = int(args["num_bits"])
         ng = 1 if args["strategy"] == "channel" else K // int(args["group_size"])
@@ -127,10 +133,24 @@ def _plan(name: str, shape: tuple[int, ...], dtype: str, args: dict[str, Any]) -
             (m + ".weight_scale", dtype, (N, 1) if args["strategy"] == "channel" else (1,))]
 
 
-def _ct_arrays(name: str, q: QTensor, dtype_name: str) -> dict[str, np.ndarray]:
-    """The compressed-tensors arrays of one quantized weight ``<m>.weight``."""
+def _ct_arrays(name: str, q: QTensor, dtype_name: str, fmt: str | None = None) -> dict[str, np.ndarray]:
+    """The compressed-tensors arrays of one quantized weight ``<m>.weight`` (``fmt``: the scheme's
+    compressed-tensors format; ``int-quantized`` stores integer codes one per int8)."""
     m = name[: -len(".weight")]
-    if q.codec_id == "int":
+    if q.codec_id == "int" and fmt == "int-quantized":
+        from ._int32pack import unpack_bits
+        from ._intq import take_apart
+
+        data, sc, z, _, c = take_apart(q, "int-quantized")
+        off = 1 << (c.bits - 1)
+        t = {"weight": (unpack_bits(data, c.bits, q.shape[1]) - off).astype(np.int8), "weight_scale": sc}
+        if not c.symmetric:
+            t["weight_zero_point"] = (z - off).astype(np.int8)
+        if dtype_name == "bfloat16":
+            import ml_dtypes
+
+            t["weight_scale"] = np.ascontiguousarray(sc).view(ml_dtypes.bfloat16)
+    elif q.codec_id == "int":
         from .compressed_tensors_int import to_compressed_tensors
 
         t = to_compressed_tensors(q)
@@ -225,7 +245,7 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
     schemes = {}
     for n in dict.fromkeys(names):  # --group-size: the main preset's (refused where it has none), and the rules' group presets
         sch_n = ct_schemes.scheme(n, group_size=group_size if n == names[0] or _has_groups(n) else None)
-        schemes[n] = (sch_n, sch_n.weights.model_dump(mode="json"))
+        schemes[n] = (sch_n, dict(sch_n.weights.model_dump(mode="json"), _format=_format(sch_n)))
     sch_name = scheme.upper()
     model = _meta_model(src)
     linear = _match(model, schemes[sch_name][0].targets, ignore)
@@ -279,7 +299,7 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 for n in members:
                     if n in quant:
                         q = ct_schemes.quantize(tensors[n], wargs[n], gscale=gscales.get(n), name=n)
-                        pending.update(_ct_arrays(n, q, tensors[n].dtype.name))
+                        pending.update(_ct_arrays(n, q, tensors[n].dtype.name, wargs[n]["_format"]))
                     else:
                         pending[n] = tensors[n]
                     while nxt < len(specs) and specs[nxt][0] in pending:  # write in header order
@@ -305,6 +325,14 @@ def quantize_folder(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
     return {"input": str(src), "output": str(out), "to": "compressed-tensors", "scheme": scheme.upper(),
             "config": json.loads((out / "config.json").read_text())["quantization_config"], "tensors": report,
             "files_copied": copied, "shards": len(shards), "output_bytes": size, "seconds": time.perf_counter() - t0}
+
+
+def _format(sch: Any) -> str:
+    """compressed-tensors' storage format for a Linear quantized with ``sch`` (its own inference)."""
+    import torch
+    from compressed_tensors.compressors.format import infer_module_format
+
+    return infer_module_format(torch.nn.Linear, sch).value
 
 
 def _has_groups(name: str) -> bool:
