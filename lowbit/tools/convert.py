@@ -101,7 +101,9 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str = "lowbit", progre
                  rules: list[str] | None = None) -> dict[str, Any]:
     if to not in LAYOUTS:
         raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
-    if scheme is not None or Path(inp).is_dir() or str(out).endswith(("/", "\\")) or Path(out).is_dir():
+    folder_out = str(out).endswith(("/", "\\")) or Path(out).is_dir() or (
+        Path(inp).is_dir() and Path(out).suffix not in (".safetensors", ".gguf"))  # a sharded folder -> one file stays
+    if scheme is not None or folder_out:
         # a model folder in or out: a ready model folder (lowbit.formats.model_folder)
         return _model_folder(inp, out, to=to, scheme=scheme, group_size=group_size, ignore=ignore, progress=progress,
                              max_shard_size=max_shard_size, rules=rules)
