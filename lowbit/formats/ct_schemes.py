@@ -78,8 +78,12 @@ def scheme(name: str, *, group_size: int | None = None, targets: Iterable[str] =
     q = _ct()
     key = str(name).upper()
     if key not in SCHEMES:
-        static = "" if not q.is_preset_scheme(key) else (
-            " (it needs calibrated static activation scales, which a weight-only conversion cannot make)")
+        static = ""
+        if q.is_preset_scheme(key):
+            act = q.preset_name_to_scheme(key, ["Linear"]).input_activations
+            static = (" (it needs calibrated static activation scales, which a weight-only conversion cannot make)"
+                      if act is not None and act.dynamic is not True else  # False, or "local" (a calibrated global scale)
+                      " (its weight quantizer is not implemented in lowbit yet)")
         raise SchemeError(f"convert: --scheme: {name!r} is not one lowbit computes{static}; expected one of "
                           f"{list(SCHEMES)}")
     s = q.preset_name_to_scheme(key, list(targets))
