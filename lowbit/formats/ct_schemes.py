@@ -18,6 +18,8 @@ needs no calibration run and no GPU, and its bytes equal the bytes of llm-compre
 * **arithmetic in the weight's dtype**: like torch, every step (``max / 7.5``, ``x / scale``,
   ``+ zero_point``) is computed in float32 and rounded to the weight's dtype (bfloat16, float16),
   then rounded to the grid (round half to even; clamped). Scales are stored in the weight's dtype.
+* **MXFP4** (group 32, E8M0 scales): the group absmax rounded to a power of two on its bits in the
+  weight dtype (compressed-tensors' round_to_power_2), exponent ``127 + log2 - 2``.
 * **NVFP4** (``tensor_group``): a float32 global scale ``448 * 6 / absmax`` shared by the layers
   llm-compressor fuses (q/k/v, gate/up; ``FUSED_LAYER_NAMES``), block scales
   ``global * absmax16 / 6`` rounded to E4M3, codes ``x / (scale / global)`` rounded to E2M1.
@@ -51,7 +53,7 @@ __all__ = ["SCHEMES", "scheme", "weight_args", "quantize", "global_scale", "chec
 #: the preset names this module computes (weights; activations, where the preset has them, are
 #: dynamic, so the consumer computes them at run time and the checkpoint needs no calibration)
 SCHEMES = ("W4A16", "W4A16_ASYM", "W8A16", "W2A16", "W3A16", "W5A16", "W6A16", "W7A16", "W8A8", "INT8",
-           "W4A8", "W4AFP8", "FP8_DYNAMIC", "NVFP4A16")
+           "W4A8", "W4AFP8", "FP8_DYNAMIC", "NVFP4A16", "MXFP4A16", "MXFP4")
 
 #: what llm-compressor 0.14 fuses for one shared NVFP4 global scale (observers/helpers.py,
 #: FUSED_LAYER_NAMES): sibling modules of one parent
@@ -193,9 +195,9 @@ def fused_groups(modules: Iterable[str]) -> list[list[str]]:
 
 def quantize(w: Any, args: Mapping[str, Any], *, gscale: np.ndarray | None = None, name: str = "weight") -> QTensor:
     """A 2-D float weight (numpy float32/float16/ml_dtypes bfloat16) quantized by a scheme's weight
-    args: an ``int`` QTensor (integer schemes), ``fp8_e4m3`` (FP8) or ``nvfp4`` with
-    ``recipe="compressed_tensors"`` (NVFP4; ``gscale`` is the fused global scale, computed from
-    this weight alone when None)."""
+    args: an ``int`` QTensor (integer schemes), ``fp8_e4m3`` (FP8), ``mxfp4`` (MXFP4) or ``nvfp4``
+    with ``recipe="compressed_tensors"`` (NVFP4; ``gscale`` is the fused global scale, computed
+    from this weight alone when None)."""
     w = np.asarray(w)
     dtn = _dtype_name(w)
     dt = w.dtype
@@ -207,6 +209,8 @@ def quantize(w: Any, args: Mapping[str, Any], *, gscale: np.ndarray | None = Non
         return _quantize_fp8(w, args, dt, dtn)
     if kind == "float" and bits == 4 and args["strategy"] == "tensor_group":
         return _quantize_nvfp4(w, args, dt, gscale)
+    if kind == "float" and bits == 4 and args["strategy"] == "group" and int(args["group_size"]) == 32:
+        return _quantize_mxfp4(w, args, dt)
     raise SchemeError(f"compressed-tensors scheme: {kind} {bits}-bit {args['strategy']} weights are not computed by lowbit")
 
 
@@ -295,3 +299,37 @@ def _quantize_nvfp4(w: np.ndarray, args: Mapping[str, Any], dt: Any, gscale: np.
     data = join_blocks(s8.view(np.uint8), packed, 8)
     return QTensor(data, {"global_scale": np.array(g[0], np.float32)}, (N, K),
                    get_codec("nvfp4", recipe="compressed_tensors"))
+
+
+_FLOAT_BITS = {"float32": (np.uint32, 23, 8), "bfloat16": (np.uint16, 7, 8), "float16": (np.uint16, 10, 5)}
+
+
+def _e8m0_of_absmax(amax: np.ndarray, dt: Any) -> np.ndarray:
+    """compressed-tensors' MX scale exponent (generate_mx_scales + round to uint8): the group absmax,
+    held in the weight dtype, rounded to a power of two on its bits (add half an E2M1 ulp at the
+    element's mantissa width, keep sign and exponent), then ``127 + log2 - 2``, clamped to 0..255."""
+    ui, mant, ebits = _FLOAT_BITS[np.dtype(dt).name]
+    bits = np.ascontiguousarray(amax.astype(dt)).view(ui).astype(np.int64)
+    mask = ((1 << (ebits + 1)) - 1) << mant
+    r = ((bits + (1 << (mant - 1 - 1))) & mask) & ((1 << (ebits + mant)) - 1)  # the sign of |x| is 0
+    field = r >> mant
+    bias = (1 << (ebits - 1)) - 1
+    e = np.where(field > 0, field - bias, -10**6)  # a zero power of two: log2 = -inf -> code 0
+    return np.clip(127 + e - 2, 0, 255).astype(np.int64)
+
+
+def _quantize_mxfp4(w: np.ndarray, args: Mapping[str, Any], dt: Any) -> QTensor:
+    N, K = w.shape
+    x, _ = _groups(w, args)
+    mn, mx = _minmax(x)
+    code = _e8m0_of_absmax(np.maximum(np.abs(mn), np.abs(mx)), dt)
+    with np.errstate(under="ignore", over="ignore"):
+        scale = _in(dt, np.exp2(code.astype(np.float32) - 127))
+    scale = np.where(scale == 0, np.float32(1), scale)  # the uint8 scale dtype's "epsilon" is 1
+    with np.errstate(over="ignore", under="ignore"):
+        y = np.clip(_in(dt, x / scale[..., None]), -6, 6)
+    c = _e2m1_codes(y).reshape(N, K)
+    packed = (c[:, 0::2] | (c[:, 1::2] << 4)).astype(np.uint8)
+    stored = np.round(np.log2(scale.astype(np.float32))).astype(np.int64) + 127  # what compress_mx_scale writes
+    data = join_blocks(np.clip(stored, 0, 255).astype(np.uint8), packed, 16)
+    return QTensor(data, {}, (N, K), get_codec("mxfp4", scale_rounding="even"))

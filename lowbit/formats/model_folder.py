@@ -129,6 +129,8 @@ def _plan(name: str, shape: tuple[int, ...], dtype: str, args: dict[str, Any]) -
     if args["strategy"] == "tensor_group":
         return [(m + ".weight_packed", "U8", (N, K // 2)), (m + ".weight_scale", "F8_E4M3", (N, K // 16)),
                 (m + ".weight_global_scale", "F32", (1,))]
+    if args["type"] == "float" and int(args["num_bits"]) == 4:  # MXFP4
+        return [(m + ".weight_packed", "U8", (N, K // 2)), (m + ".weight_scale", "U8", (N, K // 32))]
     return [(m + ".weight", "F8_E4M3", (N, K)),
             (m + ".weight_scale", dtype, (N, 1) if args["strategy"] == "channel" else (1,))]
 
