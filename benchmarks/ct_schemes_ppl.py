@@ -23,7 +23,8 @@ from lowbit.formats.model_folder import quantize_folder
 from lowbit.tools.realmodel import eval_text
 
 RUNS = [("float (bf16 source)", None, None), ("W4A16", 64, "float32"), ("W4A16", 32, "float32"),
-        ("W8A16", 64, "float32"), ("FP8_DYNAMIC", None, "float32"), ("NVFP4A16", None, "bfloat16")]
+        ("W8A16", 64, "float32"), ("FP8_DYNAMIC", None, "float32"), ("NVFP4A16", None, "bfloat16"),
+        ("MXFP4A16", None, "bfloat16")]
 
 
 def ppl(folder: Path, dtype: str, n: int) -> float:
