@@ -107,11 +107,17 @@ def from_compressed_tensors(tensors: Mapping[str, Any], config: Mapping[str, Any
         a = as_numpy(t)
         if name.endswith("_packed"):
             base = name[: -len("_packed")]
+            if a.dtype == np.int32:  # pack-quantized integers (W4A16, W8A16, ...)
+                out[base] = _int_from(tensors, base, qc)
+                if info is not None:
+                    info[base] = {"format": "pack-quantized"}
+                used |= {name, base + "_scale", base + "_shape", base + "_zero_point", base + "_g_idx"}
+                continue
+            if a.dtype != np.uint8:
+                raise LowbitError(f"compressed-tensors: {name!r}: {a.dtype} packed weights: expected uint8 (FP4/FP6) "
+                                  f"or int32 (pack-quantized integers)")
             if base + "_zero_point" in tensors:
                 raise LowbitError(f"compressed-tensors: {base!r}: asymmetric FP4 (weight_zero_point) has no lowbit codec")
-            if a.dtype != np.uint8:
-                raise LowbitError(f"compressed-tensors: {name!r}: {a.dtype} packed weights are the integer "
-                                  f"pack-quantized layout (lowbit.formats.compressed_tensors_int), not FP4")
             if base + "_scale" not in tensors:
                 raise FormatError(f"compressed-tensors: {name!r} without {base + '_scale'!r}")
             s = as_numpy(tensors[base + "_scale"])
@@ -177,8 +183,47 @@ def from_compressed_tensors(tensors: Mapping[str, Any], config: Mapping[str, Any
     return out
 
 
+def _int_groups(qc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [g["weights"] for g in (qc.get("config_groups") or {}).values()
+            if isinstance(g, Mapping) and isinstance(g.get("weights"), Mapping) and g["weights"].get("type") == "int"]
+
+
+def _int_from(tensors: Mapping[str, Any], base: str, qc: Mapping[str, Any]) -> QTensor:
+    """A pack-quantized integer weight ``<base>_packed`` (+ scale, shape, zero point, g_idx) -> ``int``
+    QTensor; the bit width from the config's integer group (or, without a config, the only width
+    the packed row length allows)."""
+    from .compressed_tensors_int import from_compressed_tensors as int_from
+
+    for k in ("_scale", "_shape"):
+        if base + k not in tensors:
+            raise FormatError(f"compressed-tensors: {base + '_packed'!r} without {base + k!r}")
+    packed, shape = as_numpy(tensors[base + "_packed"]), as_numpy(tensors[base + "_shape"]).reshape(-1)
+    N, K = (int(v) for v in shape)
+    widths = sorted({int(w["num_bits"]) for w in _int_groups(qc)})
+    if len(widths) != 1:
+        widths = [b for b in range(1, 9) if -(-K * b // 32) == packed.shape[-1]]
+    if len(widths) != 1:
+        raise LowbitError(f"compressed-tensors: {base + '_packed'!r}: cannot tell the bit width (candidates {widths}); "
+                          f"give the quantization_config")
+    sc = as_numpy(tensors[base + "_scale"])
+    ng = sc.shape[-1]
+    strategies = {w.get("strategy") for w in _int_groups(qc)}
+    channel = ng == 1 and ("group" not in strategies or K == ng)
+    kw = {"weight_zero_point": tensors.get(base + "_zero_point"), "weight_g_idx": tensors.get(base + "_g_idx")}
+    return int_from(packed, sc, shape, **kw, num_bits=widths[0], group_size=None if channel else -(-K // ng),
+                    strategy="channel" if channel else "group")
+
+
 def _scheme(fmt: str, q: QTensor) -> dict[str, Any]:
     """The ``weights`` QuantizationArgs of a config group for one QTensor."""
+    if fmt == "pack-quantized":
+        c = q.codec
+        args = {"num_bits": c.bits, "type": "int", "symmetric": bool(c.symmetric), "dynamic": False,
+                "observer": "minmax", "strategy": "channel" if c.group_size is None else "group",
+                "group_size": c.group_size}
+        if c.act_order:
+            args["actorder"] = "group"
+        return args
     if fmt == "nvfp4-pack-quantized":
         return {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "tensor_group", "group_size": 16,
                 "dynamic": False, "observer": "minmax", "scale_dtype": "torch.float8_e4m3fn"}
@@ -252,6 +297,14 @@ def to_compressed_tensors(tensors: Mapping[str, Any], *, info: Mapping[str, Any]
                 out[name] = codes.view(fp8)
             sdt = extra.get("scale_dtype", "uint8")
             out[name + "_scale"] = scales[..., 0].view(ml_dtypes.float8_e8m0fnu if sdt == "float8_e8m0fnu" else np.uint8)
+        elif q.codec_id == "int" and getattr(q.codec, "axis", -1) == -1 and len(q.shape) == 2:
+            from .compressed_tensors_int import to_compressed_tensors as int_to
+
+            fmt = "pack-quantized"
+            for k, v in int_to(q).items():
+                if k == "weight_scale" and q.codec.scale_dtype == "bfloat16":
+                    v = v.view(ml_dtypes.bfloat16)
+                out[name + k[len("weight"):]] = v
         elif q.codec_id in ("fp8_e4m3", "fp8_e5m2") and q.codec.scale is not None:
             fmt = "float-quantized"
             mode = q.codec.scale
@@ -273,8 +326,8 @@ def to_compressed_tensors(tensors: Mapping[str, Any], *, info: Mapping[str, Any]
             out[name + "_scale"] = sc.reshape(shape)
         else:
             raise LowbitError(f"compressed-tensors: tensor {name!r}: codec {q.codec_id} "
-                              f"({q.codec.get_config()}) has no compressed-tensors float layout (expected nvfp4, "
-                              f"mxfp4, mxfp6_e2m3, mxfp8_e4m3/e5m2, or fp8_e4m3/fp8_e5m2 with a tensor, channel or "
+                              f"({q.codec.get_config()}) has no compressed-tensors float layout and is not a 2-D "
+                              f"int codec for pack-quantized (expected int with groups along the rows, nvfp4, mxfp4, mxfp6_e2m3, mxfp8_e4m3/e5m2, or fp8_e4m3/fp8_e5m2 with a tensor, channel or "
                               f"block scale)")
         args = _scheme(fmt, q)
         key = (fmt, repr(sorted(args.items())))

@@ -79,7 +79,7 @@ _ML = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 def _ml_dtypes() -> Any:
     try:
         import ml_dtypes
-    except ImportError:  # pragma: no cover - ml_dtypes ships with the test extra
+    except ImportError:  # pragma: no cover - ml_dtypes is a core dependency
         raise LowbitError("layouts: reading or writing F8/BF16 tensors needs the ml_dtypes package "
                           "(pip install ml_dtypes)") from None
     return ml_dtypes
@@ -179,6 +179,9 @@ def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        from .safetensors import new_file_mode
+
+        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; the file follows the umask
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(hb)))
             f.write(hb)

@@ -238,18 +238,42 @@ def _checksum_json(hashes: Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(hashes.items())), separators=(",", ":"))
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (/proc/self/status;
+    os.umask can only be read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0o666 less the umask. Temporary
+    files are created 0600 (mkstemp) or with whatever mode O_TMPFILE was given; the published
+    file gets this mode, like any file the user's tools write."""
+    return 0o666 & ~_umask()
+
+
 def _temporary(target: Path) -> tuple[Any, Path | None]:
-    """An open file for the new contents. On Linux an *unnamed* file in the target's directory
-    (O_TMPFILE): if the process dies, even by SIGKILL, nothing is left behind. Elsewhere a hidden
-    named temporary (removed on any exception)."""
+    """An open file for the new contents, with the mode :func:`new_file_mode` gives (it follows
+    the umask). On Linux an *unnamed* file in the target's directory (O_TMPFILE): if the process
+    dies, even by SIGKILL, nothing is left behind. Elsewhere a hidden named temporary (removed on
+    any exception)."""
     flag = getattr(os, "O_TMPFILE", 0)
     if flag and os.path.isdir("/proc/self/fd"):
         try:
-            fd = os.open(target.parent, flag | os.O_WRONLY, 0o644)
+            fd = os.open(target.parent, flag | os.O_WRONLY, 0o666)  # the kernel applies the umask
             return os.fdopen(fd, "wb"), None
         except OSError:
             pass  # a filesystem without O_TMPFILE support
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.fchmod(fd, new_file_mode())  # mkstemp makes 0600
     return os.fdopen(fd, "wb"), Path(tmp)
 
 

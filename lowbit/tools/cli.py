@@ -269,7 +269,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from lowbit.tools.convert import convert_file
 
-    res = convert_file(args.input, args.output, to=args.to, progress=not args.json)
+    res = convert_file(args.input, args.output, to=args.to, progress=not args.json, scheme=args.scheme,
+                       group_size=args.group_size, ignore=args.ignore, max_shard_size=args.max_shard_size,
+                       rules=args.scheme_rule)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -435,6 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--to", default=None, choices=LAYOUTS,
                     help="target layout (default: gguf for a .gguf output, else lowbit); float32/float16/bfloat16 "
                          "with a .gguf output is llama-quantize's F32/F16/BF16")
+    mf = cv.add_argument_group("quantizing a model folder (INPUT and OUTPUT are folders; --to compressed-tensors)")
+    mf.add_argument("--scheme", help="compressed-tensors preset: W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, "
+                                     "NVFP4A16, ... (scales as llm-compressor's min-max observer computes them)")
+    mf.add_argument("--group-size", type=int, help="columns per scale for the group schemes (default: the preset's)")
+    mf.add_argument("--ignore", action="append", metavar="MODULE",
+                    help="module name or re:REGEX left in full precision (repeatable; default: lm_head; "
+                         "--ignore= quantizes every Linear)")
+    mf.add_argument("--scheme-rule", action="append", metavar="TARGET=SCHEME",
+                    help="another preset for the Linear modules TARGET matches (a module name or re:REGEX; "
+                         "repeatable, first match wins): several config groups, format mixed-precision")
+    mf.add_argument("--max-shard-size", metavar="SIZE",
+                    help="split the weights into shards of at most SIZE (e.g. 2GB) with model.safetensors.index.json "
+                         "(default 5GB, transformers' own)")
     cv.add_argument("--json", action="store_true")
     cv.set_defaults(fn=cmd_convert)
 

@@ -18,6 +18,13 @@ else → ``lowbit``); a ``--to`` the suffix contradicts is refused.
 
 Every conversion streams one tensor at a time into a file that only gets its name when complete,
 and reports per tensor whether codes were copied or values converted.
+
+Model folders (:mod:`lowbit.formats.model_folder`): ``convert MODEL_DIR OUT_DIR --to
+compressed-tensors --scheme W4A16 [--group-size 64] [--ignore lm_head] [--max-shard-size 5GB]``
+quantizes a float Hugging Face folder with a compressed-tensors preset into a folder
+``from_pretrained`` loads; ``convert Q.safetensors OUT_DIR/ --to bitsandbytes`` (output ending in
+``/`` or an existing folder, or the input a folder) carries an already quantized checkpoint into
+a ready folder for the layout's consumer, from the ``config.json`` beside the input.
 """
 
 from __future__ import annotations
@@ -109,8 +116,15 @@ def _target(out: str | Path, to: str | None) -> str:
     return to
 
 
-def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, progress: bool = True) -> dict[str, Any]:
+def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, progress: bool = True,
+                 scheme: str | None = None, group_size: int | None = None,
+                 ignore: list[str] | None = None, max_shard_size: str | int | None = None,
+                 rules: list[str] | None = None) -> dict[str, Any]:
     """Convert ``inp`` to the layout ``to`` (default: from the output suffix) in ``out``.
+
+    A model folder in or out (an output ending in ``/``, an existing folder, or a folder input with
+    a suffix-less output) writes a ready model folder (:mod:`lowbit.formats.model_folder`); with
+    ``scheme`` it quantizes a float model folder to that compressed-tensors preset.
 
     A ``.gguf`` output with ``to`` float32/float16/bfloat16 is llama-quantize's F32/F16/BF16 (with
     --allow-requantize): the weights llama-quantize would quantize become that float type, the
@@ -124,6 +138,17 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, pro
     >>> g = G.read(os.path.join(d, "f.gguf")); g.tensors[0].type_name, g.metadata["general.file_type"]
     ('f32', 0)
     """
+    folder_out = str(out).endswith(("/", "\\")) or Path(out).is_dir() or (
+        Path(inp).is_dir() and Path(out).suffix not in (".safetensors", ".gguf"))  # a sharded folder -> one file stays
+    if scheme is not None or folder_out:
+        if to is not None and to not in LAYOUTS:
+            raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
+        # a model folder in or out: a ready model folder (lowbit.formats.model_folder)
+        return _model_folder(inp, out, to=to or ("compressed-tensors" if scheme is not None else "lowbit"),
+                             scheme=scheme, group_size=group_size, ignore=ignore, progress=progress,
+                             max_shard_size=max_shard_size, rules=rules)
+    if group_size is not None or ignore is not None or max_shard_size is not None or rules:
+        raise ConfigError("convert: --group-size, --ignore and --max-shard-size go with --scheme (quantizing a model folder)")
     to = _target(out, to)
     if to in wild.LAYOUTS or wild.detect_file(inp):  # wild layouts: whole-file, see lowbit.formats.layouts
         return wild.convert_file(inp, out, to=to)
@@ -182,3 +207,53 @@ def _gguf_floats(inp: str | Path, out: str | Path, to: str, progress: bool) -> d
                      else ("decoded" if q else "cast")})
     return {"input": str(inp), "output": str(out), "to": to, "tensors": acts, "output_bytes": r["output_bytes"],
             "seconds": r["seconds"]}
+
+
+def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | None, group_size: int | None,
+                  ignore: list[str] | None, progress: bool, max_shard_size: str | int | None = None,
+                  rules: list[str] | None = None) -> dict[str, Any]:
+    """``lowbit convert MODEL_DIR OUT_DIR --to compressed-tensors --scheme W4A16``: see
+    :mod:`lowbit.formats.model_folder`."""
+    from lowbit.formats import model_folder
+
+    if scheme is None:  # an already quantized checkpoint, carried into the layout --to names
+        return model_folder.convert_folder(inp, out, to=to, progress=_stderr if progress else None)
+    if not Path(inp).is_dir():
+        raise ConfigError(f"convert: --scheme quantizes a model folder (config.json + safetensors); {inp} is not a folder")
+    if to != "compressed-tensors":
+        raise ConfigError(f"convert: --scheme writes --to compressed-tensors, got --to {to}")
+    return model_folder.quantize_folder(inp, out, scheme=scheme, group_size=group_size,
+                                        ignore=None if ignore is None else [i for i in ignore if i],
+                                        max_shard_size=_size(max_shard_size), rules=[_rule(r) for r in rules or []],
+                                        progress=_stderr if progress else None)
+
+
+def _rule(r: str) -> tuple[str, str]:
+    target, eq, name = str(r).rpartition("=")
+    if not eq or not target or not name:
+        raise ConfigError(f"convert: --scheme-rule: expected TARGET=SCHEME (e.g. 're:.*self_attn.*=NVFP4A16'), got {r!r}")
+    return target, name
+
+
+def _size(v: str | int | None) -> int:
+    """``--max-shard-size``: bytes, or a number with KB/MB/GB (powers of 1000) or KiB/MiB/GiB."""
+    from lowbit.formats.model_folder import DEFAULT_SHARD_SIZE
+
+    if v is None:
+        return DEFAULT_SHARD_SIZE
+    if isinstance(v, int):
+        return v
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", str(v), re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"convert: --max-shard-size: expected bytes or e.g. 500MB / 5GB / 2GiB, got {v!r}")
+    unit = (m.group(2) or "B").upper()
+    mult = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+    return int(float(m.group(1)) * mult)
+
+
+def _stderr(msg: str) -> None:
+    import sys
+
+    print(f"convert: {msg}", file=sys.stderr)
