@@ -384,3 +384,20 @@ def check_input_policy(codec: lowbit.Codec, backend: str) -> None:
                 assert abs(y - float(p)) <= bound, f"{what}: decoded {y!r}, bound {bound}"
             else:
                 raise AssertionError(f"{what}: unknown policy word")
+
+
+def check_meta_tensors(codec: lowbit.Codec) -> None:
+    """torch "meta" tensors (a shape without data) are refused with a LowbitError naming the codec,
+    on encode (every backend) and on decode of a QTensor whose arrays are meta tensors."""
+    import torch
+
+    K = codec.block_size * max(1, -(-16 // codec.block_size))
+    x = torch.empty((2, K), device="meta")
+    for be in ("cpu", "gpu", "auto"):
+        with pytest.raises(lowbit.LowbitError, match=codec.codec_id):
+            codec.encode(x, backend=be)
+    q = codec.encode(torch.linspace(0.25, 0.75, 2 * K).reshape(2, K), backend="cpu")
+    qm = QTensor(q.data.to("meta"), {k: v.to("meta") for k, v in q.aux.items()}, q.shape, codec)
+    for be in ("cpu", "auto"):
+        with pytest.raises(lowbit.LowbitError, match=codec.codec_id):
+            codec.decode(qm, backend=be)
