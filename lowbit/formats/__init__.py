@@ -41,16 +41,19 @@ def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Map
     return _st.save(path, tensors, metadata, **options)
 
 
-def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
+def load(path: str | os.PathLike[str], *, verify: bool | None = None) -> dict[str, Any]:
     """Every tensor of a file: QTensors where the file says how to decode them, arrays otherwise.
-    ``verify=True`` checks lowbit's per-tensor SHA-256 checksums (safetensors)."""
+    ``verify`` (safetensors; GGUF carries no digests): by default every digest the file carries
+    is checked (lowbit's header digest and per-tensor SHA-256); ``True`` requires them, ``False``
+    skips them (see :func:`lowbit.formats.safetensors.open_file`)."""
     if container_of(path) == "gguf":
         return _gguf().load(path)
     return _st.load(path, verify=verify)
 
 
-def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> Any:
-    """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``)."""
+def open_file(path: str | os.PathLike[str], *, verify: bool | None = None) -> Any:
+    """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``); ``verify``
+    as for :func:`load` (digests checked once per tensor, on its first read)."""
     if container_of(path) == "gguf":
         return _gguf().open_file(path)
     return _st.open_file(path, verify=verify)
