@@ -380,11 +380,10 @@ def json_depth(value: Any, limit: int) -> int:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):  # name the first repeated key
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
     return out
 
 
@@ -443,23 +442,23 @@ class SafetensorsFile:
         data_len = size - self._start
         spans = []
         self._info: dict[str, dict[str, Any]] = {}
-        for name, ent in header.items():
-            w = f"{where}: tensor {name!r}"
+        for name, ent in header.items():  # messages are formatted only on failure (cheap per tensor)
             if not isinstance(ent, dict) or not set(ent) <= _ENTRY_KEYS:
-                raise FormatError(f"{w}: expected an object with the keys {sorted(_ENTRY_KEYS)}, got "
-                                  f"{sorted(ent) if isinstance(ent, dict) else type(ent).__name__}")
+                raise FormatError(f"{where}: tensor {name!r}: expected an object with the keys {sorted(_ENTRY_KEYS)}, "
+                                  f"got {sorted(ent) if isinstance(ent, dict) else type(ent).__name__}")
             dtype, shape, offs = ent.get("dtype"), ent.get("shape"), ent.get("data_offsets")
             if dtype not in DTYPE_BITS:
-                raise FormatError(f"{w}: dtype: expected one of {sorted(DTYPE_BITS)}, got {dtype!r}")
-            if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 64:
-                raise FormatError(f"{w}: shape: expected a list of non-negative ints, got {shape!r}")
-            if not _arrays.indexable(tuple(shape), max(DTYPE_BITS[dtype][0] // 8, 1)):
-                raise FormatError(f"{w}: shape {shape}: its size exceeds what an array can index (2**63 bytes)")
-            if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
+                raise FormatError(f"{where}: tensor {name!r}: dtype: expected one of {sorted(DTYPE_BITS)}, got {dtype!r}")
+            if type(shape) is not list or len(shape) > 64 or not all(type(d) is int for d in shape) \
+                    or not _arrays.indexable(shape, max(DTYPE_BITS[dtype][0] // 8, 1)):
+                raise FormatError(f"{where}: tensor {name!r}: shape: expected at most 64 non-negative ints whose "
+                                  f"product an array can index (2**63 bytes), got {shape!r}")
+            if not (type(offs) is list and len(offs) == 2 and type(offs[0]) is int and type(offs[1]) is int
                     and 0 <= offs[0] <= offs[1] <= data_len):
-                raise FormatError(f"{w}: data_offsets {offs!r} do not lie within the {data_len} data bytes")
-            if offs[1] - offs[0] != _nbytes(dtype, tuple(shape), w):
-                raise FormatError(f"{w}: {dtype} {shape} needs {_nbytes(dtype, tuple(shape), w)} bytes, "
+                raise FormatError(f"{where}: tensor {name!r}: data_offsets {offs!r} do not lie within the {data_len} data bytes")
+            bits = DTYPE_BITS[dtype][0] * math.prod(shape)
+            if bits % 8 or offs[1] - offs[0] != bits // 8:
+                raise FormatError(f"{where}: tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes, "
                                   f"data_offsets give {offs[1] - offs[0]}")
             self._info[name] = {"dtype": dtype, "shape": tuple(shape), "data_offsets": tuple(offs)}
             spans.append((offs[0], offs[1], name))
