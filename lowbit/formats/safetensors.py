@@ -429,6 +429,8 @@ class SafetensorsFile:
         if n > min(MAX_HEADER, size - 8):
             raise FormatError(f"{where}: header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER}-byte limit")
         raw_header = self._file.read(n)
+        if raw_header.count(b'"data_offsets"') > MAX_TENSORS:  # every entry names it: refused unparsed
+            raise FormatError(f"{where}: more than {MAX_TENSORS} tensor entries (the reader's limit)")
         header = parse_header(raw_header, where)
         meta = header.pop("__metadata__", None) or {}
         if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
