@@ -18,8 +18,12 @@ header is written first, from the tensors' sizes, so tensors can be produced one
 (:class:`Writer`) and peak memory stays near the largest tensor.
 
 Reading validates the header against the file before touching data: the header length, JSON,
-every dtype, shape and offset, overlaps and holes; a violation is a :class:`FormatError` naming
-the tensor and the field. Tensors are memory-mapped: :func:`open_file` reads one without the rest.
+every dtype, shape and offset, overlaps and holes, within the limits ``MAX_HEADER``,
+``MAX_JSON_VALUES``, ``MAX_TENSORS`` and ``MAX_JSON_DEPTH``; a violation is a :class:`FormatError`
+naming the tensor and the field. Tensors are memory-mapped: :func:`open_file` reads one without the
+rest. Files written with ``checksums=True`` (the default of :func:`save`) carry a SHA-256 per tensor
+and one of the header (``lowbit.header_sha256``); readers check them by default, the header when
+the file is opened and each tensor on its first read.
 
 >>> import numpy as np, lowbit, tempfile, os
 >>> q = lowbit.encode(np.ones((2, 4), np.float32), "fp8_e4m3", scale="channel")
@@ -316,7 +320,8 @@ def layout_index(tensors: Mapping[str, Any]) -> str:
 def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
          *, checksums: bool = True) -> None:
     """Write QTensors and plain arrays to a safetensors file in lowbit's layout, atomically,
-    with a SHA-256 of every stored tensor in the metadata (``checksums=False`` to skip)."""
+    with a SHA-256 of every stored tensor and of the header in the metadata (``checksums=False``
+    to skip)."""
     for name in tensors:
         if not isinstance(name, str) or AUX_SEP in name:
             raise FormatError(f"save: tensor name {name!r}: expected a string without {AUX_SEP!r}")
