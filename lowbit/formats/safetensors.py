@@ -394,7 +394,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_header(raw: bytes, where: str) -> dict[str, Any]:
     """The JSON object of a safetensors header, or FormatError (see :func:`parse_json`; not an
-    object). Every reader of safetensors headers goes through here."""
+    object; more than MAX_TENSORS entries). Every reader of safetensors headers goes through here."""
+    if raw.count(b'"data_offsets"') > MAX_TENSORS:  # every entry names it: refused unparsed
+        raise FormatError(f"{where}: more than {MAX_TENSORS} tensor entries (the reader's limit)")
     header = parse_json(raw, where, "header")
     if not isinstance(header, dict):
         raise FormatError(f"{where}: header: expected a JSON object")
@@ -434,8 +436,6 @@ class SafetensorsFile:
         if n > min(MAX_HEADER, size - 8):
             raise FormatError(f"{where}: header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER}-byte limit")
         raw_header = self._file.read(n)
-        if raw_header.count(b'"data_offsets"') > MAX_TENSORS:  # every entry names it: refused unparsed
-            raise FormatError(f"{where}: more than {MAX_TENSORS} tensor entries (the reader's limit)")
         header = parse_header(raw_header, where)
         meta = header.pop("__metadata__", None) or {}
         if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
