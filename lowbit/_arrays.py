@@ -14,9 +14,24 @@ import numpy as np
 
 from .errors import DTypeError, ShapeError
 
-__all__ = ["Input", "is_torch", "to_numpy", "native", "restore", "ACCEPTED_FLOATS", "resolve_dtype"]
+__all__ = ["Input", "is_torch", "to_numpy", "native", "restore", "ACCEPTED_FLOATS", "resolve_dtype", "indexable"]
 
 ACCEPTED_FLOATS = ("float32", "float16", "bfloat16")
+INDEX_LIMIT = 2**63 - 1  # numpy's (and torch's) largest size: an int64 byte count
+
+
+def indexable(shape: tuple[int, ...], itemsize: int = 1) -> bool:
+    """Whether numpy can make an array of ``shape`` with ``itemsize``-byte elements: every size a
+    non-negative int and the product of the non-zero sizes, in bytes, within int64 (numpy refuses
+    ``(0, 2**70)`` although it holds nothing). Python integers: no overflow."""
+    n = max(int(itemsize), 1)
+    for d in shape:
+        if d < 0 or d > INDEX_LIMIT:
+            return False
+        n *= d or 1
+        if n > INDEX_LIMIT:
+            return False
+    return True
 
 
 def is_torch(x: Any) -> bool:
@@ -31,9 +46,19 @@ def _dtype_name(x: Any) -> str:
     return np.dtype(x.dtype).name
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """A contiguous numpy view/copy of a numpy array or torch tensor (any device)."""
+def _refuse_meta(x: Any, codec: str) -> None:
+    """torch "meta" tensors have a shape and no data: nothing can be encoded from or decoded into
+    them (torch would raise NotImplementedError on the first copy)."""
+    if x.device.type == "meta":
+        raise DTypeError(f"{codec}: input device: expected a tensor with data (cpu or cuda), got a 'meta' tensor "
+                         f"of shape {tuple(x.shape)} (materialize it first, e.g. model.to_empty(device='cpu') and load the weights)")
+
+
+def to_numpy(x: Any, *, codec: str = "lowbit") -> np.ndarray:
+    """A contiguous numpy view/copy of a numpy array or torch tensor (any device; a meta tensor,
+    which has no data, raises :class:`DTypeError`)."""
     if is_torch(x):
+        _refuse_meta(x, codec)
         x = x.detach()
         if x.device.type != "cpu":
             x = x.cpu()
@@ -70,6 +95,8 @@ class Input:
         if name not in ACCEPTED_FLOATS:
             hint = " (cast with .astype(np.float32): lowbit rounds from float32 exactly once)" if name == "float64" else ""
             raise DTypeError(f"{codec}: input dtype: expected float32, float16 or bfloat16, got {name}{hint}")
+        if self.torch:
+            _refuse_meta(x, codec)
         if x.ndim < 1:
             raise ShapeError(f"{codec}: input shape: expected at least 1 dimension, got a 0-d scalar")
         self.x = x
@@ -113,6 +140,7 @@ def gpu_tensor(x: Any) -> Any:
 
     torch = _torch()
     t = x if is_torch(x) else torch.from_numpy(np.require(x, requirements=["C", "W"]))
+    _refuse_meta(t, "lowbit")
     if interpreting():
         return t.cpu() if t.device.type != "cpu" else t
     if t.device.type != "cuda":

@@ -225,15 +225,10 @@ class Codec:
         data = data.reshape(shape[:-1] + (self.row_bytes(shape[-1]),))
         return self._decode_checked(data, dict(aux or {}), shape, backend, dtype)
 
-    def _decode_checked(self, data: Any, aux: Mapping[str, Any], shape: tuple[int, ...],
-                        backend: str, dtype: Any) -> Any:
-        self._check_shape(shape)
-        torch_out = _arrays.is_torch(data)
-        if (str(data.dtype).removeprefix("torch.")) != "uint8":
-            raise DTypeError(f"{self.codec_id}: data dtype: expected uint8, got {data.dtype}")
-        want = shape[:-1] + (self.row_bytes(shape[-1]),)
-        if tuple(data.shape) != want:
-            raise ShapeError(f"{self.codec_id}: data shape: expected {want} for a tensor of shape {shape}, got {tuple(data.shape)}")
+    def check_aux(self, aux: Mapping[str, Any], shape: tuple[int, ...]) -> None:
+        """FormatError unless ``aux`` holds exactly the side arrays ``_aux_spec(shape)`` names, each
+        with its shape and dtype: what decode checks, and what a reader checks when it loads a
+        QTensor (so a file whose side arrays contradict its codec is refused at load)."""
         spec = self._aux_spec(shape)
         if set(aux) != set(spec):
             raise FormatError(f"{self.codec_id}: aux arrays: expected {sorted(spec)}, got {sorted(aux)}")
@@ -244,6 +239,20 @@ class Codec:
                 raise FormatError(
                     f"{self.codec_id}: aux[{name!r}]: expected {adt} {tuple(ashape)}, got {got_dt} {tuple(a.shape)}"
                 )
+
+    def _decode_checked(self, data: Any, aux: Mapping[str, Any], shape: tuple[int, ...],
+                        backend: str, dtype: Any) -> Any:
+        self._check_shape(shape)
+        torch_out = _arrays.is_torch(data)
+        for a in (data, *aux.values()):
+            if _arrays.is_torch(a):
+                _arrays._refuse_meta(a, self.codec_id)
+        if (str(data.dtype).removeprefix("torch.")) != "uint8":
+            raise DTypeError(f"{self.codec_id}: data dtype: expected uint8, got {data.dtype}")
+        want = shape[:-1] + (self.row_bytes(shape[-1]),)
+        if tuple(data.shape) != want:
+            raise ShapeError(f"{self.codec_id}: data shape: expected {want} for a tensor of shape {shape}, got {tuple(data.shape)}")
+        self.check_aux(aux, shape)
         out_dtype = _arrays.resolve_dtype(dtype, torch_out=torch_out, codec=self.codec_id)
         on_cuda = torch_out and data.device.type == "cuda"
         be = resolve_backend(backend, on_cuda=on_cuda, codec=self.codec_id)

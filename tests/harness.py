@@ -325,19 +325,36 @@ def check_bits_per_element(codec: lowbit.Codec, x: np.ndarray) -> None:
     assert bpe >= codec.layout.bits_per_element
 
 
+FLT_MAX = float(np.finfo(np.float32).max)
 POLICY_PROBES = {  # input kind -> the probe values put into an otherwise ordinary block
     "nan": [np.nan, -np.nan],
     "inf": [np.inf, -np.inf],
-    "overflow": [3e38, -3e38],
+    # the top of float32 (FLT_MAX, 1e37): scale arithmetic must not overflow to Inf or collapse to 0
+    "overflow": [3e38, -3e38, FLT_MAX, -FLT_MAX, 1e37, -1e37],
     "negative": [-0.75],
     "negative_zero": [-0.0],
-    "subnormal": [1e-40, -1e-40],
+    "subnormal": [1e-40, -1e-40, 1.4e-45, -1.4e-45, 1.1754942e-38, -1.1754942e-38],  # smallest, largest
 }
 
 
+def _holds_both_signs(codec: lowbit.Codec, base: np.ndarray) -> bool:
+    """Whether one block of the codec can hold a positive and a negative value at once (a 1-bit
+    asymmetric integer group cannot: one end of its range is 0)."""
+    x = base.copy()
+    x[1, 1], x[1, 2] = 0.5, -0.5
+    try:
+        y = _arrays.to_numpy(codec.decode(codec.encode(x, backend="cpu"), backend="cpu"))
+    except lowbit.LowbitError:
+        return False
+    return bool(y[1, 1] > 0 and y[1, 2] < 0)
+
+
 def check_input_policy(codec: lowbit.Codec, backend: str) -> None:
-    """Put each awkward input into an ordinary block and check the codec does what its
-    ``input_policy()`` declares, on the given backend."""
+    """Put each awkward input into an ordinary block (overflow probes also as a ±pair in one
+    block) and check the codec does what its ``input_policy()`` declares, on the given backend.
+    A probe the format can represent (1e37 in a format whose range reaches past it) may instead be
+    encoded within the codec's error bound, except under "saturate", which must give a non-zero
+    value of the probe's sign (the end of the block's range on that side)."""
     from lowbit.errors import RangeError
 
     policy = codec.input_policy()
@@ -346,41 +363,82 @@ def check_input_policy(codec: lowbit.Codec, backend: str) -> None:
         skip_without_gpu_kernel(codec, "encode")
     K = codec.block_size * max(1, -(-8 // codec.block_size))
     base = np.linspace(0.25, 0.75, 2 * K, dtype=np.float32).reshape(2, K)
+    both = _holds_both_signs(codec, base)
     for kind, probes in POLICY_PROBES.items():
         action = policy[kind]
         for p in probes:
-            if kind == "subnormal" and p < 0 and policy["negative"] != "encode":
-                continue  # a negative subnormal in an unsigned format is a "negative" input
-            x = base.copy()
-            x[1, 1] = p
-            xin = x if backend == "cpu" else gpu_tensor(x)
-            what = f"{codec!r} on {backend}: input {kind} {p!r} declared {action!r}"
-            if action == "raise":
-                with pytest.raises(RangeError):
-                    codec.encode(xin, backend=backend)
-                continue
+            if kind in ("subnormal", "overflow") and p < 0 and policy["negative"] != "encode":
+                continue  # a negative probe in an unsigned format is a "negative" input
+            pairs = [False, True] if kind == "overflow" and policy["negative"] == "encode" else [False]
+            for pair in pairs:
+                x = base.copy()
+                x[1, 1] = p
+                if pair:
+                    x[1, 2] = -p
+                _check_probe(codec, backend, x, kind, p, action, pair, both)
+
+
+def _check_probe(codec: lowbit.Codec, backend: str, x: np.ndarray, kind: str, p: float, action: str,
+                 pair: bool, both: bool) -> None:
+    from lowbit.errors import RangeError
+
+    xin = x if backend == "cpu" else gpu_tensor(x)
+    p = float(x[1, 1])  # the float32 value the codec sees (1e37 and 1.4e-45 are not float32 values)
+    what = f"{codec!r} on {backend}: input {kind} {p!r}{' (with its negation in the block)' if pair else ''} declared {action!r}"
+
+    def in_range(y: float) -> bool:  # encoded like any value: the format holds it
+        bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
+        return bool(np.isfinite(y) and np.isfinite(bound) and abs(y - p) <= bound)
+
+    if action == "raise":
+        try:
             q = codec.encode(xin, backend=backend)
-            y = float(_arrays.to_numpy(codec.decode(q, backend=backend))[1, 1])
-            if action == "nan":
-                assert np.isnan(y), f"{what}: decoded {y!r}"
-            elif action == "inf":
-                assert np.isinf(y) and np.sign(y) == np.sign(p), f"{what}: decoded {y!r}"
-            elif action == "zero":  # a zero; its sign is not promised
-                assert y == 0.0, f"{what}: decoded {y!r}"
-            elif action == "saturate":
-                # finite, unless the codec's own bound says its largest code times the block scale
-                # lies past float32 (MXFP4 under RCEIL decodes 4 * 2**126 * 2 = 2**128 as Inf)
-                assert np.isfinite(y) or np.isinf(codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]), \
-                    f"{what}: decoded {y!r}"
-                assert np.sign(y) == np.sign(p) or y == 0 or kind in ("negative", "negative_zero"), f"{what}: decoded {y!r}"
-            elif action == "keep":  # -0.0 stays -0.0
-                assert y == 0.0 and np.signbit(y), f"{what}: decoded {y!r}"
-            elif action == "nearest":  # lossy table codecs: the nearest level, like any value (no exact -0)
-                bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
-                assert np.isfinite(y) and abs(y - float(p)) <= bound, f"{what}: decoded {y!r}, bound {bound}"
-            elif action == "encode":  # rounded like any value: within the codec's bound
-                assert np.isfinite(y), f"{what}: decoded {y!r}"
-                bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
-                assert abs(y - float(p)) <= bound, f"{what}: decoded {y!r}, bound {bound}"
-            else:
-                raise AssertionError(f"{what}: unknown policy word")
+        except RangeError:
+            return
+        y = float(_arrays.to_numpy(codec.decode(q, backend=backend))[1, 1])
+        assert kind == "overflow" and in_range(y), f"{what}: no RangeError, decoded {y!r}"
+        return
+    q = codec.encode(xin, backend=backend)
+    y = float(_arrays.to_numpy(codec.decode(q, backend=backend))[1, 1])
+    if action == "nan":
+        assert np.isnan(y) or (kind == "overflow" and in_range(y)), f"{what}: decoded {y!r}"
+    elif action == "inf":
+        assert (np.isinf(y) and np.sign(y) == np.sign(p)) or (kind == "overflow" and in_range(y)), f"{what}: decoded {y!r}"
+    elif action == "zero":  # a zero; its sign is not promised
+        assert y == 0.0, f"{what}: decoded {y!r}"
+    elif action == "saturate":
+        # finite, unless the codec's own bound says its largest code times the block scale
+        # lies past float32 (MXFP4 under RCEIL decodes 4 * 2**126 * 2 = 2**128 as Inf)
+        assert np.isfinite(y) or np.isinf(codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]), \
+            f"{what}: decoded {y!r}"
+        if kind == "overflow" and (both or not pair):  # the end of the range on the probe's side
+            assert y != 0 and np.sign(y) == np.sign(p), f"{what}: decoded {y!r}"
+        assert np.sign(y) == np.sign(p) or y == 0 or kind in ("negative", "negative_zero"), f"{what}: decoded {y!r}"
+    elif action == "keep":  # -0.0 stays -0.0
+        assert y == 0.0 and np.signbit(y), f"{what}: decoded {y!r}"
+    elif action == "nearest":  # lossy table codecs: the nearest level, like any value (no exact -0)
+        bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
+        assert np.isfinite(y) and abs(y - p) <= bound, f"{what}: decoded {y!r}, bound {bound}"
+    elif action == "encode":  # rounded like any value: within the codec's bound
+        assert np.isfinite(y), f"{what}: decoded {y!r}"
+        bound = codec.error_bound(x, codec.encode(x, backend="cpu"))[1, 1]
+        assert abs(y - p) <= bound, f"{what}: decoded {y!r}, bound {bound}"
+    else:
+        raise AssertionError(f"{what}: unknown policy word")
+
+
+def check_meta_tensors(codec: lowbit.Codec) -> None:
+    """torch "meta" tensors (a shape without data) are refused with a LowbitError naming the codec,
+    on encode (every backend) and on decode of a QTensor whose arrays are meta tensors."""
+    import torch
+
+    K = codec.block_size * max(1, -(-16 // codec.block_size))
+    x = torch.empty((2, K), device="meta")
+    for be in ("cpu", "gpu", "auto"):
+        with pytest.raises(lowbit.LowbitError, match=codec.codec_id):
+            codec.encode(x, backend=be)
+    q = codec.encode(torch.linspace(0.25, 0.75, 2 * K).reshape(2, K), backend="cpu")
+    qm = QTensor(q.data.to("meta"), {k: v.to("meta") for k, v in q.aux.items()}, q.shape, codec)
+    for be in ("cpu", "auto"):
+        with pytest.raises(lowbit.LowbitError, match=codec.codec_id):
+            codec.decode(qm, backend=be)

@@ -94,3 +94,7 @@ def test_bits_per_element(codec: lowbit.Codec, data: st.DataObject) -> None:
 @pytest.mark.parametrize("backend", ["cpu", "gpu"])
 def test_input_policy(codec: lowbit.Codec, backend: str) -> None:
     harness.check_input_policy(codec, backend)
+
+
+def test_meta_tensors_are_refused(codec: lowbit.Codec) -> None:
+    harness.check_meta_tensors(codec)

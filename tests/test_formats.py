@@ -235,13 +235,15 @@ def test_checksums_catch_tampering(tmp_path: Path) -> None:
     raw = bytearray(p.read_bytes())
     raw[start + a + 3] ^= 0x10  # one bit of one code
     p.write_bytes(bytes(raw))
-    lowbit.load(p)  # without verify the file still reads (the codes are valid codes)
-    with pytest.raises(lowbit.FormatError, match="'b.fp4': checksum mismatch"):
-        lowbit.load(p, verify=True)
+    lowbit.load(p, verify=False)  # with verification off the file still reads (the codes are valid codes)
+    for verify in (None, True):  # verification is on by default
+        with pytest.raises(lowbit.FormatError, match="'b.fp4': checksum mismatch"):
+            lowbit.load(p, **({} if verify is None else {"verify": verify}))
     from lowbit.tools.cli import main
 
     assert main(["inspect", str(p), "--verify"]) == 2
     lowbit.save(tmp_path / "n.safetensors", sample(), checksums=False)
+    lowbit.load(tmp_path / "n.safetensors")  # no digests: nothing to check by default
     with pytest.raises(lowbit.FormatError, match="no checksum"):
         lowbit.load(tmp_path / "n.safetensors", verify=True)
 

@@ -5,6 +5,10 @@ anything but a LowbitError (issue 9). Budget: 5 000 inputs per reader in CI, 100
 Mutations: truncation, bit flips, random byte runs, header rewrites (huge counts and dims,
 negative/overflowing dims, overlapping and out-of-range offsets, unknown dtypes, duplicate names,
 bad UTF-8, deep nesting, header-length bombs), and lowbit metadata rewrites (bad configs, shapes).
+Crafted classes (issue 18, :mod:`lowbit.tools.hostile`): nested lowbit metadata, shapes whose
+product passes int64, floods of empty lists / strings / arrays and of zero-size tensors (below the
+readers' limits, where each must stay cheap, and just past them, where each must be refused before
+it is parsed), overlapping GGUF tensors (a read file must have none).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytest
 
 import lowbit
 from lowbit.codec import QTensor
+from lowbit.tools import hostile as H
 
 READ_SECONDS = 2.0  # a read that takes longer counts as a hang
 
@@ -64,6 +69,44 @@ def _header_mutation(raw: bytes, rng: np.random.Generator) -> bytes:
     return struct.pack("<Q", len(b)) + b + raw[8 + n:]
 
 
+def _crafted_safetensors(rng: np.random.Generator) -> bytes:
+    """One of the crafted classes: a file built to exercise exactly one limit of the reader."""
+    from lowbit.formats import safetensors as st
+
+    k = int(rng.integers(5))
+    past = rng.random() < 0.05  # rarely a flood just past a limit (tens of MB): refused unparsed
+    if k == 0:
+        return H.safetensors_deep_lowbit(int(rng.choice([st.MAX_JSON_DEPTH - 3, st.MAX_JSON_DEPTH + 1, 3000, 100_000])))
+    if k == 1:
+        dims = [0] + [int(2 ** rng.integers(20, 80)) for _ in range(int(rng.integers(1, 4)))]
+        rng.shuffle(dims)
+        return H.safetensors_big_shape(dims, str(rng.choice(["U8", "F32", "F64", "F4"])))
+    if k == 2:
+        return H.safetensors_list_flood(st.MAX_JSON_VALUES // 2 + 1 if past else int(rng.integers(1, 20_000)))
+    if k == 3:
+        return H.safetensors_zero_tensors(st.MAX_TENSORS + 1 if past else int(rng.integers(1, 5_000)))
+    n = int(rng.integers(1, 64))  # two tensors over the same bytes
+    return H.safetensors_bytes({"a": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]},
+                                "b": {"dtype": "U8", "shape": [n], "data_offsets": [int(rng.integers(0, n)), int(rng.integers(0, n)) + n]}},
+                               b"\0" * (2 * n))
+
+
+def _crafted_gguf(rng: np.random.Generator) -> bytes:
+    """The GGUF reader's crafted classes: metadata floods, zero-size tensor floods, overlaps."""
+    from lowbit.formats import gguf as G
+
+    k = int(rng.integers(4))
+    past = rng.random() < 0.05
+    if k == 0:
+        return H.gguf_string_flood(G.MAX_METADATA_VALUES if past else int(rng.integers(1, 20_000)), int(rng.choice([0, 1, 7])))
+    if k == 1:
+        return H.gguf_array_flood(G.MAX_METADATA_VALUES if past else int(rng.integers(1, 20_000)))
+    if k == 2:
+        return H.gguf_zero_tensors(G.MAX_TENSORS + 1 if past else int(rng.integers(1, 3_000)))
+    nb = 32 * int(rng.integers(1, 5))
+    return H.gguf_overlap(32 * int(rng.integers(0, 5)), 32 * int(rng.integers(0, 5)), nbytes=nb)
+
+
 def mutate(raw: bytes, rng: np.random.Generator) -> bytes:
     b = bytearray(raw)
     (n,) = struct.unpack("<Q", raw[:8]) if len(raw) >= 8 else (0,)
@@ -96,10 +139,17 @@ def mutate(raw: bytes, rng: np.random.Generator) -> bytes:
 
 
 def _read_everything(path: Path) -> None:
-    """What a user does with a downloaded file: load it and decode every tensor."""
+    """What a user does with a downloaded file: load it and decode every tensor; a GGUF file that
+    was read must hold no two tensors over the same bytes."""
     for t in lowbit.load(path).values():
         if isinstance(t, QTensor):
             lowbit.decode(t)
+    if path.suffix == ".gguf":
+        from lowbit.formats import gguf as G
+
+        with G.read(path) as f:
+            spans = sorted((t.offset, t.offset + t.nbytes) for t in f.tensors if t.nbytes)
+            assert all(b0 >= a1 for (_, a1), (b0, _) in zip(spans, spans[1:])), "tensors overlap"
 
 
 def _peak_rss() -> int:
@@ -160,6 +210,9 @@ def test_fuzz_safetensors_reader(tmp_path: Path, fuzz_budget: int) -> None:
     rng = np.random.default_rng(int(os.environ.get("LOWBIT_FUZZ_SEED", "1")))
 
     def make_input(i: int) -> bytes:
+        if rng.random() < 0.04:  # a crafted class (issue 18), sometimes mutated further
+            data = _crafted_safetensors(rng)
+            return mutate(data, rng) if rng.random() < 0.3 else data
         data = mutate(seeds[i % len(seeds)], rng)
         if rng.random() < 0.2 and len(data) > 16:  # stack a second mutation
             data = mutate(data, rng)
@@ -312,6 +365,8 @@ def test_fuzz_gguf_reader(tmp_path: Path, fuzz_budget: int) -> None:
     rng = np.random.default_rng(int(os.environ.get("LOWBIT_FUZZ_SEED", "1")) + 100)
 
     def make_input(i: int) -> bytes:
+        if rng.random() < 0.04:  # a crafted class (issue 18)
+            return _crafted_gguf(rng)
         k = i % len(seeds)
         data = seeds[k]
         for _ in range(1 + int(rng.random() < 0.25)):  # sometimes two mutations

@@ -120,8 +120,9 @@ class GGUFCodec(Codec):
     def input_policy(self) -> dict[str, str]:
         # -0.0 is rounded like any value (a zero whose sign follows the block scale, or the
         # nearest non-zero level of the IQ4 grids, which have no zero)
-        overflow = "raise" if self.max_abs < 3e38 else "encode"  # Q8_K and MXFP4 have no limit
-        return {"nan": "raise", "inf": "raise", "overflow": overflow, "negative": "encode",
+        # beyond max_abs the block scale would overflow: RangeError (for Q8_K and MXFP4 max_abs is
+        # 3e38, so FLT_MAX is refused too; what lies within is encoded like any value)
+        return {"nan": "raise", "inf": "raise", "overflow": "raise", "negative": "encode",
                 "negative_zero": "encode", "subnormal": "encode"}
 
     def interesting_values(self) -> np.ndarray:

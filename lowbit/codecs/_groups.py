@@ -201,7 +201,10 @@ def int_params(lo: Any, hi: Any, bits: int, symmetric: bool, scale_dtype: str) -
     of each group from its float32 (lo, hi) — the rule of ``spec/int.toml``:
 
     symmetric:  s = RD(max(-lo, hi) / (2**(b-1) - 1)); codes q = clamp(rne(x/s), ±(2**(b-1)-1)) + 2**(b-1)
-    asymmetric: s = RD((hi - lo) / (2**b - 1)), z = clamp(-rne(lo/s), 0, 2**b - 1);
+    asymmetric: s = RD((hi - lo) / (2**b - 1)), z = clamp(-rne(lo/s), 0, 2**b - 1) — or, when even
+                the largest scale cannot span the group ((hi - lo) / (2**b - 1) > max scale),
+                z = clamp(rne((2**b - 1) / 2) - rne((lo/2 + hi/2) / s), 0, 2**b - 1) (both ends
+                saturate);
                 while rne(hi/s) + z < 2**b - 1 (a rounding tie or near-tie), s steps down one grid
                 value (at most 16 times, never below the floor) and z is recomputed.
 
@@ -218,8 +221,14 @@ def int_params(lo: Any, hi: Any, bits: int, symmetric: bool, scale_dtype: str) -
         return _f32(round_down(a / qs, scale_dtype)), None
     maxq = (1 << bits) - 1
     s = round_down((hi64 - lo64) / maxq, scale_dtype)
+    # a span the largest scale cannot cover (|x| near FLT_MAX): centre the range on the group's
+    # midpoint, so both ends saturate towards their own side instead of one end collapsing to 0
+    wide = (hi64 - lo64) / maxq > SCALE_DTYPES[scale_dtype][2]
+    mid = _f32(lo) * 0.5 + _f32(hi) * 0.5  # (halves first: no overflow)
+    zc = xp.full_like(_f32(lo), round(maxq / 2)) - rne_div(mid, s)  # rne(maxq/2): a ±a group's usual z
     for _ in range(16):
-        z = xp.minimum(xp.maximum(-rne_div(lo, s), xp.zeros_like(_f32(lo))), xp.full_like(_f32(lo), maxq))
+        z = xp.where(wide, zc, -rne_div(lo, s))
+        z = xp.minimum(xp.maximum(z, xp.zeros_like(_f32(lo))), xp.full_like(_f32(lo), maxq))
         qh = rne_div(hi, s) + z
         bad = (qh < maxq) & (hi64 > lo64) & (s > floor)
         if not bool(bad.any()):

@@ -131,8 +131,10 @@ class ElementCodec(Codec):
         # finds the same amax and scale, so encode(decode(q)) == q. One step always suffices
         # (it moves s by at most one ulp); the second is insurance.
         for _ in range(2):
+            s = _no_overflow(s, vmax, xp)  # the largest code times s must stay finite (|x| near FLT_MAX)
             t = (s * vmax) / vmax
             s = xp.where((t > 0) & xp.isfinite(t), t, s)
+        s = _no_overflow(s, vmax, xp)
         # Floor: the smallest non-zero code times the scale stays a normal float32, so decoded
         # values keep every bit. All-zero groups get the floor too, so a group whose values all
         # round to zero re-encodes with the same scale. (A power of two: a fixed point as well.)
@@ -563,3 +565,12 @@ class Int2(Integer, codec_id="int2", preset={"bits": 2}):
     >>> lowbit.get_codec("int2").encode(np.array([1.0, -1.0, -2.0, 0.0], np.float32)).data.tobytes().hex()
     '2d'
     """
+
+
+def _no_overflow(s: Any, vmax: Any, xp: Any) -> Any:
+    """``s`` stepped one float32 ulp towards 0 where ``vmax * s`` overflows to Inf: a block whose
+    absmax is near FLT_MAX then decodes its largest code to a finite value (saturation)."""
+    with np.errstate(over="ignore"):
+        over = xp.isinf(s * vmax) & xp.isfinite(s)
+    down = xp.nextafter(s, xp.zeros_like(s))
+    return xp.where(over, down, s)

@@ -41,9 +41,11 @@ def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Map
     return _st.save(path, tensors, metadata, **options)
 
 
-def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
+def load(path: str | os.PathLike[str], *, verify: bool | None = None) -> dict[str, Any]:
     """Every tensor of a file: QTensors where the file says how to decode them, arrays otherwise.
-    ``verify=True`` checks lowbit's per-tensor SHA-256 checksums (safetensors)."""
+    ``verify`` (safetensors; GGUF carries no digests): by default every digest the file carries
+    is checked (lowbit's header digest and per-tensor SHA-256); ``True`` requires them, ``False``
+    skips them (see :func:`lowbit.formats.safetensors.open_file`)."""
     if container_of(path) == "gguf":
         from .gguf_split import open_gguf
 
@@ -52,8 +54,9 @@ def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any
     return _st.load(path, verify=verify)
 
 
-def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> Any:
-    """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``)."""
+def open_file(path: str | os.PathLike[str], *, verify: bool | None = None) -> Any:
+    """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``); ``verify``
+    as for :func:`load` (digests checked once per tensor, on its first read)."""
     if container_of(path) == "gguf":
         _gguf()
         from .gguf_split import open_gguf

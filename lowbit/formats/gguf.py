@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _arrays
 from ..errors import FormatError
 from .safetensors import AtomicWriter
 
@@ -48,6 +49,17 @@ _IQ = ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")
 # metadata value types: id -> struct format (8 string, 9 array handled apart)
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+
+# ---- the reader's limits (docs/reliability.md): past one of them a file is refused ---------------
+MAX_TENSORS = 1 << 18  # 262 144 tensors
+MAX_METADATA_VALUES = 1 << 22  # 4 194 304 metadata values that are Python objects: each key's value,
+# each string and each array inside an array (numeric arrays are read whole, at memcpy speed)
+MAX_ARRAY_NESTING = 3  # an array of arrays of arrays; deeper is refused
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_ELEM_DTYPE = {k: np.dtype(v) for k, v in _SCALAR.items()}
+_TENSOR_ENTRY = {nd: struct.Struct(f"<{nd}QIQ") for nd in range(1, _MAX_DIMS + 1)}  # ne[], type, offset
+_ARRAY_HEAD = struct.Struct("<IQ")
 
 
 @dataclass(frozen=True)
@@ -163,13 +175,25 @@ def dequantize(raw: Any, type_name: str, shape: tuple[int, ...], *, backend: str
 
 
 class _Cursor:
+    """Reads a GGUF header front to back. Every length is checked against the bytes left before
+    it is used, and every value that becomes a Python object is charged to ``budget`` (at most
+    MAX_METADATA_VALUES per file), so the cost of a parse is bounded per byte and per value."""
+
     def __init__(self, buf: Any, size: int, path: str) -> None:
         self.buf, self.size, self.pos, self.path = buf, size, 0, path
+        self.bytes = np.frombuffer(buf, dtype=np.uint8)  # one view: np.frombuffer per array costs microseconds
+        self.budget = MAX_METADATA_VALUES
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
             raise FormatError(f"{self.path}: {what}: needs {n} bytes at offset {self.pos}, "
                               f"but the file has {self.size - self.pos} left")
+
+    def charge(self, n: int, what: str) -> None:
+        """Account for ``n`` more metadata values (FormatError past the limit)."""
+        self.budget -= n
+        if self.budget < 0:
+            raise FormatError(f"{self.path}: {what}: more than {MAX_METADATA_VALUES} metadata values (the reader's limit)")
 
     def unpack(self, fmt: str, what: str) -> Any:
         n = struct.calcsize(fmt)
@@ -178,15 +202,53 @@ class _Cursor:
         self.pos += n
         return v
 
-    def string(self, what: str) -> str:
-        n = self.unpack("<Q", f"{what} (length)")
-        self.need(n, what)
-        b = bytes(self.buf[self.pos:self.pos + n])
+    def string(self, what: str, *args: Any) -> str:
+        """A length-prefixed UTF-8 string; ``what.format(*args)`` names it in an error (formatted
+        only then: the tensor table's loop stays cheap)."""
+        if self.pos + 8 > self.size:
+            self.need(8, what.format(*args) + " (length)")
+        (n,) = _U64.unpack_from(self.buf, self.pos)
+        self.pos += 8
+        if n > self.size - self.pos:
+            self.need(n, what.format(*args))
+        b = self.buf[self.pos:self.pos + n]
         self.pos += n
         try:
             return b.decode("utf-8")
         except UnicodeDecodeError:
-            raise FormatError(f"{self.path}: {what}: not valid UTF-8") from None
+            raise FormatError(f"{self.path}: {what.format(*args)}: not valid UTF-8") from None
+
+    def strings(self, n: int, what: str) -> list[str]:
+        """``n`` strings back to back (an array of strings): one tight loop over the length fields,
+        then one UTF-8 decode of all of them joined (a per-string decode only to name a bad one)."""
+        buf, pos, size, unpack = self.buf, self.pos, self.size, _U64.unpack_from
+        spans = []
+        for i in range(n):
+            if pos + 8 > size:
+                self.pos = pos
+                self.need(8, f"{what}[{i}] (length)")
+            (m,) = unpack(buf, pos)
+            pos += 8
+            if m > size - pos:
+                self.pos = pos
+                self.need(m, f"{what}[{i}]")
+            spans.append((pos, pos + m))
+            pos += m
+        self.pos = pos
+        pieces = [buf[a:b] for a, b in spans]
+        joined = b"\0".join(pieces)
+        if joined.count(b"\0") == max(n - 1, 0):  # no NUL inside a string: split the joined text
+            try:
+                return joined.decode("utf-8").split("\0") if n else []
+            except UnicodeDecodeError:
+                pass  # find the string to name below
+        out = []
+        for i, b in enumerate(pieces):
+            try:
+                out.append(b.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise FormatError(f"{self.path}: {what}[{i}]: not valid UTF-8") from None
+        return out
 
     def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALAR:
@@ -194,20 +256,25 @@ class _Cursor:
         if vtype == 8:
             return self.string(what)
         if vtype == 9:
-            if depth > 2:
-                raise FormatError(f"{self.path}: {what}: arrays nested too deeply")
-            et = self.unpack("<I", f"{what} (array element type)")
-            n = self.unpack("<Q", f"{what} (array length)")
+            if depth >= MAX_ARRAY_NESTING:
+                raise FormatError(f"{self.path}: {what}: arrays nested deeper than {MAX_ARRAY_NESTING} levels")
+            self.need(12, f"{what} (array element type and length)")
+            et, n = _ARRAY_HEAD.unpack_from(self.buf, self.pos)
+            self.pos += 12
             if et in _SCALAR:
                 size = struct.calcsize(_SCALAR[et])
                 self.need(n * size, f"{what} ({n} array elements)")
-                a = np.frombuffer(self.buf, dtype=np.dtype(_SCALAR[et]), count=n, offset=self.pos).copy()
+                a = self.bytes[self.pos:self.pos + n * size].view(_ELEM_DTYPE[et]).copy()
                 self.pos += n * size
                 return a
             if et not in (8, 9):
                 raise FormatError(f"{self.path}: {what}: unknown array element type {et}")
-            self.need(n * 8, f"{what} ({n} array elements, at least 8 bytes each)")
-            return [self.value(et, f"{what}[{i}]", depth + 1) for i in range(n)]
+            self.need(n * (8 if et == 8 else 12), f"{what} ({n} array elements, at least {8 if et == 8 else 12} bytes each)")
+            self.charge(n, what)
+            if et == 8:
+                return self.strings(n, what)
+            sub = f"{what}[...]"  # (one name for every element: formatting one per element would dominate)
+            return [self.value(9, sub, depth + 1) for _ in range(n)]
         raise FormatError(f"{self.path}: {what}: unknown metadata value type {vtype}")
 
 
@@ -228,6 +295,13 @@ def read(path: str | os.PathLike[str]) -> GGUFFile:
 
 def _parse(path: str, mm: Any, size: int) -> GGUFFile:
     c = _Cursor(mm, size, path)
+    try:
+        return _parse_with(c, path, mm, size)
+    finally:
+        c.bytes = None  # drop the cursor's view, so the map can be closed on failure
+
+
+def _parse_with(c: _Cursor, path: str, mm: Any, size: int) -> GGUFFile:
     magic = bytes(mm[:4])
     if magic != b"GGUF":
         raise FormatError(f"{path}: magic: expected b'GGUF', got {magic!r}")
@@ -242,15 +316,18 @@ def _parse(path: str, mm: Any, size: int) -> GGUFFile:
         raise FormatError(f"{path}: metadata count: {n_kv} entries cannot fit in {size} bytes")
     if n_tensors * 24 > size - c.pos:
         raise FormatError(f"{path}: tensor count: {n_tensors} entries cannot fit in {size} bytes")
+    if n_tensors > MAX_TENSORS:
+        raise FormatError(f"{path}: tensor count: {n_tensors} exceeds the limit of {MAX_TENSORS}")
+    c.charge(n_kv, "metadata count")
     meta: dict[str, Any] = {}
     types: dict[str, tuple[int, int | None]] = {}
     for i in range(n_kv):
-        key = c.string(f"metadata entry {i} key")
+        key = c.string("metadata entry {} key", i)
         if key in meta:
             raise FormatError(f"{path}: metadata {key!r}: duplicate key")
         vtype = c.unpack("<I", f"metadata {key!r} type")
         if vtype == 9:  # remember the element type, to write the same bytes back
-            c.need(4, f"metadata {key!r} (array element type)")
+            c.need(12, f"metadata {key!r} (array element type and length)")
             types[key] = (9, struct.unpack_from("<I", mm, c.pos)[0])
         else:
             types[key] = (vtype, None)
@@ -260,18 +337,21 @@ def _parse(path: str, mm: Any, size: int) -> GGUFFile:
         raise FormatError(f"{path}: metadata 'general.alignment': expected a power of two, got {align!r}")
     align = int(align)
     raw_infos = []
-    for i in range(n_tensors):
-        name = c.string(f"tensor {i} name")
-        nd = c.unpack("<I", f"tensor {name!r} dimension count")
+    for i in range(n_tensors):  # one struct call per entry after its name
+        name = c.string("tensor {} name", i)
+        nd = c.unpack("<I", f"tensor {name!r} dimension count") if c.pos + 4 > size else _U32.unpack_from(mm, c.pos)[0]
+        c.pos += 4
         if nd < 1 or nd > _MAX_DIMS:
             raise FormatError(f"{path}: tensor {name!r} dimension count: expected 1..{_MAX_DIMS}, got {nd}")
-        ne = [c.unpack("<Q", f"tensor {name!r} ne[{d}]") for d in range(nd)]
-        t = c.unpack("<I", f"tensor {name!r} type")
-        off = c.unpack("<Q", f"tensor {name!r} offset")
+        entry = _TENSOR_ENTRY[nd]
+        if c.pos + entry.size > size:
+            c.need(entry.size, f"tensor {name!r} dimensions, type and offset")
+        *ne, t, off = entry.unpack_from(mm, c.pos)
+        c.pos += entry.size
         raw_infos.append((name, ne, t, off))
     data_offset = -(-c.pos // align) * align
     tensors = []
-    seen = set()
+    seen: set[str] = set()
     for name, ne, t, off in raw_infos:
         if name in seen:
             raise FormatError(f"{path}: tensor {name!r}: duplicate name")
@@ -279,7 +359,7 @@ def _parse(path: str, mm: Any, size: int) -> GGUFFile:
         if t not in BLOCK:
             raise FormatError(f"{path}: tensor {name!r} type: unknown ggml type {t}")
         tname, bs, ts = BLOCK[t]
-        if any(d > size * 8 for d in ne) or math.prod(ne) > size * 64:
+        if any(d > size * 8 for d in ne) or math.prod(ne) > size * 64 or not _arrays.indexable(tuple(ne), 4):
             raise FormatError(f"{path}: tensor {name!r} shape: {ne} cannot fit in a {size}-byte file")
         if ne[0] % bs:
             raise FormatError(f"{path}: tensor {name!r} ne[0]: expected a multiple of the {tname} block size {bs}, got {ne[0]}")
@@ -291,7 +371,17 @@ def _parse(path: str, mm: Any, size: int) -> GGUFFile:
             raise FormatError(f"{path}: tensor {name!r} data: {nbytes} bytes at offset {start} run past the end "
                               f"of the {size}-byte file")
         tensors.append(TensorInfo(name, tuple(int(d) for d in reversed(ne)), t, start, nbytes))
+    _check_no_overlap(path, tensors)
     return GGUFFile(path, version, meta, tensors, data_offset, mm, types)
+
+
+def _check_no_overlap(path: str, tensors: list[TensorInfo]) -> None:
+    """FormatError when two tensors' byte ranges share a byte: one pass over the table sorted by
+    offset (tensors of zero bytes hold nothing and overlap nothing)."""
+    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors if t.nbytes)
+    for (_, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise FormatError(f"{path}: tensors {an!r} and {bn!r} overlap (bytes {b0}..{a1 - 1} belong to both)")
 
 
 # ---- the lowbit container interface: names(), get(), load(), open_file(), save() ------------------

@@ -18,8 +18,12 @@ header is written first, from the tensors' sizes, so tensors can be produced one
 (:class:`Writer`) and peak memory stays near the largest tensor.
 
 Reading validates the header against the file before touching data: the header length, JSON,
-every dtype, shape and offset, overlaps and holes; a violation is a :class:`FormatError` naming
-the tensor and the field. Tensors are memory-mapped: :func:`open_file` reads one without the rest.
+every dtype, shape and offset, overlaps and holes, within the limits ``MAX_HEADER``,
+``MAX_JSON_VALUES``, ``MAX_TENSORS`` and ``MAX_JSON_DEPTH``; a violation is a :class:`FormatError`
+naming the tensor and the field. Tensors are memory-mapped: :func:`open_file` reads one without the
+rest. Files written with ``checksums=True`` (the default of :func:`save`) carry a SHA-256 per tensor
+and one of the header (``lowbit.header_sha256``); readers check them by default, the header when
+the file is opened and each tensor on its first read.
 
 >>> import numpy as np, lowbit, tempfile, os
 >>> q = lowbit.encode(np.ones((2, 4), np.float32), "fp8_e4m3", scale="channel")
@@ -56,8 +60,16 @@ __all__ = ["save", "load", "open_file", "SafetensorsFile", "Writer", "AUX_SEP", 
 AUX_SEP = ".__aux__."
 METADATA_KEY = "lowbit"
 CHECKSUM_KEY = "lowbit.sha256"  # JSON {stored tensor name: sha256 hex of its bytes}
+HEADER_DIGEST_KEY = "lowbit.header_sha256"  # sha256 of the header bytes with this value set to 64 zeros
 _FORMAT_VERSION = 1
-MAX_HEADER = 100 << 20  # safetensors' own limit is 100 MB
+
+# ---- the reader's limits (docs/reliability.md): a header past one of them is refused unparsed ----
+MAX_HEADER = 100 << 20  # header bytes (safetensors' own limit is 100 MB)
+MAX_TENSORS = 1 << 18  # 262 144 tensors in one file
+MAX_JSON_VALUES = 1 << 22  # 4 194 304 of the bytes ',' '[' '{' in the header, strings included: an
+# upper bound on its JSON values (each value but a container's first needs a ',', each container
+# a bracket), so the parse's cost (about 0.5 us per empty list, the worst value) is bounded first
+MAX_JSON_DEPTH = 32  # nesting of lowbit's own metadata values (the header itself is 3 deep)
 
 # dtype name -> (bits per element, numpy dtype or None when numpy has no such type)
 DTYPE_BITS: dict[str, tuple[int, Any]] = {
@@ -158,11 +170,13 @@ class Writer(AtomicWriter):
         specs = list(specs)
         header: dict[str, Any] = {}
         meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+        for key in (CHECKSUM_KEY, HEADER_DIGEST_KEY):
+            if key in meta:
+                raise FormatError(f"safetensors: metadata key {key!r} is reserved for lowbit")
         if checksums:
-            if CHECKSUM_KEY in meta:
-                raise FormatError(f"safetensors: metadata key {CHECKSUM_KEY!r} is reserved for lowbit")
             # placeholders of the digests' exact length, patched in place by close()
             meta[CHECKSUM_KEY] = _checksum_json({name: "0" * 64 for name, _, _ in specs})
+            meta[HEADER_DIGEST_KEY] = "0" * 64
         if meta:
             header["__metadata__"] = meta
         self._hashes: dict[str, Any] | None = {} if checksums else None
@@ -213,9 +227,13 @@ class Writer(AtomicWriter):
             old = json.dumps(self._meta[CHECKSUM_KEY]).encode()
             new = json.dumps(_checksum_json(self._hashes)).encode()
             assert len(old) == len(new)
-            at = self._header.index(old)
+            header = self._header.replace(old, new, 1)
+            # the header digest: over the final header with its own field still zeros
+            zeros = _digest_field("0" * 64)
+            assert header.count(zeros) == 1
+            header = header.replace(zeros, _digest_field(hashlib.sha256(header).hexdigest()))
             self._f.flush()
-            os.pwrite(self._f.fileno(), new, 8 + at)
+            os.pwrite(self._f.fileno(), header, 8)
         self._f.flush()
         os.fsync(self._f.fileno())
         _publish(self._f, self._tmp, self.path)
@@ -231,7 +249,7 @@ class Writer(AtomicWriter):
 
 def user_metadata(meta: Mapping[str, str]) -> dict[str, str]:
     """A file's metadata without lowbit's own keys (what conversions carry over)."""
-    return {k: v for k, v in meta.items() if k not in (METADATA_KEY, CHECKSUM_KEY)}
+    return {k: v for k, v in meta.items() if k not in (METADATA_KEY, CHECKSUM_KEY, HEADER_DIGEST_KEY)}
 
 
 def _checksum_json(hashes: Mapping[str, str]) -> str:
@@ -326,7 +344,8 @@ def layout_index(tensors: Mapping[str, Any]) -> str:
 def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
          *, checksums: bool = True) -> None:
     """Write QTensors and plain arrays to a safetensors file in lowbit's layout, atomically,
-    with a SHA-256 of every stored tensor in the metadata (``checksums=False`` to skip)."""
+    with a SHA-256 of every stored tensor and of the header in the metadata (``checksums=False``
+    to skip)."""
     for name in tensors:
         if not isinstance(name, str) or AUX_SEP in name:
             raise FormatError(f"save: tensor name {name!r}: expected a string without {AUX_SEP!r}")
@@ -342,30 +361,67 @@ def save(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Map
 
 # ---- reading -----------------------------------------------------------------------------------
 
+_ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
+
+
+def _digest_field(hexdigest: str) -> bytes:
+    """The header bytes of the header-digest entry (the only place these bytes can occur: inside
+    a JSON string the quotes would be escaped)."""
+    return json.dumps({HEADER_DIGEST_KEY: hexdigest}, separators=(",", ":"))[1:-1].encode()
+
+
 class _DuplicateKey(Exception):
     pass
 
 
+def parse_json(raw: bytes | str, where: str, what: str = "header") -> Any:
+    """The one JSON parse of the safetensors readers (the header, and the JSON that lowbit's
+    metadata values hold). Bounded before parsing: at most MAX_JSON_VALUES values (counted as the
+    bytes ',', '[', '{'); bounded while parsing: nesting past the parser's recursion guard, a
+    repeated key, bad UTF-8 or bad JSON are FormatError naming ``where`` and ``what``."""
+    b = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    counts = np.bincount(np.frombuffer(b, np.uint8), minlength=256)
+    n_values = int(counts[ord(",")] + counts[ord("[")] + counts[ord("{")])
+    if n_values > MAX_JSON_VALUES:
+        raise FormatError(f"{where}: {what}: {n_values} JSON separators and brackets exceed the limit of "
+                          f"{MAX_JSON_VALUES} values")
+    try:
+        return json.loads(b.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{where}: {what} is not UTF-8 JSON ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{where}: {what}: JSON nested too deeply") from None
+    except _DuplicateKey as e:
+        raise FormatError(f"{where}: {what} repeats the key {e.args[0]!r}") from None
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` is 1), found level by level
+    without recursion and without looking deeper than ``limit + 1``."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [c for c in level if isinstance(c, (list, dict))]
+        if not containers:
+            return depth
+        depth += 1
+        level = [v for c in containers for v in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):  # name the first repeated key
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
     return out
 
 
 def parse_header(raw: bytes, where: str) -> dict[str, Any]:
-    """The JSON object of a safetensors header, or FormatError (not UTF-8 JSON, nested too deeply,
-    a repeated key, not an object). Every reader of safetensors headers goes through here."""
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{where}: header is not UTF-8 JSON ({e})") from None
-    except RecursionError:
-        raise FormatError(f"{where}: header JSON is nested too deeply") from None
-    except _DuplicateKey as e:
-        raise FormatError(f"{where}: header repeats the key {e.args[0]!r}") from None
+    """The JSON object of a safetensors header, or FormatError (see :func:`parse_json`; not an
+    object; more than MAX_TENSORS entries). Every reader of safetensors headers goes through here."""
+    if raw.count(b'"data_offsets"') > MAX_TENSORS:  # every entry names it: refused unparsed
+        raise FormatError(f"{where}: more than {MAX_TENSORS} tensor entries (the reader's limit)")
+    header = parse_json(raw, where, "header")
     if not isinstance(header, dict):
         raise FormatError(f"{where}: header: expected a JSON object")
     return header
@@ -379,9 +435,12 @@ class SafetensorsFile:
     for BF16/F8; raw bytes for F4/F6), ``get(name)`` a QTensor in lowbit's layout or an array.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool | None = None) -> None:
         self.path = Path(path)
-        self.verify_reads = verify
+        if verify not in (None, True, False):
+            raise FormatError(f"safetensors: {path}: verify: expected None, True or False, got {verify!r}")
+        self.verify_mode = verify
+        self._verified: set[str] = set()
         try:
             self._file = open(self.path, "rb")
         except OSError as e:
@@ -400,29 +459,37 @@ class SafetensorsFile:
         (n,) = struct.unpack("<Q", self._file.read(8))
         if n > min(MAX_HEADER, size - 8):
             raise FormatError(f"{where}: header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER}-byte limit")
-        header = parse_header(self._file.read(n), where)
+        raw_header = self._file.read(n)
+        header = parse_header(raw_header, where)
         meta = header.pop("__metadata__", None) or {}
         if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
             raise FormatError(f"{where}: __metadata__: expected a str -> str object")
         self.metadata: dict[str, str] = meta
+        if len(header) > MAX_TENSORS:
+            raise FormatError(f"{where}: {len(header)} tensors exceed the limit of {MAX_TENSORS}")
+        if self.verify_mode is not False and HEADER_DIGEST_KEY in meta:
+            self._check_header_digest(raw_header, meta[HEADER_DIGEST_KEY], where)
         self._start = 8 + n
         data_len = size - self._start
         spans = []
         self._info: dict[str, dict[str, Any]] = {}
-        for name, ent in header.items():
-            w = f"{where}: tensor {name!r}"
-            if not isinstance(ent, dict):
-                raise FormatError(f"{w}: expected an object")
+        for name, ent in header.items():  # messages are formatted only on failure (cheap per tensor)
+            if not isinstance(ent, dict) or not set(ent) <= _ENTRY_KEYS:
+                raise FormatError(f"{where}: tensor {name!r}: expected an object with the keys {sorted(_ENTRY_KEYS)}, "
+                                  f"got {sorted(ent) if isinstance(ent, dict) else type(ent).__name__}")
             dtype, shape, offs = ent.get("dtype"), ent.get("shape"), ent.get("data_offsets")
             if dtype not in DTYPE_BITS:
-                raise FormatError(f"{w}: dtype: expected one of {sorted(DTYPE_BITS)}, got {dtype!r}")
-            if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 64:
-                raise FormatError(f"{w}: shape: expected a list of non-negative ints, got {shape!r}")
-            if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
+                raise FormatError(f"{where}: tensor {name!r}: dtype: expected one of {sorted(DTYPE_BITS)}, got {dtype!r}")
+            if type(shape) is not list or len(shape) > 64 or not all(type(d) is int for d in shape) \
+                    or not _arrays.indexable(shape, max(DTYPE_BITS[dtype][0] // 8, 1)):
+                raise FormatError(f"{where}: tensor {name!r}: shape: expected at most 64 non-negative ints whose "
+                                  f"product an array can index (2**63 bytes), got {shape!r}")
+            if not (type(offs) is list and len(offs) == 2 and type(offs[0]) is int and type(offs[1]) is int
                     and 0 <= offs[0] <= offs[1] <= data_len):
-                raise FormatError(f"{w}: data_offsets {offs!r} do not lie within the {data_len} data bytes")
-            if offs[1] - offs[0] != _nbytes(dtype, tuple(shape), w):
-                raise FormatError(f"{w}: {dtype} {shape} needs {_nbytes(dtype, tuple(shape), w)} bytes, "
+                raise FormatError(f"{where}: tensor {name!r}: data_offsets {offs!r} do not lie within the {data_len} data bytes")
+            bits = DTYPE_BITS[dtype][0] * math.prod(shape)
+            if bits % 8 or offs[1] - offs[0] != bits // 8:
+                raise FormatError(f"{where}: tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes, "
                                   f"data_offsets give {offs[1] - offs[0]}")
             self._info[name] = {"dtype": dtype, "shape": tuple(shape), "data_offsets": tuple(offs)}
             spans.append((offs[0], offs[1], name))
@@ -432,6 +499,16 @@ class SafetensorsFile:
                 raise FormatError(f"{where}: tensors {an!r} and {bn!r} overlap")
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         self._buf = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
+
+    def _check_header_digest(self, raw_header: bytes, want: str, where: str) -> None:
+        """The header's SHA-256 (codec configs, side-array layout, shapes, offsets, per-tensor
+        digests, user metadata: every byte of it, the digest's own 64 characters read as zeros)."""
+        field = _digest_field(want)
+        if raw_header.count(field) != 1:
+            raise FormatError(f"{where}: metadata {HEADER_DIGEST_KEY!r}: expected 64 hex digits, once")
+        if hashlib.sha256(raw_header.replace(field, _digest_field("0" * 64))).hexdigest() != want:
+            raise FormatError(f"{where}: header digest mismatch (the header was changed: codec configs, "
+                              f"side arrays, shapes, offsets or metadata)")
 
     # ---- access --------------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -447,24 +524,24 @@ class SafetensorsFile:
             raise FormatError(f"safetensors: {self.path}: no tensor {name!r}") from None
 
     def raw(self, name: str) -> np.ndarray:
-        """The tensor's bytes, a read-only view into the memory map (checked against its SHA-256
-        when the file was opened with ``verify=True``)."""
+        """The tensor's bytes, a read-only view into the memory map, checked against the stored
+        SHA-256 on first access (see :func:`open_file` for ``verify``)."""
         a, b = self.info(name)["data_offsets"]
         out = self._buf[self._start + a:self._start + b]
-        if self.verify_reads:
-            self.verify(name, out)
+        if self.verify_mode is not False and name not in self._verified:
+            if self.verify_mode or self.checksums:  # None: check the digests the file carries
+                self.verify(name, out)
+            self._verified.add(name)
         return out
 
     @property
     def checksums(self) -> dict[str, str]:
         """The stored SHA-256 digests ({} when the file has none)."""
         if not hasattr(self, "_sums"):
-            try:
-                sums = json.loads(self.metadata.get(CHECKSUM_KEY, "{}"))
-                if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
-                    raise ValueError("not a name -> digest object")
-            except (ValueError, RecursionError) as e:
-                raise FormatError(f"safetensors: {self.path}: metadata {CHECKSUM_KEY!r} is malformed ({e})") from None
+            where = f"safetensors: {self.path}"
+            sums = parse_json(self.metadata.get(CHECKSUM_KEY, "{}"), where, f"metadata {CHECKSUM_KEY!r}")
+            if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+                raise FormatError(f"{where}: metadata {CHECKSUM_KEY!r} is malformed (not a name -> digest object)")
             self._sums = sums
         return self._sums
 
@@ -508,13 +585,13 @@ class SafetensorsFile:
     def quantized(self) -> dict[str, Any]:
         """lowbit's index of QTensors in this file (empty for other files)."""
         if not hasattr(self, "_index"):
-            try:
-                index = json.loads(self.metadata.get(METADATA_KEY, '{"format": 1, "tensors": {}}'))
-                t = index["tensors"]
-                if index.get("format") != _FORMAT_VERSION or not isinstance(t, dict):
-                    raise ValueError("unknown format version")
-            except (ValueError, KeyError, TypeError) as e:
-                raise FormatError(f"safetensors: {self.path}: metadata {METADATA_KEY!r} is malformed ({e})") from None
+            where, what = f"safetensors: {self.path}", f"metadata {METADATA_KEY!r}"
+            index = parse_json(self.metadata.get(METADATA_KEY, '{"format": 1, "tensors": {}}'), where, what)
+            t = index.get("tensors") if isinstance(index, dict) else None
+            if not isinstance(index, dict) or index.get("format") != _FORMAT_VERSION or not isinstance(t, dict):
+                raise FormatError(f"{where}: {what} is malformed (expected format {_FORMAT_VERSION} and a tensors object)")
+            if json_depth(t, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise FormatError(f"{where}: {what}: nested deeper than {MAX_JSON_DEPTH} levels")
             self._index = t
         return self._index
 
@@ -534,13 +611,13 @@ class SafetensorsFile:
         where = f"safetensors: {self.path}: tensor {name!r}"
         try:
             codec = get_codec(ent["config"])
-            shape = tuple(int(d) for d in ent["shape"])
+            shape = tuple(ent["shape"])
             aux_names = list(ent["aux"])
-        except (KeyError, TypeError, ValueError) as e:
+            if not all(type(d) is int for d in shape) or not _arrays.indexable(shape, 4):
+                raise ValueError(f"shape {list(shape)}: expected non-negative ints, an indexable size")
+            codec._check_shape(shape)
+        except (KeyError, TypeError, ValueError, LowbitError) as e:
             raise FormatError(f"{where}: lowbit metadata: {e}") from None
-        except LowbitError as e:
-            raise FormatError(f"{where}: lowbit metadata: {e}") from None
-        codec._check_shape(shape)
         want = shape[:-1] + (codec.row_bytes(shape[-1]),)
         raw = self.raw(name)
         if raw.size != math.prod(want):
@@ -552,6 +629,10 @@ class SafetensorsFile:
                 raise FormatError(f"{where}: missing side array {k!r}")
             a = self.array(name + AUX_SEP + k)
             aux[k] = a.copy() if copy else a
+        try:  # side arrays that contradict the codec are refused here, not at decode
+            codec.check_aux(aux, shape)
+        except LowbitError as e:
+            raise FormatError(f"{where}: {e}") from None
         return QTensor(data.copy() if copy else data, aux, shape, codec)
 
     def __iter__(self) -> Iterator[str]:
@@ -573,14 +654,20 @@ class SafetensorsFile:
         self.close()
 
 
-def open_file(path: str | os.PathLike[str], *, verify: bool = False) -> SafetensorsFile:
-    """Open a safetensors file for lazy, memory-mapped access (use as a context manager);
-    ``verify=True`` checks each tensor's SHA-256 when it is read."""
+def open_file(path: str | os.PathLike[str], *, verify: bool | None = None) -> SafetensorsFile:
+    """Open a safetensors file for lazy, memory-mapped access (use as a context manager).
+
+    ``verify``: ``None`` (the default) checks every digest the file carries: the header digest
+    when the file is opened, each tensor's SHA-256 on its first read (files without digests,
+    e.g. from other writers, read as they are; files from before the header digest get their
+    tensor bytes checked). ``True`` also requires a SHA-256 for every tensor read (FormatError on a
+    file without them). ``False`` checks nothing."""
     return SafetensorsFile(path, verify=verify)
 
 
-def load(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
-    """Every tensor of a safetensors file: QTensors for lowbit-encoded ones, arrays otherwise.
+def load(path: str | os.PathLike[str], *, verify: bool | None = None) -> dict[str, Any]:
+    """Every tensor of a safetensors file: QTensors for lowbit-encoded ones, arrays otherwise
+    (``verify`` as for :func:`open_file`: by default every digest the file carries is checked).
     A file in a quantized layout from the wild (compressed-tensors, ModelOpt, gpt-oss,
     bitsandbytes; see :mod:`lowbit.formats.layouts`) is read into QTensors too."""
     from .layouts import load_wild

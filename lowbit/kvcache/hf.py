@@ -32,7 +32,7 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("lowbit.kvcache.hf needs transformers >= 5 (pip install 'transformers>=5')") from e
 
-from lowbit.kvcache.store import KVStore
+from lowbit.kvcache.store import KVStore, _Locked, locked
 
 __all__ = ["LowbitLayer", "LowbitCache", "use_lowbit_attention", "DEFAULT_KV"]
 
@@ -49,15 +49,17 @@ DEFAULT_KV: dict[str, Any] = {
 _ACTIVE = threading.local()  # the cache whose layer was updated last, for the fused attention
 
 
-class LowbitLayer(CacheLayerMixin):
-    """One attention layer's cache: a :class:`KVStore` plus transformers' bookkeeping."""
+class LowbitLayer(_Locked, CacheLayerMixin):
+    """One attention layer's cache: a :class:`KVStore` plus transformers' bookkeeping (thread-safe:
+    an update, its lazy initialisation and the edits hold the layer's lock)."""
 
     is_croppable = True
 
     def __init__(self, *, key_codec: Any = None, value_codec: Any = None, window: int = 128, flush: int = 32,
                  sliding_window: int | None = None, codec_params: Mapping[str, Any] | None = None,
                  fused: bool = False, **_: Any) -> None:
-        super().__init__()
+        CacheLayerMixin.__init__(self)
+        _Locked.__init__(self)
         self.kv_args = dict(key_codec=key_codec, value_codec=value_codec, window=window, flush=flush, codec_params=codec_params)
         self.sliding_window = sliding_window
         self.is_sliding = sliding_window is not None
@@ -73,6 +75,7 @@ class LowbitLayer(CacheLayerMixin):
         self.store = KVStore(**args)
         self.is_initialized = True
 
+    @locked
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
@@ -87,6 +90,7 @@ class LowbitLayer(CacheLayerMixin):
             out = self.store.keys_values(self.dtype)
         return out
 
+    @locked
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         if self.is_sliding:
             past = self.cumulative_length
@@ -95,30 +99,36 @@ class LowbitLayer(CacheLayerMixin):
             return length, offset
         return self.get_seq_length() + query_length, 0
 
+    @locked
     def get_seq_length(self) -> int:
         return self.cumulative_length
 
     def get_max_length(self) -> int:
         return -1
 
+    @locked
     def reset(self) -> None:
         self.store = None
         self.is_initialized = False
         self.cumulative_length = 0
 
+    @locked
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.store is not None:
             self.store.index_batch(beam_idx)
 
+    @locked
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.store is not None and self.store._kf is not None:
             B = self.store._kf.shape[0]
             self.store.index_batch(torch.arange(B).repeat_interleave(repeats))
 
+    @locked
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.store is not None:
             self.store.index_batch(torch.as_tensor(indices))
 
+    @locked
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
             raise ValueError("LowbitLayer.crop: pass a negative count of tokens to remove")

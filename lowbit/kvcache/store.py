@@ -27,8 +27,10 @@ torch.Size([1, 4, 1, 16])
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Mapping
+import threading
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 
@@ -36,7 +38,35 @@ import lowbit
 from lowbit.codec import Codec, QTensor
 from lowbit.errors import ConfigError, ShapeError
 
-__all__ = ["KVStore", "as_codec"]
+__all__ = ["KVStore", "as_codec", "locked"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def locked(method: _F) -> _F:
+    """Run ``method`` holding ``self._lock`` (a re-entrant lock): a store or cache layer used from
+    several threads serialises its operations instead of interleaving half-done appends."""
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return run  # type: ignore[return-value]
+
+
+class _Locked:
+    """A re-entrant ``_lock`` per instance that copies and pickles as a fresh lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
 
 def as_codec(spec: Any, params: Mapping[str, Any] | None = None) -> Codec | None:
@@ -120,8 +150,11 @@ def _grow(t: torch.Tensor, cap: int) -> torch.Tensor:
     return out
 
 
-class KVStore:
+class KVStore(_Locked):
     """One layer's compressed KV cache. See the module docstring.
+
+    Thread-safe: every operation holds the store's lock, so appends from several threads and
+    reads in between them see whole appends (two appends are serialised, in either order).
 
     Parameters
     ----------
@@ -140,6 +173,7 @@ class KVStore:
 
     def __init__(self, key_codec: Any = "fp8_e4m3", value_codec: Any = "fp8_e4m3", *, window: int = 128,
                  flush: int = 32, sliding_window: int | None = None, codec_params: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
         if window < 0 or flush < 1:
             raise ConfigError(f"KVStore: window/flush: expected window >= 0 and flush >= 1, got {window}, {flush}")
         self.key_codec = as_codec(key_codec, codec_params)
@@ -166,21 +200,25 @@ class KVStore:
 
     # ---- sizes ---------------------------------------------------------------------------------
     @property
+    @locked
     def window_length(self) -> int:
         return 0 if self._kf is None else self._kf.shape[2]
 
     @property
+    @locked
     def seq_length(self) -> int:
         """Tokens attended to (compressed history plus window)."""
         return self.compressed_length + self.window_length
 
     @property
+    @locked
     def nbytes(self) -> int:
         """Bytes held: compressed history (codes and side arrays) plus the full-precision window."""
         full = sum(t.numel() * t.element_size() for t in (self._kf, self._vf) if t is not None)
         comp = sum(g.nbytes for g in (self._k, self._v) if g is not None)
         return full + comp
 
+    @locked
     def nbytes_as(self, dtype: torch.dtype = torch.bfloat16) -> int:
         """What the same tokens would take uncompressed in ``dtype``."""
         if self._kf is None:
@@ -197,6 +235,7 @@ class KVStore:
         return "decode-then-attend"
 
     # ---- writing -------------------------------------------------------------------------------
+    @locked
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
         """Add tokens ``k, v: [B, H_kv, T, D]``; flushes the oldest window tokens into codes."""
         if k.ndim != 4 or k.shape != v.shape[:3] + (k.shape[3],) or k.shape[:3] != v.shape[:3]:
@@ -219,6 +258,7 @@ class KVStore:
         self._kf, self._vf = self._kf[:, :, n:], self._vf[:, :, n:]
         self.compressed_length += n
 
+    @locked
     def keep_last(self, n: int) -> None:
         """Forget all but the newest ``n`` tokens (sliding-window attention)."""
         excess = self.seq_length - n
@@ -235,6 +275,7 @@ class KVStore:
         self.dropped += excess
 
     # ---- reading -------------------------------------------------------------------------------
+    @locked
     def keys_values(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every held token's keys and values, decoded: ``[B, H, T, D]`` each (the fallback for
         attention code that wants plain tensors)."""
@@ -249,6 +290,7 @@ class KVStore:
         vs.append(self._vf.to(dtype))
         return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
 
+    @locked
     def attend(self, q: torch.Tensor, *, scale: float | None = None, mask: torch.Tensor | None = None,
                causal: bool = True, block: int = 1024) -> torch.Tensor:
         """softmax(q·Kᵀ·scale + mask)·V over every held token, in float32.
@@ -318,6 +360,7 @@ class KVStore:
         return out.reshape(B, Hq, Tq, D).to(q.dtype)
 
     # ---- beam search, batch edits, cropping -------------------------------------------------------
+    @locked
     def index_batch(self, idx: torch.Tensor) -> None:
         """Keep (and reorder, repeat) batch rows: beam search's ``reorder_cache``."""
         for gr in (self._k, self._v):
@@ -327,6 +370,7 @@ class KVStore:
             self._kf = self._kf.index_select(0, idx.to(self._kf.device))
             self._vf = self._vf.index_select(0, idx.to(self._vf.device))
 
+    @locked
     def crop(self, length: int) -> None:
         """Keep the first ``length`` tokens (assisted decoding rolls back drafts). Tokens already
         in the compressed history can be dropped but not restored to full precision."""

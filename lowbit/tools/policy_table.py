@@ -16,7 +16,7 @@ import lowbit
 KEYS = ("nan", "inf", "overflow", "negative", "negative_zero", "subnormal")
 WORDS = {
     "raise": "raises `RangeError`", "saturate": "saturates", "nan": "NaN", "inf": "±Inf",
-    "encode": "encoded", "zero": "0 (sign dropped)", "keep": "-0.0", "nearest": "nearest level",
+    "encode": "encoded", "zero": "0 (±, sign not kept)", "keep": "-0.0", "nearest": "nearest level",
 }
 DOC = Path(__file__).resolve().parents[2] / "docs" / "input-policy.md"
 
@@ -30,7 +30,9 @@ def render() -> str:
         "backends (`tests/harness.py::check_input_policy`). Columns: NaN, ±Inf, finite values beyond the",
         "format's range, negative values, -0.0, float32 subnormals. *encoded* means represented like",
         "any value (rounded to the nearest code); *saturates* means the nearest end of the range (0 for",
-        "negatives in unsigned formats); *raises* means `RangeError` and nothing is written. The",
+        "negatives in unsigned formats); *raises* means `RangeError` and nothing is written (a value the",
+        "format can hold is still encoded: \"beyond range\" is probed at 3e38, FLT_MAX and 1e37, also as a",
+        "±pair in one block); *0 (±, sign not kept)* means a zero that may be -0.0 or +0.0. The",
         "policies that are parameters (`overflow=`, `on_nan=`) change these entries.",
         "",
         "| codec | configuration | NaN | ±Inf | beyond range | negative | -0.0 | subnormal |",
