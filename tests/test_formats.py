@@ -242,6 +242,8 @@ def test_checksums_catch_tampering(tmp_path: Path) -> None:
     from lowbit.tools.cli import main
 
     assert main(["inspect", str(p), "--verify"]) == 2
+    assert main(["inspect", str(p)]) == 2  # inspect checks the digests the file carries by default
+    assert main(["inspect", str(p), "--no-verify"]) == 0
     lowbit.save(tmp_path / "n.safetensors", sample(), checksums=False)
     lowbit.load(tmp_path / "n.safetensors")  # no digests: nothing to check by default
     with pytest.raises(lowbit.FormatError, match="no checksum"):

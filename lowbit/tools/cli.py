@@ -128,7 +128,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     meta = user_metadata(meta)
     total = sum(r["bytes"] for r in rows)
     elems = sum(math.prod(r["shape"]) for r in rows)
-    info = {"file": args.file, "container": kind, "tensors": rows, "metadata": meta, "verified": bool(args.verify),
+    info = {"file": args.file, "container": kind, "tensors": rows, "metadata": meta, "verified": args.verify is not False,
             "total_bytes": total, "elements": elems, "bits_per_element": total * 8 / max(elems, 1)}
     if args.json:
         print(json.dumps(info, indent=1, default=str))
@@ -377,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
                          description="List a file's tensors (safetensors or GGUF) with shapes, codecs, "
                                      "bits per element and sizes, and its metadata.")
     ins.add_argument("file")
-    ins.add_argument("--verify", action="store_true", help="check every tensor against its stored SHA-256")
+    ins.add_argument("--verify", action="store_const", const=True, default=None,
+                     help="require a stored SHA-256 for every tensor and check it (by default every digest the "
+                          "file carries is checked)")
+    ins.add_argument("--no-verify", dest="verify", action="store_const", const=False,
+                     help="check no digest (inspect a file that fails verification)")
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(fn=cmd_inspect)
 
