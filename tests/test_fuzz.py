@@ -162,7 +162,7 @@ def _peak_rss() -> int:
 MEMORY_SLACK = 256 << 20  # no mutant may raise the process's peak by more than this
 
 
-def _check(fn, arg) -> str:
+def _timed(fn, arg) -> tuple[str, float]:
     t0 = time.perf_counter()
     try:
         fn(arg)
@@ -171,8 +171,17 @@ def _check(fn, arg) -> str:
         outcome = "refused"
     except Exception as e:  # anything else is a bug: report the input that caused it
         raise AssertionError(f"{type(e).__name__}: {e}") from e
-    dt = time.perf_counter() - t0
-    assert dt < READ_SECONDS, f"a read took {dt:.1f} s"
+    return outcome, time.perf_counter() - t0
+
+
+def _check(fn, arg) -> str:
+    """Read once; a read slower than READ_SECONDS is read again and fails only if it is slow
+    again: a parse that costs too much costs it every time, a stall of a shared machine does not
+    (a fresh-clone CI run once saw a 0.03 s read take 2.6 s)."""
+    outcome, dt = _timed(fn, arg)
+    if dt >= READ_SECONDS:
+        outcome, dt2 = _timed(fn, arg)
+        assert dt2 < READ_SECONDS, f"a read took {dt:.1f} s, and {dt2:.1f} s again"
     return outcome
 
 
