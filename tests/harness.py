@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from importlib import resources
 from typing import Any
 
@@ -18,6 +19,8 @@ import pytest
 import lowbit
 from lowbit import _arrays
 from lowbit.codec import QTensor
+from lowbit.layout import spec_path
+from lowbit.tools.oracle_versions import GGUF_PY_Q8_1_SIZE
 
 # ---- comparison helpers -------------------------------------------------------------------------
 
@@ -82,10 +85,31 @@ def check_config_roundtrip(codec: lowbit.Codec) -> None:
 
 
 def check_layout(codec: lowbit.Codec) -> None:
+    """The codec's block layout against sources it is not derived from. ``Codec.block_size`` and
+    ``type_size`` are read from the layout, so comparing those would test nothing; instead: the
+    fields tile the block with no gap, a row of three blocks takes three blocks' bytes, the spec
+    file's own ``ggml_type`` is the codec class's, and for a GGUF type gguf-py's
+    ``GGML_QUANT_SIZES`` (an independent table) gives the same block and type size under the same
+    name (libggml's own traits are checked in test_codecs.test_ggml_type_traits)."""
     lay = codec.layout
-    assert lay.block_size == codec.block_size >= 1 and lay.type_size == codec.type_size >= 1
-    assert sum(f.nbytes for f in lay.fields) == lay.type_size
+    assert lay.block_size >= 1 and lay.type_size >= 1
+    assert sum(f.nbytes for f in lay.fields) == lay.type_size, f"{codec!r}: fields leave a gap"
     assert codec.row_bytes(lay.block_size * 3) == 3 * lay.type_size
+    spec_type = tomllib.loads(spec_path(codec.codec_id).read_text()).get("ggml_type")
+    assert spec_type == getattr(codec, "ggml_type", None), (
+        f"{codec!r}: spec ggml_type {spec_type!r} != class {getattr(codec, 'ggml_type', None)!r}")
+    if spec_type is None:
+        return
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    known = {int(t): t for t in GGMLQuantizationType}
+    if spec_type in known:  # gguf 0.19 predates Q2_0 (42); libggml's check covers it
+        t = known[spec_type]
+        assert t.name.lower() == codec.codec_id.removesuffix("_ggml"), f"{codec!r}: ggml type {spec_type} is {t.name}"
+        if t is GGMLQuantizationType.Q8_1 and GGUF_PY_Q8_1_SIZE.present():
+            return  # gguf-py's table is stale there (see the quirk); libggml's traits decide
+        assert GGML_QUANT_SIZES[t] == (lay.block_size, lay.type_size), (
+            f"{codec!r}: gguf-py {t.name} is {GGML_QUANT_SIZES[t]}, spec {(lay.block_size, lay.type_size)}")
 
 
 def check_roundtrip_bound(codec: lowbit.Codec, x: np.ndarray) -> None:

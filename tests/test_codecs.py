@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,6 +38,21 @@ def test_config_roundtrip(codec: lowbit.Codec) -> None:
 
 def test_layout(codec: lowbit.Codec) -> None:
     harness.check_layout(codec)
+
+
+def test_ggml_type_traits(ggml: Any) -> None:
+    """Every codec with a ggml type id has libggml's own block size, type size and type name."""
+    seen = 0
+    for cid, cfg in CONFIGS:
+        codec = lowbit.get_codec(cid, **cfg)
+        t = getattr(codec, "ggml_type", None)
+        if t is None:
+            continue
+        tr = ggml.traits(t)
+        assert (tr.type_name.decode().lower(), tr.blck_size, tr.type_size) == (
+            cid.removesuffix("_ggml"), codec.block_size, codec.type_size), cid
+        seen += 1
+    assert seen >= 20
 
 
 @given(data=st.data())

@@ -36,7 +36,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-__all__ = ["Quirk", "QUIRKS", "ML_DTYPES_E8M0_SUBNORMALS", "BNB_FP4_CODE8_SIGN", "installed_version", "oracle_ranges",
+__all__ = ["Quirk", "QUIRKS", "ML_DTYPES_E8M0_SUBNORMALS", "BNB_FP4_CODE8_SIGN", "GGUF_PY_Q8_1_SIZE", "installed_version", "oracle_ranges",
            "oracle_report"]
 
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -112,7 +112,27 @@ BNB_FP4_CODE8_SIGN = Quirk(
     probe=_bnb_fp4_code8_is_positive_zero,
 )
 
-QUIRKS: tuple[Quirk, ...] = (ML_DTYPES_E8M0_SUBNORMALS, BNB_FP4_CODE8_SIGN)
+
+
+def _gguf_py_q8_1_is_40_bytes() -> bool:
+    """Ask gguf-py's own size table for Q8_1."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    return GGML_QUANT_SIZES[GGMLQuantizationType.Q8_1] == (32, 40)
+
+
+GGUF_PY_Q8_1_SIZE = Quirk(
+    package="gguf",
+    affected=">=0.19",
+    what="GGML_QUANT_SIZES gives Q8_1 40 bytes per 32 elements (float32 d and s); ggml's block_q8_1 "
+         "holds them as float16: 36 bytes",
+    found="libggml-base from the llama-cpp-python 0.3.36 sdist: ggml_get_type_traits(9) is q8_1, 32, 36; "
+          "gguf 0.19.0 says (32, 40) (2026-12-07). lowbit takes no sizes from that table; the harness "
+          "check against it skips Q8_1 only while gguf-py still says 40.",
+    probe=_gguf_py_q8_1_is_40_bytes,
+)
+
+QUIRKS: tuple[Quirk, ...] = (ML_DTYPES_E8M0_SUBNORMALS, BNB_FP4_CODE8_SIGN, GGUF_PY_Q8_1_SIZE)
 
 
 def _test_requirements() -> list[Requirement]:
