@@ -164,10 +164,11 @@ class LowbitCache(Cache):
     >>> from lowbit.kvcache import LowbitCache
     >>> cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
     ...                   num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    >>> _ = torch.manual_seed(0)
     >>> model = LlamaForCausalLM(cfg).eval()
     >>> cache = LowbitCache(cfg, window=4, flush=4)
     >>> out = model.generate(torch.ones(1, 3, dtype=torch.long), past_key_values=cache, max_new_tokens=12,
-    ...                      do_sample=False, pad_token_id=0)
+    ...                      min_new_tokens=12, do_sample=False, pad_token_id=0)  # random weights: no early EOS
     >>> out.shape, cache.layers[0].store.compressed_length
     (torch.Size([1, 15]), 8)
     """
