@@ -24,7 +24,7 @@ def _id(p: tuple[str, dict]) -> str:
 @pytest.fixture(params=CONFIGS, ids=[_id(p) for p in CONFIGS], scope="module")
 def codec(request: pytest.FixtureRequest) -> lowbit.Codec:
     cid, cfg = request.param
-    return lowbit.get_codec(cid, **cfg)
+    return harness.driven(lowbit.get_codec(cid, **cfg))
 
 
 def test_every_codec_is_covered() -> None:

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 import lowbit
-from lowbit.errors import FormatError, RangeError, ShapeError
+from lowbit.errors import ConfigError, FormatError, RangeError, ShapeError
 from lowbit.formats import gguf as G
 from lowbit.tools.ggml_oracle import GGML, GGML_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 ENCODE_IDS = sorted(c for c in lowbit.list_codecs() if hasattr(lowbit.codec_class(c), "ggml_type"))
-IQ_IDS = ["iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"]
+#: the grid i-quants that still decode only (no codec yet): tested through the reader's dequantize
+IQ_IDS = [c for c in ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s") if c not in ENCODE_IDS]
 
 
 def rows_for(codec: lowbit.Codec, seed: int) -> np.ndarray:
@@ -67,6 +68,13 @@ def same_float_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("with_imatrix", [False, True], ids=["ref", "imatrix"])
 def test_encode_and_decode_match_ggml(ggml: GGML, cid: str, with_imatrix: bool) -> None:
     codec = lowbit.get_codec(cid)
+    if not with_imatrix and ggml.requires_imatrix(cid):
+        # ggml aborts without an imatrix for these types; lowbit refuses with a clear error instead
+        assert codec.requires_importance, f"{cid}: ggml requires an imatrix, the codec does not say so"
+        with pytest.raises(ConfigError, match="needs importance="):
+            codec.encode(np.ones((1, codec.block_size), np.float32), backend="cpu")
+        return
+    assert not codec.requires_importance, f"{cid}: the codec requires importance=, ggml does not"
     n = 0
     for x in rows_for(codec, GGML_TYPES[cid] * 2 + with_imatrix):
         K = x.shape[1]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _arrays
 from ..codec import Codec
-from ..errors import DTypeError, RangeError, ShapeError
+from ..errors import ConfigError, DTypeError, RangeError, ShapeError
 from ..kernels.registry import get_kernel
 
 __all__ = ["GGUFCodec"]
@@ -31,6 +31,8 @@ class GGUFCodec(Codec):
     ggml_type: ClassVar[int]
     #: whether ``importance=`` changes the bytes (False: accepted and ignored, as ggml does)
     uses_importance: ClassVar[bool] = False
+    #: whether ggml refuses to quantize without ``importance=`` (``ggml_quantize_requires_imatrix``)
+    requires_importance: ClassVar[bool] = False
     #: the largest |x| accepted (the block scale's range)
     max_abs: ClassVar[float] = 65504.0
     #: round-trip bound: |decode - x| <= rel * (max |x| of the block) + abs_ (checked by the harness)
@@ -97,6 +99,9 @@ class GGUFCodec(Codec):
     def _encode(self, x2d: Any, shape: tuple[int, ...], backend: str, importance: Any = None) -> tuple[Any, dict[str, Any]]:
         K = shape[-1]
         qw = self._importance(importance, K, backend)
+        if qw is None and self.requires_importance:
+            raise ConfigError(f"{self.codec_id}: needs importance= (an imatrix: one float32 weight per column, e.g. "
+                              f"from llama-imatrix or lowbit.tools.imatrix); ggml refuses this type without one")
         self._check_range(x2d, shape)
         rows = x2d.shape[0]
         out = _empty_u8((rows, self.row_bytes(K)), x2d)

@@ -125,6 +125,8 @@ class GGML:
                                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
         lib.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
         lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+        lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+        lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
         lib.ggml_fp32_to_fp16_row.restype = None
         lib.ggml_fp32_to_fp16_row.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         self._to_float: dict[int, Any] = {}
@@ -144,10 +146,15 @@ class GGML:
     def row_size(self, t: str | int, n: int) -> int:
         return int(self.lib.ggml_row_size(self.type_id(t), n))
 
+    def requires_imatrix(self, t: str | int) -> bool:
+        """``ggml_quantize_requires_imatrix``: ggml aborts the process if such a type is quantized without one."""
+        return bool(self.lib.ggml_quantize_requires_imatrix(self.type_id(t)))
+
     def quantize(self, x: np.ndarray, t: str | int, imatrix: np.ndarray | None = None) -> np.ndarray:
         """``ggml_quantize_chunk`` over float32 rows ``x`` (rows, n): uint8 (rows, row_bytes).
 
-        The output buffer starts zeroed (ggml leaves Q8_K's bsums of all-zero blocks unwritten)."""
+        The output buffer starts zeroed (ggml leaves Q8_K's bsums of all-zero blocks unwritten). A type
+        that ggml quantizes only with an imatrix raises ValueError without one (ggml would abort)."""
         x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
         rows, n = x.shape
         tid = self.type_id(t)
@@ -156,6 +163,8 @@ class GGML:
         im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
         if im is not None and im.shape != (n,):
             raise ValueError(f"imatrix: expected shape ({n},), got {im.shape}")
+        if im is None and rows and self.requires_imatrix(tid):
+            raise ValueError(f"ggml type {tid}: ggml_quantize_chunk requires an imatrix for this type (it would abort)")
         if rows and tid in (GGML_TYPES["q8_1"], GGML_TYPES["q8_k"]):
             # ggml_quantize_chunk refuses Q8_1 and Q8_K (dot-product operands, not file types): use their
             # reference quantizers, quantize_row_q8_{1,K}_ref, through the type traits

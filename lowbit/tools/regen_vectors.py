@@ -274,17 +274,20 @@ def gguf_inputs(codec: Any, shape: tuple[int, ...], rng: np.random.Generator) ->
 
 
 def gguf_oracle(codec: Any, x: np.ndarray) -> dict[str, Any]:
-    """ggml_quantize_chunk (no imatrix) and the type's dequantize_row_* from libggml-base."""
+    """ggml_quantize_chunk and the type's dequantize_row_* from libggml-base: no imatrix, or all ones
+    for the types ggml quantizes only with one (the uniform imatrix the test harness passes too)."""
     from lowbit.tools.ggml_oracle import GGML
 
     g = GGML.build()
-    data = g.quantize(x, codec.codec_id)
+    ones = getattr(codec, "requires_importance", False)
+    data = g.quantize(x, codec.codec_id, np.ones(x.shape[-1], np.float32) if ones else None)
+    notes = ["imatrix: all ones (ggml requires one for this type)"] if ones else []
     return {"data": data, "aux": {}, "decoded": g.dequantize(data, codec.codec_id, x.shape[-1]),
-            "oracle": "ggml libggml-base (llama-cpp-python sdist): ggml_quantize_chunk + dequantize_row", "notes": []}
+            "oracle": "ggml libggml-base (llama-cpp-python sdist): ggml_quantize_chunk + dequantize_row", "notes": notes}
 
 
-ORACLES.update({"gguf_legacy": gguf_oracle, "gguf_kquants": gguf_oracle})
-INPUTS.update({"gguf_legacy": gguf_inputs, "gguf_kquants": gguf_inputs})
+ORACLES.update({"gguf_legacy": gguf_oracle, "gguf_kquants": gguf_oracle, "gguf_iq": gguf_oracle})
+INPUTS.update({"gguf_legacy": gguf_inputs, "gguf_kquants": gguf_inputs, "gguf_iq": gguf_inputs})
 
 
 def cases_for(codec_id: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Numba decoders of ggml's grid-based i-quants (family ``gguf_iq``): IQ1_S, IQ1_M, IQ2_XXS,
-IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S. Decode only (``decode(type, data, out)``), for reading GGUF files.
+IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S: ``decode(type, data, out)`` here; ``encode(type, x, qw, out)``
+dispatches to the encoder module of the type's grid family (:data:`ENCODERS`).
 
 The code books (8- or 4-element grid rows, 2048 at most) and the 128 sign patterns come from
 the ``gguf`` package (a core dependency), which carries ggml's tables; :func:`tables` unpacks
@@ -193,3 +194,16 @@ def _decode_rows(t, data, out, g2xxs, g2xs, g2s, g3xxs, g3s, g1s, ks):
 @kernel("gguf_iq", "cpu", "decode")
 def decode(codec_id: str, data: np.ndarray, out: np.ndarray) -> None:
     _decode_rows(_IDS[codec_id], np.ascontiguousarray(data), out, *ftables())
+
+
+#: the module holding each type's encoder (``encode(codec_id, x, qw, out)``, ggml's ``quantize_iq*``),
+#: imported on first use so that decoding a GGUF file compiles no search kernel
+ENCODERS = {"iq2_xxs": "_iq2_enc", "iq2_xs": "_iq2_enc", "iq2_s": "_iq2_enc", "iq3_xxs": "_iq3_enc",
+            "iq3_s": "_iq3_enc", "iq1_s": "_iq1_enc", "iq1_m": "_iq1_enc"}
+
+
+@kernel("gguf_iq", "cpu", "encode")
+def encode(codec_id: str, x: np.ndarray, qw: np.ndarray | None, out: np.ndarray) -> None:
+    import importlib
+
+    importlib.import_module(f"{__package__}.{ENCODERS[codec_id]}").encode(codec_id, x, qw, out)
