@@ -71,9 +71,11 @@ from lowbit.formats import gguf as G  # noqa: E402
 from lowbit.tools.ggml_oracle import GGML, GGML_TYPES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ENCODE = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k",
-          "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4_ggml", "nvfp4_ggml", "q1_0", "q2_0"]
-DECODE_ONLY = ["iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"]
+# every registered codec with a ggml type encodes; the GGUF types without a codec decode only
+ENCODE = sorted(c for c in lowbit.list_codecs() if hasattr(lowbit.codec_class(c), "ggml_type"))
+DECODE_ONLY = [name for (name, _, _) in G.BLOCK.values()
+               if name not in ENCODE and name not in ("f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64")
+               and name in GGML_TYPES]
 FAST_ENCODE = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "q1_0", "q2_0"}
 BLOCK = {name: (bs, ts) for (name, bs, ts) in G.BLOCK.values()}
 
@@ -231,7 +233,8 @@ def main() -> None:
             ok = None
         else:
             c = lowbit.get_codec(t)
-            for with_im in [False, True] if c.uses_importance else [False]:
+            # the types ggml quantizes only with an imatrix (IQ2_XXS, IQ2_XS, IQ1_S) have no plain encode row
+            for with_im in ([True] if c.requires_importance else [False, True] if c.uses_importance else [False]):
                 rows = ARGS.rows if (t in FAST_ENCODE and not with_im) else ARGS.slow_rows
                 x = X[:rows]
                 im = imp if with_im else None
@@ -255,7 +258,7 @@ def main() -> None:
                     emit({"type": t, "op": "encode+imatrix" if with_im else "encode", "threads": k, "rows": rows,
                           "lowbit": m / ours, "ggml_c": m / theirs, "gguf_py": None if py is None else m / py,
                           "bw_pct": 100 * rows * (ARGS.cols * 4 + rb) / ours / 1e9 / bw[k]})
-            raw = ggml_encoder(g, t, X, None, rb, max(THREADS))(zero=True)
+            raw = ggml_encoder(g, t, X, imp if c.requires_importance else None, rb, max(THREADS))(zero=True)
         # ggml has no Q8_1 to_float (a dot-product operand only): its d and qs decode as Q8_0's, checked below
         wy = g.dequantize(raw, t, ARGS.cols)
         shape = (ARGS.rows, ARGS.cols)
