@@ -164,3 +164,32 @@ def test_default_cache_needs_config() -> None:
     with pytest.raises(ValueError, match="config"):
         LowbitCache()
     assert np is not None
+
+
+def test_cache_settings_are_checked_when_the_cache_is_built() -> None:
+    """Every bad setting raises ConfigError in LowbitCache(...), naming it, before any forward."""
+    from lowbit.errors import ConfigError
+    from lowbit.kvcache import LowbitCache
+
+    cfg = _model().config  # 2 layers, head_dim 8
+    with pytest.raises(ConfigError, match="layer 35 is out of range for a model with 2 layers"):
+        LowbitCache(cfg, layer_overrides={35: {"key_codec": "fp8_e4m3"}})
+    with pytest.raises(ConfigError, match="layer -3 is out of range"):
+        LowbitCache(cfg, layer_overrides={-3: {"key_codec": "fp8_e4m3"}})
+    with pytest.raises(ConfigError, match="given twice"):
+        LowbitCache(cfg, layer_overrides={1: {"window": 4}, -1: {"window": 8}})
+    with pytest.raises(ConfigError, match=r"unknown setting 'key_codex' \(did you mean 'key_codec'\?\)"):
+        LowbitCache(cfg, layer_overrides={0: {"key_codex": "fp8_e4m3"}})
+    with pytest.raises(ConfigError, match="integer layer indices"):
+        LowbitCache(cfg, layer_overrides={"0": {"window": 4}})
+    with pytest.raises(ConfigError, match="layer 0: .*turboquant_mze"):
+        LowbitCache(cfg, key_codec="turboquant_mze")
+    with pytest.raises(ConfigError, match="layer 1: "):
+        LowbitCache(cfg, layer_overrides={1: {"value_codec": {"id": "turboquant_mse", "bits": 9}}})
+    with pytest.raises(ConfigError, match="window/flush"):
+        LowbitCache(cfg, window=-1)
+    with pytest.raises(ConfigError, match="blocks of 32 elements, which do not divide the model's head dimension 8"):
+        LowbitCache(cfg, key_codec="q8_0")
+    # good settings build, and an override applies to the layer it names
+    c = LowbitCache(cfg, layer_overrides={-1: {"key_codec": {"id": "fp8_e4m3", "scale": "channel"}}})
+    assert c.layers[1].kv_args["key_codec"]["id"] == "fp8_e4m3" and c.layers[0].kv_args["key_codec"]["id"] == "turboquant_mse"

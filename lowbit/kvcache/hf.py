@@ -9,7 +9,9 @@
 Each full-attention and sliding-window layer gets a :class:`LowbitLayer` around a
 :class:`~lowbit.kvcache.KVStore`; other layer kinds (linear attention, KV-sharing dummies) keep
 transformers' own layers. Beam search (``reorder_cache``), batch edits, cropping and sliding windows
-are honoured.
+are honoured. transformers 5.x keeps no registry of cache implementations that a library could add
+to (``generate(cache_implementation="lowbit")`` is refused by its ``GenerationConfig`` check), so the
+cache is passed as an object, as above; that is the whole equivalent.
 
 Two attention paths:
 
@@ -32,6 +34,7 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("lowbit.kvcache.hf needs transformers >= 5 (pip install 'transformers>=5')") from e
 
+from lowbit.errors import ConfigError
 from lowbit.kvcache.store import KVStore, _Locked, locked
 
 __all__ = ["LowbitLayer", "LowbitCache", "use_lowbit_attention", "DEFAULT_KV"]
@@ -159,6 +162,11 @@ class LowbitCache(Cache):
         ``{layer_index: {"key_codec": ..., ...}}`` (negative indices count from the end), e.g. keep
         the first and last layers at 8 bits: ``{0: {"key_codec": "fp8_e4m3"}, -1: {...}}``.
 
+    Every setting is checked here, against the config, not at the first forward: codec names and
+    parameters (each distinct layer setting builds its store once, at the model's head dimension),
+    ``window``/``flush``, override indices (in range, each layer once, attention layers only) and
+    override keys; a bad one raises :class:`~lowbit.errors.ConfigError` naming it.
+
     >>> import torch
     >>> from transformers import LlamaConfig, LlamaForCausalLM
     >>> from lowbit.kvcache import LowbitCache
@@ -185,13 +193,15 @@ class LowbitCache(Cache):
             if v is not None:
                 base[k] = v
         base["codec_params"] = codec_params
-        n = len(types)
-        over = {(i % n): dict(o) for i, o in (layer_overrides or {}).items()}
+        over = _overrides(layer_overrides, types)
         fused = getattr(text, "_attn_implementation", None) == "lowbit"
+        head_dim = _head_dim(text)
+        checked: set[str] = set()
         layers = []
         for i, (t, kw) in enumerate(zip(types, per_kw)):
             if t in ("full_attention", "sliding_attention"):
                 args = {**base, **over.get(i, {})}
+                _check_store_args(args, head_dim, i, checked)
                 sw = kw.get("sliding_window") if t == "sliding_attention" else None
                 layers.append(LowbitLayer(**args, sliding_window=sw, fused=fused))
             else:
@@ -210,6 +220,71 @@ class LowbitCache(Cache):
     def nbytes_as(self, dtype: torch.dtype = torch.bfloat16) -> int:
         """What the same tokens would take in a plain cache of ``dtype``."""
         return sum(l.store.nbytes_as(dtype) for l in self.layers if isinstance(l, LowbitLayer) and l.store is not None)
+
+
+_STORE_KEYS = ("key_codec", "value_codec", "window", "flush", "codec_params")
+
+
+def _overrides(layer_overrides: Mapping[int, Mapping[str, Any]] | None, types: list[str]) -> dict[int, dict[str, Any]]:
+    """``layer_overrides`` with indices resolved (negative from the end); out-of-range, repeated,
+    non-attention or non-integer indices and unknown keys raise ConfigError."""
+    n = len(types)
+    out: dict[int, dict[str, Any]] = {}
+    for i, o in (layer_overrides or {}).items():
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ConfigError(f"LowbitCache: layer_overrides: expected integer layer indices, got {i!r}")
+        if not -n <= i < n:
+            raise ConfigError(f"LowbitCache: layer_overrides: layer {i} is out of range for a model with {n} layers "
+                              f"(indices {-n}..{n - 1}; negative ones count from the end)")
+        j = i % n
+        if j in out:
+            raise ConfigError(f"LowbitCache: layer_overrides: layer {j} is given twice (as {j} and {j - n})")
+        if not isinstance(o, Mapping):
+            raise ConfigError(f"LowbitCache: layer_overrides[{i}]: expected a dict of settings, got {type(o).__name__}")
+        bad = [k for k in o if k not in _STORE_KEYS]
+        if bad:
+            import difflib
+
+            hint = difflib.get_close_matches(str(bad[0]), _STORE_KEYS, n=1)
+            raise ConfigError(f"LowbitCache: layer_overrides[{i}]: unknown setting {bad[0]!r}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; settings: {', '.join(_STORE_KEYS)}")
+        if types[j] not in ("full_attention", "sliding_attention"):
+            raise ConfigError(f"LowbitCache: layer_overrides: layer {j} is a {types[j]!r} layer, which keeps no "
+                              f"key/value cache to compress")
+        out[j] = dict(o)
+    return out
+
+
+def _head_dim(text: Any) -> int | None:
+    """The attention head dimension the config states (``head_dim``, else hidden / heads)."""
+    hd = getattr(text, "head_dim", None)
+    if isinstance(hd, int) and hd > 0:
+        return hd
+    h, a = getattr(text, "hidden_size", None), getattr(text, "num_attention_heads", None)
+    return h // a if isinstance(h, int) and isinstance(a, int) and a > 0 and h % a == 0 else None
+
+
+def _check_store_args(args: Mapping[str, Any], head_dim: int | None, layer: int, checked: set[str]) -> None:
+    """Build the layer's store once per distinct setting, at the config's head dimension: bad codec
+    names or parameters, windows and head dimensions the codec cannot split raise ConfigError now."""
+    key = repr(sorted((k, repr(v)) for k, v in args.items()))
+    if key in checked:
+        return
+    params = dict(args.get("codec_params") or {})
+    if head_dim is not None:
+        params = {"dim": head_dim, **params}
+    try:
+        store = KVStore(**{**args, "codec_params": params})
+    except ConfigError as e:
+        raise ConfigError(f"LowbitCache: layer {layer}: {e}") from e
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"LowbitCache: layer {layer}: bad cache setting ({e})") from e
+    if head_dim is not None:
+        for what, c in (("key", store.key_codec), ("value", store.value_codec)):
+            if c is not None and head_dim % c.block_size:
+                raise ConfigError(f"LowbitCache: layer {layer}: {what} codec {c.codec_id!r} has blocks of {c.block_size} "
+                                  f"elements, which do not divide the model's head dimension {head_dim}")
+    checked.add(key)
 
 
 def _lowbit_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
