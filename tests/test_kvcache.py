@@ -193,3 +193,50 @@ def test_cache_settings_are_checked_when_the_cache_is_built() -> None:
     # good settings build, and an override applies to the layer it names
     c = LowbitCache(cfg, layer_overrides={-1: {"key_codec": {"id": "fp8_e4m3", "scale": "channel"}}})
     assert c.layers[1].kv_args["key_codec"]["id"] == "fp8_e4m3" and c.layers[0].kv_args["key_codec"]["id"] == "turboquant_mse"
+
+
+@pytest.mark.parametrize("preset", ["llama.cpp:q8_0", "llama.cpp:q4_0", "llama.cpp:iq4_nl", "vllm:fp8"])
+def test_engine_presets_store_the_engines_bytes(ggml, preset: str) -> None:
+    """A prefill through LowbitCache(preset=...) stores, for every key and value vector, the bytes the
+    engine would: ggml's own quantizer for llama.cpp's cache types (libggml-base, row = one head
+    vector), a saturating FP8 cast (ml_dtypes) for vLLM's uncalibrated fp8; nothing is kept unquantized."""
+    import ml_dtypes
+
+    from lowbit.kvcache import LowbitCache
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                                         max_position_embeddings=256)).eval()
+    ids = torch.randint(1, 128, (2, 11), generator=torch.Generator().manual_seed(4))
+    cache = LowbitCache(model.config, preset=preset)
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # what each layer was given (attention saw the codes)
+    for li, layer in enumerate(cache.layers):
+        def spy(k, v, *a, _u=layer.update, _i=li, **kw):
+            seen[_i] = (k.detach().clone(), v.detach().clone())
+            return _u(k, v, *a, **kw)
+        layer.update = spy
+    with torch.no_grad():
+        model(ids, past_key_values=cache, use_cache=True)
+    for li in range(2):
+        store = cache.layers[li].store
+        assert store.window_length == 0 and store.compressed_length == 11
+        for want_f, grown, what in ((seen[li][0], store._k, "keys"), (seen[li][1], store._v, "values")):
+            x = want_f.float().numpy()
+            got = grown.view().data.numpy()
+            if preset.startswith("llama.cpp:"):
+                t = preset.split(":")[1]
+                want = ggml.quantize(x.reshape(-1, x.shape[-1]), t).reshape(got.shape)
+            else:
+                want = np.clip(x, -448, 448).astype(ml_dtypes.float8_e4m3fn).view(np.uint8).reshape(got.shape)
+            assert np.array_equal(got, want), f"{preset} layer {li} {what}: stored bytes differ from the engine's"
+
+
+def test_unknown_preset_is_refused() -> None:
+    from lowbit.errors import ConfigError
+    from lowbit.kvcache import LowbitCache
+
+    with pytest.raises(ConfigError, match=r"unknown KV preset 'llama.cpp:q8' \(did you mean 'llama.cpp:q8_0'\?\)"):
+        LowbitCache(_model().config, preset="llama.cpp:q8")

@@ -35,6 +35,7 @@ except ImportError as e:  # pragma: no cover
     raise ImportError("lowbit.kvcache.hf needs transformers >= 5 (pip install 'transformers>=5')") from e
 
 from lowbit.errors import ConfigError
+from lowbit.kvcache.presets import kv_preset
 from lowbit.kvcache.store import KVStore, _Locked, locked
 
 __all__ = ["LowbitLayer", "LowbitCache", "use_lowbit_attention", "DEFAULT_KV"]
@@ -42,12 +43,7 @@ __all__ = ["LowbitLayer", "LowbitCache", "use_lowbit_attention", "DEFAULT_KV"]
 # The default configuration: TurboQuant-MSE at 4 bits for keys and values (random rotation per
 # head dimension, Lloyd-Max codes, a float16 norm per vector: 4.25 bits/element at head_dim 64),
 # attended on the codes; a 128-token full-precision window flushed 32 tokens at a time.
-DEFAULT_KV: dict[str, Any] = {
-    "key_codec": {"id": "turboquant_mse", "bits": 4},
-    "value_codec": {"id": "turboquant_mse", "bits": 4},
-    "window": 128,
-    "flush": 32,
-}
+DEFAULT_KV: dict[str, Any] = kv_preset("lowbit:default")
 
 _ACTIVE = threading.local()  # the cache whose layer was updated last, for the fused attention
 
@@ -158,6 +154,10 @@ class LowbitCache(Cache):
         the model config (``model.config``); decides the layer kinds and sliding windows.
     key_codec, value_codec, window, flush, codec_params:
         see :class:`~lowbit.kvcache.KVStore`; defaults: :data:`DEFAULT_KV` (4-bit, 128-token window).
+    preset:
+        a named setting of :mod:`lowbit.kvcache.presets` used as the base instead of :data:`DEFAULT_KV`,
+        e.g. ``"llama.cpp:q8_0"`` (llama.cpp's ``-ctk q8_0 -ctv q8_0``) or ``"vllm:fp8"``; the other
+        keywords override it.
     layer_overrides:
         ``{layer_index: {"key_codec": ..., ...}}`` (negative indices count from the end), e.g. keep
         the first and last layers at 8 bits: ``{0: {"key_codec": "fp8_e4m3"}, -1: {...}}``.
@@ -183,16 +183,16 @@ class LowbitCache(Cache):
 
     def __init__(self, config: Any = None, *, key_codec: Any = None, value_codec: Any = None, window: int | None = None,
                  flush: int | None = None, codec_params: Mapping[str, Any] | None = None,
-                 layer_overrides: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+                 layer_overrides: Mapping[int, Mapping[str, Any]] | None = None, preset: str | None = None) -> None:
         if config is None:
             raise ValueError("LowbitCache: pass the model config (LowbitCache(model.config))")
         text = config.get_text_config(decoder=True)
         types, per_kw = get_layer_types_and_kwargs(text)
-        base = dict(DEFAULT_KV)
+        base = dict(DEFAULT_KV) if preset is None else kv_preset(preset)
         for k, v in (("key_codec", key_codec), ("value_codec", value_codec), ("window", window), ("flush", flush)):
             if v is not None:
                 base[k] = v
-        base["codec_params"] = codec_params
+        base["codec_params"] = codec_params if codec_params is not None else base.get("codec_params")
         over = _overrides(layer_overrides, types)
         fused = getattr(text, "_attn_implementation", None) == "lowbit"
         head_dim = _head_dim(text)
