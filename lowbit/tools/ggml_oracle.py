@@ -133,8 +133,12 @@ class GGML:
 
     @classmethod
     def build(cls, cache: Path | None = None) -> "GGML":
-        """Build (once; cached) and load the oracle. Raises OracleUnavailable on any failure."""
-        return cls(_build(cache or default_cache_dir()))
+        """Build (once; cached; one process at a time) and load the oracle. Raises OracleUnavailable on any failure."""
+        from .cachelock import cache_lock
+
+        cache = cache or default_cache_dir()
+        with cache_lock(cache, "build"):
+            return cls(_build(cache))
 
     @staticmethod
     def type_id(t: str | int) -> int:
