@@ -69,6 +69,20 @@ def test_import_is_light() -> None:
     assert out == "[]"
 
 
+def test_building_any_codec_loads_no_compiler() -> None:
+    """Issue 19: ``get_codec`` of every codec (each example configuration), its layout and its
+    config load neither Numba nor Triton nor torch: compilers are imported by the first encode/decode."""
+    code = ("import lowbit, sys\n"
+            "for cid in lowbit.list_codecs():\n"
+            "    for cfg in lowbit.codec_class(cid).examples():\n"
+            "        c = lowbit.get_codec(cid, **cfg); c.get_config(); c.block_size\n"
+            "        loaded = [m for m in ('numba', 'triton', 'torch') if m in sys.modules]\n"
+            "        if loaded: print(cid, cfg, loaded); sys.exit(0)\n"
+            "print('none')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "none", f"building this codec loaded a compiler: {out}"
+
+
 def test_readme_lists_every_codec() -> None:
     readme = (ROOT / "README.md").read_text()
     for cid in lowbit.list_codecs():

@@ -41,7 +41,7 @@ import numpy as np
 from .. import _arrays
 from ..codec import Codec
 from ..errors import ConfigError, RangeError
-from ..kernels.cpu.bnb import NESTED_BLOCK, BnbKernelFormat
+from ..kernels.formats import BNB_NESTED_BLOCK as NESTED_BLOCK, BnbKernelFormat
 from ..kernels.registry import get_kernel
 from ..layout import BlockLayout
 from . import _dynamic_map as _dm

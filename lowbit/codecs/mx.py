@@ -35,7 +35,7 @@ import numpy as np
 from .. import _arrays
 from ..codec import Codec
 from ..errors import ConfigError, RangeError
-from ..kernels.cpu.mx import BLOCK, SCALE_RULES, MXKernelFormat
+from ..kernels.formats import MX_BLOCK as BLOCK, MX_SCALE_RULES as SCALE_RULES, MXKernelFormat
 from ..kernels.registry import get_kernel
 from ..layout import BlockLayout
 from ..numerics import ElementEncoding, FloatFormat, IntFormat

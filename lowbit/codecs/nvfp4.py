@@ -52,7 +52,7 @@ import numpy as np
 from .. import _arrays
 from ..codec import Codec
 from ..errors import ConfigError, RangeError
-from ..kernels.cpu.nvfp4 import BLOCK, RECIPES, NVKernelFormat
+from ..kernels.formats import NV_BLOCK as BLOCK, NV_RECIPES as RECIPES, NVKernelFormat
 from ..kernels.registry import get_kernel
 from ..numerics import ElementEncoding, FloatFormat, IntFormat
 

@@ -20,34 +20,19 @@ on a midpoint takes the lower code), mapped through the sort order for FP4; deco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numba import njit, prange
 
 from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 
-NESTED_BLOCK = 256          # absmax values per nested block (bitsandbytes' blocksize for state2)
-LUT_SIZE = 65536            # bitsandbytes' CPU quantize_blockwise lookup table
-NAN_BITS = 0x7FC00000
-_CHUNK = 8192               # elements per parallel work item (whole blocks)
-
-
-@dataclass(frozen=True)
-class BnbKernelFormat:
-    """What a bnb kernel needs (all plain numbers and small tables)."""
-
-    table: np.ndarray    # float32 value of every 4-bit code
-    bounds: np.ndarray   # float32 midpoints between consecutive sorted table values (15)
-    order: np.ndarray    # int64: code of the i-th smallest table value (identity for NF4)
-    bs: int              # elements per block
-    asize: int           # bytes of the absmax field: 4 (float32) or 1 (nested code)
-    dyn: np.ndarray      # float32 8-bit dynamic code (256), for the nested absmax
-
-    @property
-    def ts(self) -> int:
-        return self.asize + self.bs // 2
+from ..formats import (  # noqa: F401  (the family's names, re-exported unprefixed)
+    BNB_NESTED_BLOCK as NESTED_BLOCK,
+    BNB_LUT_SIZE as LUT_SIZE,
+    BNB_CHUNK as _CHUNK,
+    NAN_BITS,
+    BnbKernelFormat,
+)
 
 
 @njit(cache=True, parallel=True)

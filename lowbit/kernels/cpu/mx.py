@@ -25,37 +25,24 @@ Every step is an integer operation on float32 bit patterns or an exact float32 p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numba import njit, prange
 
-from ...numerics import ElementEncoding
 from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 from .minifloat import _fast_constants, _fast_float, _fast_int, _pack, _quantize_general, _unpack
 
-# Scale rules, as the kernels see them.
-FLOOR, CEIL, EVEN, RCEIL = range(4)
-SCALE_RULES = ("floor", "ceil", "even", "rceil")
-
-BLOCK = 32            # elements per MX block
-_CHUNK_BLOCKS = 256   # blocks per parallel work item (8192 elements)
-NAN_BITS = 0x7FC00000  # the NaN written for every element of a NaN-scale block
-
-
-@dataclass(frozen=True)
-class MXKernelFormat:
-    """What an MX kernel needs to know, derived once per codec (all plain numbers)."""
-
-    enc: ElementEncoding   # element format, saturating
-    rule: int              # FLOOR / CEIL / EVEN / RCEIL
-    emax: int              # floor(log2(max_elem)): 8 E4M3, 15 E5M2, 4 E3M2, 2 E2M3 / E2M1, 0 INT8
-    round_add: int         # EVEN: half an ulp at the element's mantissa width, on fp32 bits
-    vmax: float            # RCEIL: the largest element value (448, 57344, 28, 7.5, 6, 127/64)
-    shift: int             # element value = code value * 2**-shift (6 for MXINT8's k/64, else 0)
-    lut: np.ndarray        # float32 value of every element code (k/64 for MXINT8)
-    type_size: int         # bytes per block: 1 + 32 * w / 8
+from ..formats import (  # noqa: F401  (the family's names, re-exported unprefixed)
+    MX_FLOOR as FLOOR,
+    MX_CEIL as CEIL,
+    MX_EVEN as EVEN,
+    MX_RCEIL as RCEIL,
+    MX_SCALE_RULES as SCALE_RULES,
+    MX_BLOCK as BLOCK,
+    MX_CHUNK_BLOCKS as _CHUNK_BLOCKS,
+    NAN_BITS,
+    MXKernelFormat,
+)
 
 
 @njit(inline="always")

@@ -17,39 +17,23 @@ integer routine. See :mod:`lowbit.codecs.nvfp4` for the formulas.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numba import njit, prange
 
-from ...numerics import ElementEncoding
 from ..registry import kernel
 from ._bits import bits_f32, f32_bits
 from .minifloat import _fast_constants, _fast_float, _fast_int, _pack, _quantize, _quantize_general, _unpack
 
-TORCHAO, COMPRESSED_TENSORS = range(2)
-RECIPES = ("torchao", "compressed_tensors")
-
-BLOCK = 16
-TYPE_SIZE = 9            # 1 scale byte + 8 code bytes
-_CHUNK_BLOCKS = 512      # blocks per parallel work item (8192 elements)
-NAN_BITS = 0x7FC00000    # the NaN written for every element of a block whose scale is NaN
-
-
-@dataclass(frozen=True)
-class NVKernelFormat:
-    """What an NVFP4/NVINT4 kernel needs, derived once per codec (all plain numbers)."""
-
-    enc: ElementEncoding     # element: E2M1 or int4 (-7..7), saturating
-    senc: ElementEncoding    # block scale: UE4M3 or UE5M3, saturating
-    recipe: int              # TORCHAO or COMPRESSED_TENSORS
-    emax_val: float          # largest element value: 6 (E2M1) or 7 (int4)
-    smin: float              # torchao: the clamp floor of the block scale (the scale format's min normal)
-    smax: float              # the scale format's max (448 or 114688)
-    zero_code: int           # compressed-tensors: code of 0.125, written where the scale rounds to 0
-    elut: np.ndarray         # float32 value of every element code
-    slut: np.ndarray         # float32 value of every scale byte (NaN where the byte is NaN)
-    scale_nan: int           # the scale byte written for blocks with NaN or Inf
+from ..formats import (  # noqa: F401  (the family's names, re-exported unprefixed)
+    NV_TORCHAO as TORCHAO,
+    NV_COMPRESSED_TENSORS as COMPRESSED_TENSORS,
+    NV_RECIPES as RECIPES,
+    NV_BLOCK as BLOCK,
+    NV_TYPE_SIZE as TYPE_SIZE,
+    NV_CHUNK_BLOCKS as _CHUNK_BLOCKS,
+    NAN_BITS,
+    NVKernelFormat,
+)
 
 
 @njit(cache=True, parallel=True)

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..cpu.bnb import NAN_BITS, NESTED_BLOCK, BnbKernelFormat
+from ..formats import BNB_NESTED_BLOCK as NESTED_BLOCK, NAN_BITS, BnbKernelFormat
 from ..registry import interpreting, kernel
 
 _NAN_BITS: tl.constexpr = tl.constexpr(NAN_BITS)

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..cpu.mx import BLOCK, CEIL, EVEN, NAN_BITS, RCEIL, MXKernelFormat
+from ..formats import MX_BLOCK as BLOCK, MX_CEIL as CEIL, MX_EVEN as EVEN, MX_RCEIL as RCEIL, NAN_BITS, MXKernelFormat
 from ..registry import interpreting, kernel
 from .minifloat import _constexprs, _quantize
 

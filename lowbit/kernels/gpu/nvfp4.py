@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..cpu.nvfp4 import BLOCK, NAN_BITS, TORCHAO, NVKernelFormat
+from ..formats import NV_BLOCK as BLOCK, NV_TORCHAO as TORCHAO, NAN_BITS, NVKernelFormat
 from ..registry import interpreting, kernel
 from .minifloat import _constexprs, _quantize
 
