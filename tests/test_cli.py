@@ -152,3 +152,30 @@ def test_inspect(tmp_path: Path) -> None:
     assert t["self_attn.q_proj.weight"]["codec"] == "fp8_e4m3" and t["input_layernorm.weight"]["dtype"] == "float32"
     r = run("inspect", str(q))
     assert "fp8_e4m3 (channel)" in r.stdout and "bits/element" in r.stdout
+
+
+def test_warmup_fills_a_cache_that_later_processes_hit(tmp_path: Path) -> None:
+    """Issue 19: ``lowbit warmup`` compiles into Numba's cache (here a fresh ``NUMBA_CACHE_DIR``, as for
+    a read-only install; dynamic8: a family that compiles in seconds), and a later process encodes and
+    decodes with no compile: every kernel it
+    ran was loaded from the cache (Numba's per-dispatcher ``stats``: hits, no misses)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    r = subprocess.run([sys.executable, "-m", "lowbit.tools.cli", "warmup", "--codecs", "dynamic8", "--json", "-j", "1"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert list(res["families"]) == ["dynamic8"] and res["families"]["dynamic8"]["failed"] == {}
+    assert list((tmp_path / "numba").rglob("*.nbi")), "warmup wrote nothing to the cache"
+    probe = ("import numpy as np, lowbit, numba\n"
+             "from lowbit.kernels.cpu import dynamic8 as m\n"
+             "c = lowbit.get_codec('dynamic8'); x = np.random.default_rng(1).standard_normal((3, 256)).astype(np.float32)\n"
+             "c.decode(c.encode(x))\n"
+             "ran = [d for d in vars(m).values() if isinstance(d, numba.core.registry.CPUDispatcher) and d.signatures]\n"
+             "print(sum(sum(d.stats.cache_hits.values()) for d in ran), sum(sum(d.stats.cache_misses.values()) for d in ran))\n")
+    hits, misses = map(int, subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                                           check=True).stdout.split())
+    assert hits >= 2 and misses == 0, (hits, misses)

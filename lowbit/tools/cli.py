@@ -44,6 +44,37 @@ def _codec_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from lowbit.tools.mixes import parse_ggml_type
+    from lowbit.tools.warmup import warmup
+
+    ids = None
+    if args.codecs:
+        ids = []
+        for c in args.codecs.split(","):
+            c = c.strip()
+            if c and c not in lowbit.list_codecs():
+                try:
+                    c = parse_ggml_type(c)  # llama.cpp's spelling: Q4_K, IQ4_XS, MXFP4
+                except LowbitError:
+                    pass
+            if c:
+                ids.append(c)
+    res = warmup(ids, jobs=args.jobs, progress=not args.json)
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 1 if any(r["failed"] for r in res["families"].values()) else 0
+    bad = 0
+    for fam, r in res["families"].items():
+        print(f"{fam:<16} {r['seconds']:7.1f} s  {', '.join(r['codecs'])}")
+        for what, err in r["failed"].items():
+            bad += 1
+            print(f"  FAILED {what}: {err}")
+    print(f"{len(res['families'])} families in {res['seconds']:.1f} s with {res['jobs']} process(es); "
+          "later runs load the compiled kernels from Numba's cache")
+    return 1 if bad else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     rows = _codec_rows()
     if args.json:
@@ -362,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--new-tokens", type=int, default=64, help="tokens to generate in the KV-cache comparison")
     d.add_argument("--json", action="store_true", help="print the results as JSON")
     d.set_defaults(fn=cmd_demo)
+
+    wu = sub.add_parser("warmup", help="compile the CPU kernels ahead, in parallel (later runs start at once)",
+                        description="Compile the CPU kernels of the given codecs (all by default) into Numba's "
+                                    "on-disk cache, one process per kernel family, so that later runs load them "
+                                    "instead of compiling on first use.")
+    wu.add_argument("--codecs", default="", help="comma-separated codec ids or ggml type names (default: all)")
+    wu.add_argument("-j", "--jobs", type=int, default=None, help="worker processes (default: the CPU count)")
+    wu.add_argument("--json", action="store_true", help="print the per-family results as JSON")
+    wu.set_defaults(fn=cmd_warmup)
 
     lst = sub.add_parser("list", help="the registered codecs", description="List every registered codec.")
     lst.add_argument("--json", action="store_true")
