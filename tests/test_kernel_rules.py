@@ -208,3 +208,30 @@ def test_the_scanner_accepts_the_exact_forms() -> None:
     found = scan_source(PLANTED, "planted.py")
     assert {f.line for f in found} == {10, 11, 12, 13, 19}, [str(f) for f in found]
     assert {f.line for f in scan_source(PLANTED, "planted.py", exempt=True)} == {10, 11, 12}
+
+
+def test_cpu_and_gpu_kernels_have_the_same_signature() -> None:
+    """Issue 20: every (family, op) registered on both backends takes the same parameters, in the
+    same order, with the same defaults (the codec calls them through one code path)."""
+    import inspect
+
+    from lowbit.kernels import registry
+
+    families = {fam for (fam, _be, _op) in registry.KERNELS} | {
+        p.stem for p in GPU_DIR.glob("*.py") if not p.stem.startswith("_")}
+    for fam in sorted(families):
+        for be in ("cpu", "gpu"):
+            try:
+                registry._import_family(fam, be)
+            except ImportError:
+                continue
+    pairs = 0
+    for (fam, be, op), fn in sorted(registry.KERNELS.items()):
+        if be != "cpu" or (fam, "gpu", op) not in registry.KERNELS:
+            continue
+        g = registry.KERNELS[(fam, "gpu", op)]
+        cs = [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+        gs = [(p.name, p.kind, p.default) for p in inspect.signature(g).parameters.values()]
+        assert cs == gs, f"{fam}.{op}: cpu {inspect.signature(fn)} != gpu {inspect.signature(g)}"
+        pairs += 1
+    assert pairs >= 20, f"only {pairs} cpu/gpu kernel pairs found"
