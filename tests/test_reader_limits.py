@@ -102,3 +102,49 @@ def test_gguf_string_arrays_decode_and_name_bad_utf8(tmp_path: Path) -> None:
     bad = gguf_bytes([_s("v") + struct.pack("<IIQ", 9, 8, 3) + _s("ok") + _s(b"\xc3") + _s("z")], [])
     with pytest.raises(lowbit.FormatError, match=r"metadata 'v'\[1\]: not valid UTF-8"):
         G.read(_write(tmp_path, "b.gguf", bad))
+
+
+@pytest.mark.parametrize("case", ["equal", "equal-utf8", "one-longer", "nul", "bad-utf8", "empty", "nested-equal",
+                                  "nested-one-differs", "nested-empty"])
+def test_gguf_uniform_array_fast_path_equals_the_general_path(tmp_path: Path, case: str) -> None:
+    """Equal-length string arrays and equal nested arrays are read in one numpy pass (the floods a
+    hostile file repeats): the values are those gguf-py's reader gives, and every deviation (a
+    longer string, a NUL, bad UTF-8, one nested array of another length) falls back to the general
+    path with the same result or error."""
+    import struct
+
+    import numpy as np
+    from gguf import GGUFReader
+
+    from lowbit.tools.hostile import _s, gguf_bytes
+
+    n = 300
+    if case.startswith("nested"):
+        rows = [np.arange(i, i + 3, dtype=np.int32) for i in range(n)] if case != "nested-empty" else [np.zeros(0, np.int32)] * n
+        if case == "nested-one-differs":
+            rows[150] = np.arange(4, dtype=np.int32)
+        body = b"".join(struct.pack("<IQ", 5, r.size) + r.tobytes() for r in rows)
+        data = gguf_bytes([_s("v") + struct.pack("<IIQ", 9, 9, n) + body], [])
+        got = G.read(_write(tmp_path, "a.gguf", data)).metadata["v"]
+        assert len(got) == n and all(np.array_equal(g, r) and g.dtype == np.int32 for g, r in zip(got, rows))
+        return
+    items = {"equal": [f"t{i:03d}" for i in range(n)], "equal-utf8": ["é" + f"{i:03d}" for i in range(n)],
+             "one-longer": [f"t{i:03d}" for i in range(n)], "nul": [f"t{i:03d}" for i in range(n)],
+             "bad-utf8": [f"t{i:03d}" for i in range(n)], "empty": [""] * n}[case]
+    raw = [t.encode() for t in items]
+    if case == "one-longer":
+        raw[200] += b"x"
+    if case == "nul":
+        raw[7] = b"t\0" + raw[7][2:]
+    if case == "bad-utf8":
+        raw[250] = b"t\xc3" + raw[250][2:]
+    data = gguf_bytes([_s("v") + struct.pack("<IIQ", 9, 8, n) + b"".join(_s(b) for b in raw)], [])
+    path = _write(tmp_path, "s.gguf", data)
+    if case == "bad-utf8":
+        with pytest.raises(lowbit.FormatError, match=r"metadata 'v'\[250\]: not valid UTF-8"):
+            G.read(path)
+        return
+    got = G.read(path).metadata["v"]
+    field = GGUFReader(path).fields["v"]
+    want = [bytes(field.parts[i]).decode() for i in field.data]
+    assert got == want == [b.decode() for b in raw]

@@ -218,9 +218,70 @@ class _Cursor:
         except UnicodeDecodeError:
             raise FormatError(f"{self.path}: {what.format(*args)}: not valid UTF-8") from None
 
+    def _uniform_strings(self, n: int) -> list[str] | None:
+        """``n`` strings that all have the first one's length L, read with numpy in one pass (the
+        floods of equal strings a hostile file repeats, and fixed-width tables); None when the
+        lengths differ, a string holds a NUL byte (numpy's fixed-width bytes would drop trailing
+        NULs) or is not UTF-8, so the general loop runs and names the culprit."""
+        if n < 64 or self.pos + 8 > self.size:
+            return None
+        (L,) = _U64.unpack_from(self.buf, self.pos)
+        stride = 8 + L
+        if L > 1 << 16 or n * stride > self.size - self.pos:
+            return None
+        rec = self.bytes[self.pos:self.pos + n * stride].reshape(n, stride)
+        if not (rec[:, :8].copy().view("<u8").reshape(n) == L).all():
+            return None
+        if L == 0:
+            self.pos += n * stride
+            return [""] * n  # str is immutable: one object n times is n equal strings
+        body = rec[:, 8:]
+        if not body.all():  # a NUL inside some string: the split below would cut it
+            return None
+        # the strings joined by NULs in one buffer (a separator column), one decode, one split
+        sep = np.zeros((n, L + 1), np.uint8)
+        sep[:, :L] = body
+        try:
+            out = sep.tobytes().decode("utf-8").split("\0")
+        except UnicodeDecodeError:
+            return None
+        out.pop()  # the empty piece after the last separator
+        self.pos += n * stride
+        return out
+
+    def _uniform_arrays(self, n: int, depth: int, what: str) -> list[Any] | None:
+        """``n`` nested arrays that share the first one's scalar element type and length c, read as
+        one (n, c) numpy copy whose rows are returned (the values the general path gives, one array
+        per element); None when they differ (the general path runs)."""
+        if n < 64 or depth + 1 >= MAX_ARRAY_NESTING or self.pos + 12 > self.size:
+            return None
+        et, c = _ARRAY_HEAD.unpack_from(self.buf, self.pos)
+        if et not in _SCALAR or c > 1 << 16:
+            return None
+        isz = struct.calcsize(_SCALAR[et])
+        stride = 12 + c * isz
+        if n * stride > self.size - self.pos:
+            return None
+        rec = self.bytes[self.pos:self.pos + n * stride].reshape(n, stride)
+        head = np.ascontiguousarray(rec[:, :12])
+        if not ((head[:, :4].copy().view("<u4").reshape(n) == et).all()
+                and (head[:, 4:].copy().view("<u8").reshape(n) == c).all()):
+            return None
+        vals = np.ascontiguousarray(rec[:, 12:]).view(_ELEM_DTYPE[et]).reshape(n, c)
+        self.pos += n * stride
+        if c == 0:  # n empty arrays: one read-only empty array n times (nothing to share but the dtype)
+            empty = vals[0].copy()
+            empty.flags.writeable = False
+            return [empty] * n
+        return list(vals.copy())
+
     def strings(self, n: int, what: str) -> list[str]:
-        """``n`` strings back to back (an array of strings): one tight loop over the length fields,
-        then one UTF-8 decode of all of them joined (a per-string decode only to name a bad one)."""
+        """``n`` strings back to back (an array of strings): equal-length runs in one numpy pass
+        (:meth:`_uniform_strings`), else one tight loop over the length fields, then one UTF-8 decode
+        of all of them joined (a per-string decode only to name a bad one)."""
+        fast = self._uniform_strings(n)
+        if fast is not None:
+            return fast
         buf, pos, size, unpack = self.buf, self.pos, self.size, _U64.unpack_from
         spans = []
         for i in range(n):
@@ -273,6 +334,9 @@ class _Cursor:
             self.charge(n, what)
             if et == 8:
                 return self.strings(n, what)
+            fast = self._uniform_arrays(n, depth, what)
+            if fast is not None:
+                return fast
             sub = f"{what}[...]"  # (one name for every element: formatting one per element would dominate)
             return [self.value(9, sub, depth + 1) for _ in range(n)]
         raise FormatError(f"{self.path}: {what}: unknown metadata value type {vtype}")
