@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ...errors import RangeError
 
 from ._ggml import F, nearest_int, wr_f16
+from ._simd import vbits, vhmax, vlanes, vle, vload, vload_u8, vlt, vsel, vsplat, vstore, vtof
 from ._iq3_maps import iq3_maps
 
 QK_K = 256
@@ -48,31 +50,62 @@ _GRID_SIZE = (256, 512)
 
 
 @njit(inline="always", error_model="numpy", cache=True)
-def _best_neighbour(nb, o, gpos, gcode, xval, waux, xo, scale, L, lo):
+def _best_neighbour(nb, o, P0, P1, P2, P3, gcode, xval, waux, xo, scale, L, lo, D2):
     """ggml ``iq3_find_best_neighbour``: of the grid points listed at ``nb[o]`` (count, then the
     indices), the first with the least ``sum(waux * (scale*q - xval)**2)``; its codes go to
-    ``L[lo:lo+4]``. Returns the grid index, -1 where ggml's assert fires (no finite distance)."""
+    ``L[lo:lo+4]``. Returns the grid index, -1 where ggml's assert fires (no finite distance).
+
+    ``P0..P3[p]`` are the magnitudes q of the grid point ``nb[p]`` (position 0..3 of the
+    quadruplet), so eight neighbours' distances are computed at once, one per lane, each with
+    C's operations in C's order (``d2 = 0; d2 += w*diff*diff`` four times: the first addition to
+    zero is exact, as every term is >= +0 or NaN); the first minimum is then found in C's order."""
     n = np.int64(nb[o])
-    best_d2 = FLT_MAX
-    gi = -1
-    for j in range(1, n + 1):
-        g = np.int64(nb[o + j])
-        d2 = F(0.0)
-        for i in range(4):
-            diff = scale * gpos[4 * g + i] - xval[xo + i]  # C: float diff = scale*q - xval[i];
-            d2 += (waux[xo + i] * diff) * diff             # C: d2 += weight[i]*diff*diff;
-        if d2 < best_d2:
-            best_d2 = d2
-            gi = g
-    if gi >= 0:
-        for i in range(4):
-            L[lo + i] = gcode[4 * gi + i]
+    vs = vsplat(scale)
+    x0 = vsplat(xval[xo])
+    x1 = vsplat(xval[xo + 1])
+    x2 = vsplat(xval[xo + 2])
+    x3 = vsplat(xval[xo + 3])
+    w0 = vsplat(waux[xo])
+    w1 = vsplat(waux[xo + 1])
+    w2 = vsplat(waux[xo + 2])
+    w3 = vsplat(waux[xo + 3])
+    inf = vsplat(F(np.inf))
+    mv = inf
+    for j0 in range(0, n, 8):
+        p = o + 1 + j0
+        d = vs * vtof(vload_u8(P0, p)) - x0  # C: float diff = scale*q - xval[i];
+        d2 = (w0 * d) * d                     # C: d2 += weight[i]*diff*diff;
+        d = vs * vtof(vload_u8(P1, p)) - x1
+        d2 = d2 + (w1 * d) * d
+        d = vs * vtof(vload_u8(P2, p)) - x2
+        d2 = d2 + (w2 * d) * d
+        d = vs * vtof(vload_u8(P3, p)) - x3
+        d2 = d2 + (w3 * d) * d
+        vstore(D2, j0, d2)
+        d2 = vsel(vlt(vlanes(), vsplat(F(n - j0))), d2, inf)  # lanes past the list's end never win
+        mv = vsel(vlt(d2, mv), d2, mv)  # lane-wise least distance (a NaN never enters)
+    m = -vhmax(vsplat(F(-1.0)) * mv)
+    if not m < FLT_MAX:  # C: best_d2 starts at FLT_MAX and only d2 < best_d2 replaces it
+        return -1
+    # C keeps the first of equal distances: the first list entry whose distance is m
+    vm = vsplat(m)
+    jb = 0
+    for j0 in range(0, n, 8):
+        bits = vbits(vle(vload(D2, j0), vm))  # <= m is == m: m is the least (and NaN compares false)
+        if n - j0 < 8:
+            bits &= (1 << (n - j0)) - 1
+        if bits:
+            jb = j0 + trailing_zeros(bits)
+            break
+    gi = np.int64(nb[o + 1 + jb])
+    for i in range(4):
+        L[lo + i] = gcode[4 * gi + i]
     return gi
 
 
 @njit(error_model="numpy", cache=True)
-def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, gpos, gcode,
-                  weight, waux, xval, L, Laux, scales, on, on_aux, bsg):
+def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, P0, P1, P2, P3, gcode,
+                  weight, waux, xval, L, Laux, scales, on, on_aux, bsg, D2):
     """One 256-element block of type ``t`` (0 IQ3_XXS, 1 IQ3_S) into ``b`` (the block's bytes).
     Returns False where ggml would abort."""
     xxs = t == 0
@@ -149,7 +182,7 @@ def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, gpos, gcode,
                 on_aux[k] = True
                 if gi < 0:
                     on_aux[k] = False
-                    if _best_neighbour(nb, -gi - 1, gpos, gcode, xval, waux, 4 * k, this_scale, Laux, 4 * k) < 0:
+                    if _best_neighbour(nb, -gi - 1, P0, P1, P2, P3, gcode, xval, waux, 4 * k, this_scale, Laux, 4 * k, D2) < 0:
                         return False
             sumqx = F(0.0)
             sumq2 = F(0.0)
@@ -180,7 +213,7 @@ def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, gpos, gcode,
                     u |= max(0, min(KMAX_Q - 1, l)) << (3 * i)
                 gi = np.int64(kmap[u])
                 if gi < 0:
-                    gi = _best_neighbour(nb, -gi - 1, gpos, gcode, xval, waux, 4 * k, scale, L, 4 * k)
+                    gi = _best_neighbour(nb, -gi - 1, P0, P1, P2, P3, gcode, xval, waux, 4 * k, scale, L, 4 * k, D2)
                     if gi < 0:
                         return False
                 for i in range(4):
@@ -238,7 +271,7 @@ def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, gpos, gcode,
 
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _encode_rows(t, x, qw, has_qw, out, kmap, nb, gpos, gcode, ok):
+def _encode_rows(t, x, qw, has_qw, out, kmap, nb, P0, P1, P2, P3, gcode, ok):
     rows, K = x.shape
     nbl = K // QK_K
     ts = out.shape[1] // nbl
@@ -252,12 +285,13 @@ def _encode_rows(t, x, qw, has_qw, out, kmap, nb, gpos, gcode, ok):
         on = np.empty(8, dtype=np.bool_)
         on_aux = np.empty(8, dtype=np.bool_)
         bsg = np.empty(4, dtype=np.int64)
+        D2 = np.empty(48, dtype=np.float32)  # the longest neighbour list (38) rounded up to 8
         xr = x[r]
         good = True
         for i in range(nbl):
             b = out[r, i * ts:(i + 1) * ts]
-            good &= _encode_block(t, xr, i * QK_K, qw, has_qw, b, kmap, nb, gpos, gcode,
-                                  weight, waux, xval, L, Laux, scales, on, on_aux, bsg)
+            good &= _encode_block(t, xr, i * QK_K, qw, has_qw, b, kmap, nb, P0, P1, P2, P3, gcode,
+                                  weight, waux, xval, L, Laux, scales, on, on_aux, bsg, D2)
         ok[r] = good
 
 
@@ -266,10 +300,17 @@ _TABLES: dict[int, tuple[np.ndarray, ...]] = {}
 
 
 def _tables(grid_size: int) -> tuple[np.ndarray, ...]:
-    """kmap, neighbours, the grid's magnitudes 2l+1 (float32, flat) and codes l (int64, flat)."""
+    """kmap, neighbours, P0..P3 (uint8, aligned with neighbours: the magnitudes 2l+1 of the grid
+    point each list entry names, by position; 8 bytes of padding so a vector load past the last
+    list stays in bounds) and the grid's codes l (int64, flat)."""
     if grid_size not in _TABLES:
         codes, kmap, nbrs = iq3_maps(grid_size)
-        _TABLES[grid_size] = (kmap, nbrs, np.ascontiguousarray((2 * codes + 1).reshape(-1).astype(np.float32)),
+        pos = (2 * codes + 1).astype(np.uint8)
+        P = np.zeros((4, nbrs.size + 8), dtype=np.uint8)
+        P[:, :nbrs.size] = pos[nbrs.astype(np.int64)].T  # count entries get a (never read) value too
+        if int(nbrs[-kmap[kmap < 0].astype(np.int64) - 1].max()) > 40:
+            raise AssertionError("IQ3 neighbour list longer than the kernel's scratch")
+        _TABLES[grid_size] = (kmap, nbrs, *(np.ascontiguousarray(P[i]) for i in range(4)),
                               np.ascontiguousarray(codes.reshape(-1).astype(np.int64)))
     return _TABLES[grid_size]
 
