@@ -37,7 +37,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from ...errors import RangeError
 
 from ._ggml import F, nearest_int, wr_f16
-from ._simd import vbits, vhmax, vlanes, vle, vload, vload_u8, vlt, vsel, vsplat, vstore, vtof
+from ._simd import (vbits, vhmax, vilane, vlane, vlanes, vle, vload, vload_u8, vlt, vnint_clamp, vsel, vsplat,
+                    vstore, vtof, vtrunc)
 from ._iq3_maps import iq3_maps
 
 QK_K = 256
@@ -50,10 +51,10 @@ _GRID_SIZE = (256, 512)
 
 
 @njit(inline="always", error_model="numpy", cache=True)
-def _best_neighbour(nb, o, P0, P1, P2, P3, gcode, xval, waux, xo, scale, L, lo, D2):
+def _best_neighbour(nb, o, P0, P1, P2, P3, xval, waux, xo, scale, D2):
     """ggml ``iq3_find_best_neighbour``: of the grid points listed at ``nb[o]`` (count, then the
-    indices), the first with the least ``sum(waux * (scale*q - xval)**2)``; its codes go to
-    ``L[lo:lo+4]``. Returns the grid index, -1 where ggml's assert fires (no finite distance).
+    indices), the first with the least ``sum(waux * (scale*q - xval)**2)``: its grid index (the
+    caller takes its codes), or -1 where ggml's assert fires (no finite distance).
 
     ``P0..P3[p]`` are the magnitudes q of the grid point ``nb[p]`` (position 0..3 of the
     quadruplet), so eight neighbours' distances are computed at once, one per lane, each with
@@ -97,15 +98,12 @@ def _best_neighbour(nb, o, P0, P1, P2, P3, gcode, xval, waux, xo, scale, L, lo, 
         if bits:
             jb = j0 + trailing_zeros(bits)
             break
-    gi = np.int64(nb[o + 1 + jb])
-    for i in range(4):
-        L[lo + i] = gcode[4 * gi + i]
-    return gi
+    return np.int64(nb[o + 1 + jb])
 
 
 @njit(error_model="numpy", cache=True)
 def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, P0, P1, P2, P3, gcode,
-                  weight, waux, xval, L, Laux, scales, on, on_aux, bsg, D2):
+                  weight, waux, xval, wx, L, LA, scales, on, ONA, bsg, D2):
     """One 256-element block of type ``t`` (0 IQ3_XXS, 1 IQ3_S) into ``b`` (the block's bytes).
     Returns False where ggml would abort."""
     xxs = t == 0
@@ -156,6 +154,8 @@ def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, P0, P1, P2, P3, gcode,
                 xval[8 * k + imin] = -xval[8 * k + imin]
                 s ^= 1 << imin
             bsg[k] = s & 127 if xxs else s
+        for i in range(32):
+            wx[i] = weight[i] * xval[i]  # the candidates' common first product (C: w*xval[i]*q)
         mx = xval[0]
         for i in range(1, 32):
             mx = mx if mx > xval[i] else xval[i]  # C: MAX(max, xval[i])
@@ -168,36 +168,55 @@ def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, P0, P1, P2, P3, gcode,
         scale = mx / F(2 * KMAX_Q - 1)
         for k in range(8):
             on[k] = xxs  # IQ3_XXS starts "all on the grid", IQ3_S "none"
-        for isv in range(-nis, nis + 1):
-            id_ = (F(2 * KMAX_Q - 1) + F(isv) * F(0.2)) / mx  # C: (2*kMaxQ-1+is*0.2f)/max
-            this_scale = F(1.0) / id_
+        # the candidates are independent until the choice, so eight of them run at once, one per
+        # lane (LA[8e + c]: code of element e under candidate c0 + c); each lane's floats are C's
+        # for its candidate, and the choice then walks the candidates in C's order
+        ncand = 2 * nis + 1
+        vmx = vsplat(mx)
+        half = vsplat(F(0.5))
+        one = vsplat(F(1.0))
+        for c0 in range(0, ncand, 8):
+            nl = min(8, ncand - c0)
+            isv = vsplat(F(c0 - nis)) + vlanes()
+            vid = (vsplat(F(2 * KMAX_Q - 1)) + isv * vsplat(F(0.2))) / vmx  # C: (2*kMaxQ-1+is*0.2f)/max
+            vts = one / vid                                                 # C: this_scale = 1/id
             for k in range(8):
-                u = 0
-                for i in range(4):
-                    l = nearest_int(F(0.5) * (id_ * xval[4 * k + i] - F(1.0)))
-                    l = max(0, min(KMAX_Q - 1, l))
-                    Laux[4 * k + i] = l
-                    u |= l << (3 * i)
-                gi = np.int64(kmap[u])
-                on_aux[k] = True
-                if gi < 0:
-                    on_aux[k] = False
-                    if _best_neighbour(nb, -gi - 1, P0, P1, P2, P3, gcode, xval, waux, 4 * k, this_scale, Laux, 4 * k, D2) < 0:
-                        return False
-            sumqx = F(0.0)
-            sumq2 = F(0.0)
-            for i in range(32):
-                w = weight[i]
-                q = F(2 * Laux[i] + 1)
-                sumqx += (w * xval[i]) * q
-                sumq2 += (w * q) * q
-            if sumq2 > F(0.0) and sumqx * sumqx > best * sumq2:
-                scale = sumqx / sumq2
-                best = scale * sumqx
-                for i in range(32):
-                    L[i] = Laux[i]
-                for k in range(8):
-                    on[k] = on_aux[k]
+                e = 4 * k
+                # C: l = nearest_int(0.5f*(id*xval[i]-1)), clamped to 0..kMaxQ-1
+                l0 = vnint_clamp(half * (vid * vsplat(xval[e]) - one), 0, KMAX_Q - 1)
+                l1 = vnint_clamp(half * (vid * vsplat(xval[e + 1]) - one), 0, KMAX_Q - 1)
+                l2 = vnint_clamp(half * (vid * vsplat(xval[e + 2]) - one), 0, KMAX_Q - 1)
+                l3 = vnint_clamp(half * (vid * vsplat(xval[e + 3]) - one), 0, KMAX_Q - 1)
+                vstore(LA, 8 * e, l0)
+                vstore(LA, 8 * e + 8, l1)
+                vstore(LA, 8 * e + 16, l2)
+                vstore(LA, 8 * e + 24, l3)
+                U = vtrunc(l0 + vsplat(F(8.0)) * l1 + vsplat(F(64.0)) * l2 + vsplat(F(512.0)) * l3)  # exact
+                for c in range(nl):
+                    gi = np.int64(kmap[vilane(U, c)])
+                    ONA[8 * k + c] = gi >= 0
+                    if gi < 0:
+                        gi = _best_neighbour(nb, -gi - 1, P0, P1, P2, P3, xval, waux, e, vlane(vts, c), D2)
+                        if gi < 0:
+                            return False
+                        for i in range(4):
+                            LA[8 * (e + i) + c] = F(gcode[4 * gi + i])
+            sqx = vsplat(F(0.0))
+            sq2 = vsplat(F(0.0))
+            for e in range(32):
+                q = vsplat(F(2.0)) * vload(LA, 8 * e) + one  # C: float q = 2*Laux[i] + 1 (exact)
+                sqx = sqx + vsplat(wx[e]) * q                # C: sumqx += w*xval[i]*q;
+                sq2 = sq2 + (vsplat(weight[e]) * q) * q      # C: sumq2 += w*q*q;
+            for c in range(nl):
+                sumqx = vlane(sqx, c)
+                sumq2 = vlane(sq2, c)
+                if sumq2 > F(0.0) and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    for e in range(32):
+                        L[e] = np.int64(LA[8 * e + c])
+                    for k in range(8):
+                        on[k] = ONA[8 * k + c]
         n_not_ongrid = 0
         for k in range(8):
             if not on[k]:
@@ -213,7 +232,7 @@ def _encode_block(t, x, xo, qw, has_qw, b, kmap, nb, P0, P1, P2, P3, gcode,
                     u |= max(0, min(KMAX_Q - 1, l)) << (3 * i)
                 gi = np.int64(kmap[u])
                 if gi < 0:
-                    gi = _best_neighbour(nb, -gi - 1, P0, P1, P2, P3, gcode, xval, waux, 4 * k, scale, L, 4 * k, D2)
+                    gi = _best_neighbour(nb, -gi - 1, P0, P1, P2, P3, xval, waux, 4 * k, scale, D2)
                     if gi < 0:
                         return False
                 for i in range(4):
@@ -280,10 +299,11 @@ def _encode_rows(t, x, qw, has_qw, out, kmap, nb, P0, P1, P2, P3, gcode, ok):
         waux = np.empty(32, dtype=np.float32)
         xval = np.empty(32, dtype=np.float32)
         L = np.empty(32, dtype=np.int64)
-        Laux = np.empty(32, dtype=np.int64)
+        wx = np.empty(32, dtype=np.float32)
+        LA = np.empty(32 * 8, dtype=np.float32)
         scales = np.empty(8, dtype=np.float32)
         on = np.empty(8, dtype=np.bool_)
-        on_aux = np.empty(8, dtype=np.bool_)
+        ONA = np.empty(64, dtype=np.bool_)
         bsg = np.empty(4, dtype=np.int64)
         D2 = np.empty(48, dtype=np.float32)  # the longest neighbour list (38) rounded up to 8
         xr = x[r]
@@ -291,7 +311,7 @@ def _encode_rows(t, x, qw, has_qw, out, kmap, nb, P0, P1, P2, P3, gcode, ok):
         for i in range(nbl):
             b = out[r, i * ts:(i + 1) * ts]
             good &= _encode_block(t, xr, i * QK_K, qw, has_qw, b, kmap, nb, P0, P1, P2, P3, gcode,
-                                  weight, waux, xval, L, Laux, scales, on, on_aux, bsg, D2)
+                                  weight, waux, xval, wx, L, LA, scales, on, ONA, bsg, D2)
         ok[r] = good
 
 
