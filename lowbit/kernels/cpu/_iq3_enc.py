@@ -10,7 +10,7 @@ The algorithm, per 256-element block and per 32-element sub-block:
    per 8 elements (the eighth is implied: an even number of minus signs), so a byte with an odd
    count flips the element of least ``w * x**2`` (its magnitude becomes negative).
 3. scale search: for each candidate ``id = (15 + 0.2 * is) / max`` (is = -15..15 for IQ3_XXS,
-   -9..9 for IQ3_S) every four magnitudes round to codes ``l = nearest_int((id*|x| - 1) / 2)``
+   -9..9 for IQ3_S) every four magnitudes round to codes ``l = nearest_int(0.5 * (id*|x| - 1))``
    in 0..7; a key off the grid takes the best of its neighbours (:mod:`._iq3_maps`) under
    ``this_scale = 1/id``. The candidate maximising ``sumqx**2 / sumq2`` (q = 2l + 1) wins.
 4. a refinement pass re-rounds the off-grid quadruplets (IQ3_XXS; IQ3_S all of them) with the
@@ -20,6 +20,11 @@ The algorithm, per 256-element block and per 32-element sub-block:
 
 Every float is float32 in C's order (``a*b*c`` is ``(a*b)*c``, sums left to right, no FMA),
 as ggml compiles it (-O3, no -ffast-math). Comments quote the C where the order matters.
+
+Speed: the scale candidates of step 3 are independent until the choice, so eight run at once,
+one per SIMD lane (:mod:`._simd`), and the neighbour search measures eight neighbours at once;
+each lane does C's operations for its own candidate or neighbour, and every choice (the best
+candidate, the first nearest neighbour) is then made in C's order. Rows run in parallel.
 
 Two quirks of ggml are kept because the bytes depend on them: IQ3_S advances its ``qs`` and
 ``signs`` write positions only for sub-blocks that are not all zero, so a zero sub-block shifts
@@ -35,7 +40,6 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ...errors import RangeError
-
 from ._ggml import F, nearest_int, wr_f16
 from ._simd import (vbits, vhmax, vilane, vlane, vlanes, vle, vload, vload_u8, vlt, vnint_clamp, vsel, vsplat,
                     vstore, vtof, vtrunc)
