@@ -145,7 +145,9 @@ def test_real_bench_plan_covers_the_targets() -> None:
     for c, f in fam.items():
         if f in gpu_bench.ALL_OF:
             assert c in plan, c
-    assert {fam[c] for c in plan} == set(fam.values())
+    # every family with a GPU encoder is timed; the grid i-quants (family gguf_iq) encode on the CPU
+    # only until their Triton encoders land (issue 21), and nothing else may be CPU-only
+    assert set(fam.values()) - {fam[c] for c in plan} <= {"gguf_iq"}
     assert len(plan) == len(set(plan))
 
 

@@ -33,6 +33,9 @@ class GGUFCodec(Codec):
     uses_importance: ClassVar[bool] = False
     #: whether ggml refuses to quantize without ``importance=`` (``ggml_quantize_requires_imatrix``)
     requires_importance: ClassVar[bool] = False
+    #: whether the GPU backend encodes this type (False while its family's Triton encoder covers
+    #: only some of the family's types: the grid i-quants are ported one grid family at a time)
+    gpu_encode: ClassVar[bool] = True
     #: the largest |x| accepted (the block scale's range)
     max_abs: ClassVar[float] = 65504.0
     #: round-trip bound: |decode - x| <= rel * (max |x| of the block) + abs_ (checked by the harness)
@@ -44,6 +47,9 @@ class GGUFCodec(Codec):
 
     def __init__(self) -> None:
         pass
+
+    def backends(self) -> list[str]:
+        return [b for b in super().backends() if b == "cpu" or self.gpu_encode]
 
     # ---- the codec hooks ----------------------------------------------------------------------
     def _importance(self, importance: Any, K: int, backend: str) -> Any:
