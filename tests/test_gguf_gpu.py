@@ -37,7 +37,20 @@ def _fp16_kernel(x_ptr, h_ptr, hh_ptr, f_ptr, n, BLOCK: tl.constexpr):
 
 LEGACY = sorted(c for c in lowbit.list_codecs() if lowbit.codec_class(c).family == "gguf_legacy")
 KQUANTS = sorted(c for c in lowbit.list_codecs() if lowbit.codec_class(c).family == "gguf_kquants")
-GPU_ENCODE = [c for c in LEGACY + KQUANTS if has_kernel(lowbit.codec_class(c).family, "gpu", "encode")]
+IQ_CODECS = sorted(c for c in lowbit.list_codecs() if lowbit.codec_class(c).family == "gguf_iq")
+GPU_ENCODE = [c for c in LEGACY + KQUANTS + IQ_CODECS
+              if has_kernel(lowbit.codec_class(c).family, "gpu", "encode") and lowbit.codec_class(c).gpu_encode]
+
+
+def test_iq_gpu_encode_flags_match_the_dispatcher() -> None:
+    """A grid i-quant claims the GPU backend exactly when the Triton dispatcher has its encoder."""
+    from lowbit.kernels.gpu import gguf_iq
+
+    for c in IQ_CODECS:
+        cls = lowbit.codec_class(c)
+        assert cls.gpu_encode == (c in gguf_iq.ENCODERS), c
+        assert ("gpu" in lowbit.get_codec(c).backends()) == cls.gpu_encode, c
+    assert set(gguf_iq.ENCODERS) <= set(IQ_CODECS)
 
 
 def sample_rows(codec: lowbit.Codec, seed: int, blocks: int) -> np.ndarray:
@@ -65,6 +78,8 @@ def test_gpu_encode_and_decode_match_ggml_and_cpu(ggml: GGML, cid: str, with_ima
     x = sample_rows(codec, GGML_TYPES[cid] * 2 + with_imatrix, blocks)
     K = x.shape[1]
     imp = (np.random.default_rng(K).random(K) ** 3 * 10).astype(np.float32) if with_imatrix else None
+    if imp is None and codec.requires_importance:
+        pytest.skip(f"{cid}: ggml quantizes it only with an imatrix (the refusal is tested in test_gguf.py)")
     want = ggml.quantize(x, cid, imp)
     qg = codec.encode(gpu_tensor(x), backend="gpu", importance=None if imp is None else gpu_tensor(imp))
     assert isinstance(qg.data, torch.Tensor)

@@ -38,6 +38,7 @@ class IQ3XXS(GGUFCodec, codec_id="iq3_xxs"):
     """
 
     family = "gguf_iq"
+    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
     ggml_type = 18
     uses_importance = True
     max_abs = 65504.0
@@ -65,6 +66,7 @@ class IQ3S(GGUFCodec, codec_id="iq3_s"):
     """
 
     family = "gguf_iq"
+    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
     ggml_type = 21
     uses_importance = True
     max_abs = 65504.0

@@ -8,7 +8,9 @@ gathers its grid value from the code book, passed as a float32 tensor (grid entr
 integers, exact in float32) together with ggml's 128 sign patterns (``ksigns_iq2xs``). Every
 product is ggml's, in its order (``dequantize_row_iq*``), launched without FMA contraction.
 
-There is no IQ encoder on either backend (lowbit reads these types; it does not write them).
+Encoding: ``encode(type, x, qw, out)`` dispatches to the Triton encoder module of the type's grid
+family (:data:`ENCODERS`, imported on first use); a type not listed there encodes on the CPU only
+(its codec class says ``gpu_encode = False``, and tests/test_gguf_gpu.py checks the two agree).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import triton
 import triton.language as tl
 
 from ..cpu.gguf_iq import _IDS, _TS, IQ1S_DELTA, tables
+from ...errors import BackendUnavailable
 from ..registry import kernel
 from ._ggml import FP, canon, fp16_to_fp32, ld_f16, ld_u8, ld_u16, ld_u32, lut, programs_block
 
@@ -147,3 +150,17 @@ def decode(codec_id: str, data: Any, out: Any) -> None:
     blk = programs_block(n, 1024, 1 << 16)
     _decode_kernel[(triton.cdiv(n, blk),)](data.contiguous(), out, g, ks, n, K, data.shape[1], T=t, TS=int(_TS[t]),
                                            GW=_GRID[t][1], BLOCK=blk, **FP)
+
+
+#: the module holding each ported type's Triton encoder (``encode(codec_id, x, qw, out)``, the
+#: same bytes as the CPU twin); the grid i-quants not listed encode on the CPU only
+ENCODERS: dict[str, str] = {}
+
+
+@kernel("gguf_iq", "gpu", "encode")
+def encode(codec_id: str, x: Any, qw: Any, out: Any) -> None:
+    if codec_id not in ENCODERS:
+        raise BackendUnavailable(f"{codec_id}: no Triton encoder yet (it encodes on the CPU: backend='cpu')")
+    import importlib
+
+    importlib.import_module(f"{__package__}.{ENCODERS[codec_id]}").encode(codec_id, x, qw, out)
