@@ -592,3 +592,48 @@ def test_trailing_unit_dims_recorded_as_ggml_does(tmp_path: Path) -> None:
         assert [(t.shape, t.type_name) for t in g.tensors] == [((64,), "f32"), ((2, 64), "q8_0")]
     convert_file(src, tmp_path / "c.gguf", progress=False)
     assert (tmp_path / "c.gguf").read_bytes() == src.read_bytes()
+
+
+#: llama-quantize's i-quant mixes (its usage list); each runs once lowbit encodes every type the mix picks
+IQ_MIXES = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"]
+
+
+@pytest.mark.parametrize("mix", IQ_MIXES)
+def test_iq_mixes_with_an_imatrix_give_ggml_bytes(ggml: GGML, tmp_path: Path, mix: str) -> None:
+    """Issue 21: ``lowbit quantize --imatrix IM IN OUT IQ3_M`` (a llama-quantize command line) picks the
+    per-tensor types of llama.cpp's rules (plan_types, checked against llama-quant.cpp above) and
+    every tensor's bytes are ggml's quantizer's with that tensor's imatrix row; without an imatrix
+    the types that llama.cpp requires one for are refused and nothing is written."""
+    from lowbit.formats.gguf import codec_types
+    from lowbit.tools.mixes import parse_ftype
+
+    src = tmp_path / "f32.gguf"
+    w = _model(src, n_layers=4)
+    model = ModelInfo.from_metadata(G.read(src).metadata, list(w))
+    want_types = plan_types([(n, a.shape, "f32") for n, a in w.items()], parse_ftype(mix, "mix")[1], model,
+                            Options(has_imatrix=True))
+    missing = sorted({t for t in want_types.values() if t not in codec_types() and t not in ("f32", "f16", "bf16")})
+    if missing:
+        pytest.skip(f"{mix}: lowbit does not encode {missing} yet")
+    rng = np.random.default_rng(11)
+    sums = {n: (2, (rng.random(a.shape[-1]) ** 2 * 20 + 0.01).astype(np.float32)) for n, a in w.items() if a.ndim == 2}
+    imx = tmp_path / "imatrix.dat"
+    write_imatrix_dat(imx, sums, dataset="calib.txt")
+    out = tmp_path / "out.gguf"
+    r = cli("quantize", "--imatrix", str(imx), str(src), str(out), mix, "2")
+    assert r.returncode == 0, r.stderr
+    with G.read(out) as g:
+        assert g.metadata["general.file_type"] == parse_ftype(mix, "mix")[1]
+        assert [t.name for t in g.tensors] == list(w)  # the input's order
+        for t in g.tensors:
+            assert t.type_name == want_types[t.name], t.name
+            x = w[t.name]
+            if t.type_name in ("f32", "f16", "bf16"):
+                continue
+            imp = sums[t.name][1] / np.float32(2)
+            assert np.array_equal(g.raw(t.name).reshape(x.shape[0], -1), ggml.quantize(x, t.type_name, imp)), t.name
+    no = tmp_path / "no.gguf"
+    needs = any(t in ("iq3_xxs", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_m", "iq1_s") for t in want_types.values())
+    r = cli("quantize", str(src), str(no), mix)
+    if needs:
+        assert r.returncode == 2 and "requires an importance matrix" in r.stderr and not no.exists(), r.stderr

@@ -117,7 +117,7 @@ class GGUFFile:
 
         t = self.tensor(name)
         raw = self.raw(name)
-        if t.type_name in _CODEC_TYPES:
+        if t.type_name in codec_types():
             codec = get_codec(t.type_name)
             data = raw.reshape(t.shape[:-1] + (codec.row_bytes(t.shape[-1]),))
             return QTensor(data.copy() if copy else data, {}, t.shape, codec)
@@ -450,7 +450,28 @@ def _check_no_overlap(path: str, tensors: list[TensorInfo]) -> None:
 
 # ---- the lowbit container interface: names(), get(), load(), open_file(), save() ------------------
 
-_CODEC_TYPES = {name for name, _, _ in BLOCK.values()} - set(_PLAIN) - {"bf16"} - set(_IQ)
+def codec_types() -> frozenset[str]:
+    """The ggml types lowbit reads and writes as codes (a registered GGUF codec each): every
+    quantized type, the grid i-quants once their encoder is registered; the rest decode only."""
+    global _CODEC_TYPES_CACHE
+    if _CODEC_TYPES_CACHE is None:
+        from ..codec import list_codecs
+
+        have = set(list_codecs())
+        _CODEC_TYPES_CACHE = frozenset(name for name, _, _ in BLOCK.values()
+                                       if name not in _PLAIN and name != "bf16" and (name not in _IQ or name in have))
+    return _CODEC_TYPES_CACHE
+
+
+_CODEC_TYPES_CACHE: frozenset[str] | None = None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_CODEC_TYPES":  # the old constant, computed on first use (the registry must be loaded)
+        return codec_types()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _TYPE_ID = {name: tid for tid, (name, _, _) in BLOCK.items()}
 
 
@@ -599,9 +620,9 @@ def entry(name: str, t: Any) -> tuple[str, str, tuple[int, ...], Any]:
     from ..codec import QTensor
 
     if isinstance(t, QTensor):
-        if t.codec_id not in _CODEC_TYPES or t.aux or t.codec != type(t.codec)():
+        if t.codec_id not in codec_types() or t.aux or t.codec != type(t.codec)():
             raise FormatError(f"GGUF writer: tensor {name!r}: codec {t.codec!r} is not a GGUF type "
-                              f"(GGUF holds {sorted(_CODEC_TYPES)}; convert it, or save as safetensors)")
+                              f"(GGUF holds {sorted(codec_types())}; convert it, or save as safetensors)")
         return name, t.codec_id, t.shape, _arrays.to_numpy(t.data)
     a = _arrays.to_numpy(t)
     tn = _PLAIN_OUT.get(a.dtype.name)
