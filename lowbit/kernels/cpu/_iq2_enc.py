@@ -267,7 +267,7 @@ def _iq2_xxs_block(x, xo, qw, qo, b, T, weight, waux, xval, L, Laux, Lq, scales,
             ok = False
         scales[ib] = scale
         max_scale = max_scale if max_scale > scale else scale
-    for i in range(66):
+    for i in range(b.size):
         b[i] = 0
     if max_scale == 0:
         return ok
@@ -302,7 +302,7 @@ def _iq2_xs_s_block(t, x, xo, qw, qo, has_qw, b, T, weight, waux, xval, L, Laux,
     max_scale = F(0.0)
     on0 = True
     on1 = True
-    nbytes = 82 if is_s else 74
+    nbytes = b.size
     for i in range(nbytes):
         b[i] = 0
     for ib in range(16):
@@ -396,7 +396,7 @@ def _iq2_xs_s_block(t, x, xo, qw, qo, has_qw, b, T, weight, waux, xval, L, Laux,
 def _encode_rows(t, x, qw, has_qw, out, kmap, lblk, lcnt, tgrid, trow, glev, bad):
     rows, K = x.shape
     nb = K // QK_K
-    ts = 66 if t == 0 else (74 if t == 1 else 82)
+    ts = out.shape[1] // nb if nb else 0  # the type size, from the caller's row bytes (the codec layout)
     T = (kmap, lblk, lcnt, tgrid, trow, glev)
     for r in prange(rows):
         weight = np.zeros(32, dtype=np.float32)
