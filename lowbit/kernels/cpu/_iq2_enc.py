@@ -34,7 +34,7 @@ from numba import njit, prange
 from ...errors import RangeError
 from ._ggml import F, GROUP_MAX_EPS, make_qp_quants, nearest_int, wr_f16
 from ._iq2_maps import iq2_maps
-from ._simd import vbits, vgt, vlane, vload, vload_u8, vnint_clamp, vsplat, vstore, vtof
+from ._simd import vbits, vgt, vhmax, vlanes, vle, vload, vload_u8, vlt, vnint_clamp, vsel, vsplat, vstore, vtof
 
 QK_K = 256
 GROUP_MAX_EPS_IQ2_S = F(1e-8)
@@ -97,55 +97,83 @@ def _levels(id_, xval, o):
 @njit(inline="always", error_model="numpy", cache=True)
 def _best_neighbour(key, xval, waux, o, scale, T):
     """ggml ``iq2_find_best_neighbour``: the row of ``key``'s list with the smallest
-    sum_i waux[i]*diff*diff, diff = scale*grid[i] - xval[i] (the first such row in list order);
-    -1 if none is below FLT_MAX (ggml asserts there)."""
+    sum_i waux[i]*diff*diff, diff = scale*grid[i] - xval[i], the first such row in list order;
+    -1 if none is below FLT_MAX (ggml asserts there).
+
+    C scans the list keeping ``d2 < best_d2``: the first position of the smallest value. Here
+    lane j keeps the smallest value of positions j, j+8, j+16, ... under the same strict ``<``
+    (so its first position of it); the answer is the smallest value over the lanes, and among
+    lanes holding it the smallest position."""
     kmap, lblk, lcnt, tgrid, trow, glev = T
     n = lcnt[key]
     b0 = lblk[key]
     sv = vsplat(scale)
-    best = FLT_MAX
-    gi = -1
+    bestv = vsplat(FLT_MAX)
+    posv = vsplat(F(-1.0))
+    inf = vsplat(F(np.inf))
+    lanes = vlanes()
+    nv = vsplat(F(n))
     for b in range((n + 7) // 8):
         base = (b0 + b) * 64
         d2 = vsplat(F(0.0))
         for i in range(8):  # C: float diff = scale*q - xval[i]; d2 += weight[i]*diff*diff;
             diff = sv * vtof(vload_u8(tgrid, base + 8 * i)) - vsplat(xval[o + i])
             d2 = d2 + (vsplat(waux[o + i]) * diff) * diff
-        m = min(8, n - 8 * b)
-        for j in range(m):  # C: if (d2 < best_d2) { best_d2 = d2; grid_index = neighbours[j]; }
-            dj = vlane(d2, j)
-            if dj < best:
-                best = dj
-                gi = trow[(b0 + b) * 8 + j]
-    return gi
+        pos = lanes + vsplat(F(8 * b))
+        d2 = vsel(vlt(pos, nv), d2, inf)  # padding lanes never win
+        better = vlt(d2, bestv)  # C: if (d2 < best_d2): ordered, so NaN never wins
+        bestv = vsel(better, d2, bestv)
+        posv = vsel(better, pos, posv)
+    # lanes hold no NaN (only values < FLT_MAX are taken), so the order of the compares is free
+    zero = vsplat(F(0.0))
+    m = -vhmax(zero - bestv)  # the smallest value
+    if not m < FLT_MAX:
+        return -1
+    p = -vhmax(zero - vsel(vle(bestv, vsplat(m)), posv, inf))  # its first position
+    return trow[b0 * 8 + np.int64(p)]
 
 
 @njit(inline="always", error_model="numpy", cache=True)
-def _group(id_, scale, xval, waux, o, L, T):
-    """Levels of group ``xval[o:o+8]`` at ``id_`` (= 1/scale) into ``L[o:o+8]``, snapped to the grid
-    through the neighbour list when off it. Returns (on the grid as rounded, row or -1)."""
+def _group(id_, scale, xval, waux, o, L, lo, T):
+    """Levels of group ``xval[o:o+8]`` at ``id_`` (= 1/scale) into ``L[lo:lo+8]``, snapped to the
+    grid through the neighbour list when off it. Returns (on the grid as rounded, row or -1)."""
     lf, key = _levels(id_, xval, o)
     gi = T[0][key]
     if gi >= 0:
-        vstore(L, o, lf)
+        vstore(L, lo, lf)
         return True, gi
     gi = _best_neighbour(key, xval, waux, o, scale, T)
     if gi >= 0:
-        vstore(L, o, vload(T[5], 8 * gi))
+        vstore(L, lo, vload(T[5], 8 * gi))
     return False, gi
 
 
 @njit(inline="always", error_model="numpy", cache=True)
-def _fit(n, weight, xval, L):
+def _fit(n, weight, xval, L, lo):
     """C: for i: w = weight[i]; q = 2*L[i] + 1; sumqx += w*xval[i]*q; sumq2 += w*q*q."""
     sumqx = F(0.0)
     sumq2 = F(0.0)
     for i in range(n):
         w = weight[i]
-        q = F(2.0) * L[i] + F(1.0)  # exact: C computes 2*L+1 in int, then converts
+        q = F(2.0) * L[lo + i] + F(1.0)  # exact: C computes 2*L+1 in int, then converts
         sumqx += (w * xval[i]) * q
         sumq2 += (w * q) * q
     return sumqx, sumq2
+
+
+@njit(inline="always", error_model="numpy", cache=True)
+def _pick(nc, fits, best):
+    """The candidate ggml's loop keeps: it takes candidate c when sumq2 > 0 and
+    sumqx*sumqx > best*sumq2, then best = (sumqx/sumq2)*sumqx; -1 if none (the candidates'
+    levels and sums do not depend on the choices, so they are all computed first)."""
+    pick = -1
+    for c in range(nc):
+        sumqx = fits[2 * c]
+        sumq2 = fits[2 * c + 1]
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            best = (sumqx / sumq2) * sumqx
+            pick = c
+    return pick
 
 
 @njit(inline="always", error_model="numpy", cache=True)
@@ -206,7 +234,7 @@ def _vmax(n, xval):
 # ---- IQ2_XXS: 8 sub-blocks of 32, 4-bit scales, grid bytes + 7-bit signs in two u32 per 32 -------
 
 @njit(error_model="numpy", cache=True)
-def _iq2_xxs_block(x, xo, qw, qo, b, T, weight, waux, xval, L, Laux, Lq, scales, sg, gidx):
+def _iq2_xxs_block(x, xo, qw, qo, b, T, weight, waux, xval, L, Laux, Lq, scales, sg, gidx, fits):
     """quantize_row_iq2_xxs_impl for the 256 values at ``x[xo:]`` into the 66 bytes ``b``; False
     where ggml would abort (no neighbour below FLT_MAX, or a NaN scale: absurd weights only)."""
     ok = True
@@ -234,27 +262,26 @@ def _iq2_xxs_block(x, xo, qw, qo, b, T, weight, waux, xval, L, Laux, Lq, scales,
             for k in range(4):
                 sg[4 * ib + k] = 0
             continue
-        best = F(0.0)
-        for is_ in range(-6, 7):
-            id_ = (F(5.0) + F(is_) * F(0.1)) / eff_max  # C: (2*kMaxQ-1+is*0.1f)/eff_max
+        for c in range(13):  # is = -6 .. 6; candidate c's levels at Laux[32c:32c+32]
+            id_ = (F(5.0) + F(c - 6) * F(0.1)) / eff_max  # C: (2*kMaxQ-1+is*0.1f)/eff_max
             this_scale = F(1.0) / id_
             for k in range(4):
-                on, gi = _group(id_, this_scale, xval, waux, 8 * k, Laux, T)
+                on, gi = _group(id_, this_scale, xval, waux, 8 * k, Laux, 32 * c + 8 * k, T)
                 if gi < 0:
                     ok = False
-            sumqx, sumq2 = _fit(32, weight, xval, Laux)
-            if sumq2 > 0 and sumqx * sumqx > best * sumq2:
-                scale = sumqx / sumq2
-                best = scale * sumqx
-                for i in range(32):
-                    L[i] = Laux[i]
+            fits[2 * c], fits[2 * c + 1] = _fit(32, weight, xval, Laux, 32 * c)
+        pick = _pick(13, fits, F(0.0))
+        if pick >= 0:
+            scale = fits[2 * pick] / fits[2 * pick + 1]
+            for i in range(32):
+                L[i] = Laux[32 * pick + i]
         if scale > 0:
             id_ = F(1.0) / scale
             for k in range(4):
-                on, gi = _group(id_, scale, xval, waux, 8 * k, L, T)
+                on, gi = _group(id_, scale, xval, waux, 8 * k, L, 8 * k, T)
                 if gi < 0:
                     ok = False
-            sumqx, sumq2 = _fit(32, weight, xval, L)
+            sumqx, sumq2 = _fit(32, weight, xval, L, 0)
             if sumq2 > 0:
                 scale = sumqx / sumq2
         if scale < 0:  # C: "should never happen": flip the scale and the signs
@@ -288,7 +315,7 @@ def _iq2_xxs_block(x, xo, qw, qo, b, T, weight, waux, xval, L, Laux, Lq, scales,
 # ---- IQ2_XS / IQ2_S: 16 sub-blocks of 16 ------------------------------------------------------------
 
 @njit(error_model="numpy", cache=True)
-def _iq2_xs_s_block(t, x, xo, qw, qo, has_qw, b, T, weight, waux, xval, L, Laux, scales, sg, gidx):
+def _iq2_xs_s_block(t, x, xo, qw, qo, has_qw, b, T, weight, waux, xval, L, Laux, scales, sg, gidx, fits, onv):
     """quantize_row_iq2_xs_impl (t == 1: 74 bytes, needs qw) or quantize_row_iq2_s_impl (t == 2:
     82 bytes, qw optional) for the 256 values at ``x[xo:]``. The two differ in sigma2, the weights
     without qw, the sign parity trick, the empty-group threshold, d's 0.9875 and the packing."""
@@ -323,32 +350,34 @@ def _iq2_xs_s_block(t, x, xo, qw, qo, has_qw, b, T, weight, waux, xval, L, Laux,
         scale = mx / F(5.0)  # C: max/(2*kMaxQ-1)
         on0 = True
         on1 = True
-        for is_ in range(-9, 10):
-            id_ = (F(5.0) + F(is_) * F(0.1)) / mx
+        for c in range(19):  # is = -9 .. 9; candidate c's levels at Laux[16c:16c+16]
+            id_ = (F(5.0) + F(c - 9) * F(0.1)) / mx
             this_scale = F(1.0) / id_
-            a0, g0 = _group(id_, this_scale, xval, waux, 0, Laux, T)
-            a1, g1 = _group(id_, this_scale, xval, waux, 8, Laux, T)
+            a0, g0 = _group(id_, this_scale, xval, waux, 0, Laux, 16 * c, T)
+            a1, g1 = _group(id_, this_scale, xval, waux, 8, Laux, 16 * c + 8, T)
             if g0 < 0 or g1 < 0:
                 ok = False
-            sumqx, sumq2 = _fit(16, weight, xval, Laux)
-            if sumq2 > 0 and sumqx * sumqx > best * sumq2:
-                scale = sumqx / sumq2
-                best = scale * sumqx
-                for i in range(16):
-                    L[i] = Laux[i]
-                on0 = a0
-                on1 = a1
+            onv[2 * c] = a0
+            onv[2 * c + 1] = a1
+            fits[2 * c], fits[2 * c + 1] = _fit(16, weight, xval, Laux, 16 * c)
+        pick = _pick(19, fits, best)
+        if pick >= 0:
+            scale = fits[2 * pick] / fits[2 * pick + 1]
+            for i in range(16):
+                L[i] = Laux[16 * pick + i]
+            on0 = onv[2 * pick]
+            on1 = onv[2 * pick + 1]
         if (not on0 or not on1) and scale > 0:
             id_ = F(1.0) / scale
             if not on0:
-                a0, g0 = _group(id_, scale, xval, waux, 0, L, T)
+                a0, g0 = _group(id_, scale, xval, waux, 0, L, 0, T)
                 if g0 < 0:
                     ok = False
             if not on1:
-                a1, g1 = _group(id_, scale, xval, waux, 8, L, T)
+                a1, g1 = _group(id_, scale, xval, waux, 8, L, 8, T)
                 if g1 < 0:
                     ok = False
-            sumqx, sumq2 = _fit(16, weight, xval, L)
+            sumqx, sumq2 = _fit(16, weight, xval, L, 0)
             if sumq2 > 0:
                 scale = sumqx / sumq2
         if scale < 0:
@@ -403,7 +432,9 @@ def _encode_rows(t, x, qw, has_qw, out, kmap, lblk, lcnt, tgrid, trow, glev, bad
         waux = np.zeros(32, dtype=np.float32)
         xval = np.zeros(32, dtype=np.float32)
         L = np.zeros(32, dtype=np.float32)
-        Laux = np.zeros(32, dtype=np.float32)
+        Laux = np.zeros(19 * 32, dtype=np.float32)  # every candidate's levels (13 x 32 or 19 x 16)
+        fits = np.zeros(2 * 19, dtype=np.float32)  # and its sumqx, sumq2
+        onv = np.zeros(2 * 19, dtype=np.bool_)  # and whether each group was on the grid as rounded
         Lq = np.zeros(32, dtype=np.uint8)
         scales = np.zeros(16, dtype=np.float32)
         sg = np.zeros(32, dtype=np.int64)
@@ -413,10 +444,11 @@ def _encode_rows(t, x, qw, has_qw, out, kmap, lblk, lcnt, tgrid, trow, glev, bad
         for i in range(nb):
             blk = orow[i * ts:(i + 1) * ts]
             if t == 0:
-                ok = _iq2_xxs_block(xr, i * QK_K, qw, i * QK_K, blk, T, weight, waux, xval, L, Laux, Lq, scales, sg, gidx)
+                ok = _iq2_xxs_block(xr, i * QK_K, qw, i * QK_K, blk, T, weight, waux, xval, L, Laux, Lq, scales, sg, gidx,
+                                    fits)
             else:
                 ok = _iq2_xs_s_block(t, xr, i * QK_K, qw, i * QK_K, has_qw, blk, T, weight, waux, xval, L, Laux,
-                                     scales, sg, gidx)
+                                     scales, sg, gidx, fits, onv)
             if not ok:
                 bad[r] = 1
 
