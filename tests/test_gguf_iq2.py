@@ -102,3 +102,17 @@ def test_table_layout(kind: str) -> None:
 def test_iq1_kinds_share_tables() -> None:
     for a, b in zip(iq2_maps("iq1_s"), iq2_maps("iq1_m")):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cid", ["iq2_xxs", "iq2_xs", "iq2_s"])
+def test_huge_importance(ggml: GGML, cid: str) -> None:
+    """Weights of 1e30 still give ggml's bytes (its float32 sums saturate the same way); at 1e38
+    they overflow to inf/NaN, where ggml aborts the process: lowbit raises RangeError instead."""
+    import lowbit
+    from lowbit.errors import RangeError
+
+    x = np.random.default_rng(3).standard_normal((4, 512)).astype(np.float32)
+    qw = np.full(512, 1e30, np.float32)
+    assert (lowbit.encode(x, cid, importance=qw).data == ggml.quantize(x, cid, qw)).all()
+    with pytest.raises(RangeError, match="ggml aborts"):
+        lowbit.encode(x, cid, importance=np.full(512, 1e38, np.float32))

@@ -19,8 +19,14 @@ that order matters.
 Speed: ggml scores a neighbour list one row at a time, eight sequential multiply-adds each.
 Here the lists are stored transposed in blocks of eight rows (``_Tables.tgrid``: element i of
 rows 8b..8b+7 side by side), so one pass of eight vector steps scores eight rows at once, each
-lane doing exactly C's eight operations in C's order; the rows are then compared in list order
-with C's strict ``<``, so the same row wins.
+lane doing exactly C's eight operations in C's order; the winner is the first row of the
+smallest score, as C's strict ``<`` scan finds it. And ggml's loop over candidate scales only
+decides at the end of each candidate whether to keep it, while the candidates' levels and sums
+do not depend on that: all candidates are computed first (independent work that the CPU
+overlaps) and then chosen in ggml's order.
+
+Where ggml aborts (float32 error sums overflowing to inf/NaN under importance weights near
+FLT_MAX), :func:`encode` raises RangeError.
 """
 
 from __future__ import annotations
@@ -469,4 +475,4 @@ def encode(codec_id: str, x: np.ndarray, qw: np.ndarray | None, out: np.ndarray)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
         raise RangeError(f"{codec_id}: row {r}: the importance weights are too large for float32 error sums "
-                         f"(ggml aborts on this input: no grid point scores below FLT_MAX); nothing usable was encoded")
+                         f"(they overflow to inf/NaN and ggml aborts on this input); nothing was encoded")
