@@ -225,18 +225,25 @@ def check_cpu_gpu(codec: lowbit.Codec, x: np.ndarray) -> None:
 def driven(codec: lowbit.Codec) -> lowbit.Codec:
     """The codec as the harness drives it. A codec that ggml quantizes only with an imatrix
     (``requires_importance``, e.g. IQ2_XXS) gets ``importance=`` all ones, the uniform imatrix, on every
-    encode that passes none; the refusal itself is tested in tests/test_gguf.py. Other codecs as they are."""
-    if not getattr(codec, "requires_importance", False):
+    encode that passes none; the refusal itself is tested in tests/test_gguf.py. So does a wrapper
+    (``dense_sparse``, ``rotated``) around such a codec: it hands ``importance=`` on to the inner codec.
+    Other codecs as they are.
+
+    The instance's ``_encode`` hook is shadowed (not ``encode``): ``get_config`` reports the public
+    attributes of the instance, and a shadowed ``encode`` would be one (not JSON, not a parameter)."""
+    inner_codec: Any = codec
+    while inner_codec is not None and not getattr(inner_codec, "requires_importance", False):
+        inner_codec = getattr(inner_codec, "inner", None)
+    if inner_codec is None:
         return codec
-    encode = codec.encode
+    inner = codec._encode
 
-    def encode_with_importance(x: Any, *args: Any, importance: Any = None, **kwargs: Any) -> Any:
-        shape = getattr(x, "shape", None)
-        if importance is None and shape is not None and len(shape) >= 1 and not isinstance(x, list):
+    def _encode_with_importance(x2d: Any, shape: tuple[int, ...], backend: str, importance: Any = None) -> Any:
+        if importance is None:
             importance = np.ones(shape[-1], np.float32)
-        return encode(x, *args, importance=importance, **kwargs)
+        return inner(x2d, shape, backend, importance=importance)
 
-    codec.encode = encode_with_importance  # type: ignore[method-assign]  (shadows the method on this instance)
+    codec._encode = _encode_with_importance  # type: ignore[method-assign]  (shadows the method on this instance)
     return codec
 
 

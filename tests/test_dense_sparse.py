@@ -41,7 +41,7 @@ def _zero_exact(inner: lowbit.Codec, x: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("cid,cfg", INNER, ids=[c for c, _ in INNER])
 def test_dense_sparse_composes(cid: str, cfg: dict) -> None:
-    codec = _wrapped(cid, cfg)
+    codec = harness.driven(_wrapped(cid, cfg))
     harness.check_config_roundtrip(codec)
     harness.check_layout(codec)
     for seed in (1,):

@@ -21,7 +21,7 @@ INNER = [(cid, lowbit.codec_class(cid).examples()[0]) for cid in lowbit.list_cod
 @pytest.mark.parametrize("kind", ["hadamard", "haar"])
 @pytest.mark.parametrize("cid,cfg", INNER, ids=[c for c, _ in INNER])
 def test_rotated_composes(cid: str, cfg: dict, kind: str) -> None:
-    codec = lowbit.get_codec("rotated", codec={"id": cid, **cfg}, kind=kind, block=16, seed=5)
+    codec = harness.driven(lowbit.get_codec("rotated", codec={"id": cid, **cfg}, kind=kind, block=16, seed=5))
     harness.check_config_roundtrip(codec)
     harness.check_layout(codec)
     x = make_tensor(codec.inner, (3, codec.block_size * max(1, 32 // codec.block_size)), "normal", 1)

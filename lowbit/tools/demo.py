@@ -89,7 +89,11 @@ def rate_distortion(codec: lowbit.Codec, tensors: dict[str, np.ndarray]) -> dict
         r = fn()
         return r, time.perf_counter() - t0
 
-    qs, t_enc = timed(lambda: {k: codec.encode(v, backend="cpu") for k, v in usable.items()})
+    def kw(v: np.ndarray) -> dict[str, Any]:
+        # a codec that ggml quantizes only with an imatrix (IQ2_XXS ...) gets the uniform one
+        return {"importance": np.ones(v.shape[-1], np.float32)} if getattr(codec, "requires_importance", False) else {}
+
+    qs, t_enc = timed(lambda: {k: codec.encode(v, backend="cpu", **kw(v)) for k, v in usable.items()})
     ys, t_dec = timed(lambda: {k: codec.decode(q, backend="cpu") for k, q in qs.items()})
     sig = err = 0.0
     bits = nonfinite = 0
@@ -162,6 +166,8 @@ def run_demo(out: str | None = "lowbit-demo.safetensors", codec: str = "fp8_e4m3
             say(f"{cid:<12} {_cfg(cfg):<18} (no tensor fits its block size)")
             continue
         note = f"  {r['nonfinite']:,} NaN/Inf outputs (out of range)" if r["nonfinite"] else ""
+        if getattr(c, "requires_importance", False):
+            note += "  (uniform importance: the type needs an imatrix)"
         say(f"{cid:<12} {_cfg(cfg):<18} {r['bits_per_element']:7.3f} {r['rmse']:10.3e} {r['sqnr_db']:8.2f} "
             f"{r['encode_melem_s']:9.1f} {r['decode_melem_s']:9.1f}{note}")
     result: dict[str, Any] = {"tensors": len(tensors), "elements": total, "source": label, "rows": rows}

@@ -356,7 +356,8 @@ def make_qkx_quants(n, nmax, x, xo, w, L, lo, rmin, rdelta, nstep, use_mad, ms, 
 @njit(error_model="numpy", cache=True)
 def make_qp_quants(n, nmax, x, L, qw):
     """ggml ``make_qp_quants``: codes for non-negative values (the sub-block scales and mins of
-    the imatrix paths). ``L`` is uint8, exactly as in C (negative codes wrap)."""
+    the imatrix paths; IQ2_XXS's magnitudes, one of which may be negative). ``L`` is uint8,
+    exactly as in C (negative codes wrap)."""
     mx = F(0.0)
     for i in range(n):
         mx = mx if mx > x[i] else x[i]  # C's MAX(max, x[i])
@@ -390,9 +391,11 @@ def make_qp_quants(n, nmax, x, L, qw):
     for i in range(n):
         l = min(nmax, nearest_int(iscale * x[i]))
         L[i] = l & 0xFF
-        Li = F(L[i])
-        sumlx += (qw[i] * x[i]) * Li
-        suml2 += (qw[i] * Li) * Li
+        # C sums the int l, not the stored uint8 L[i]: they differ for a negative x (IQ2_XXS's
+        # sign-parity flip leaves one), where l < 0 wraps in L
+        fl = F(l)
+        sumlx += (qw[i] * x[i]) * fl
+        suml2 += (qw[i] * fl) * fl
     for itry in range(5):
         n_changed = 0
         for i in range(n):
