@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._ggml import F, fp32_to_fp16, nearest_int, wr_f16
+from ._simd import vand, vbits, vgt, vlanes, vload, vlt, vsplat
 
 QK_K = 256
 NGRID = 2048
@@ -51,14 +52,16 @@ ERR_SCALE = 3  # GGML_ASSERT(scale >= 0) fails (a NaN scale from overflowed sums
 
 
 @functools.lru_cache(maxsize=1)
-def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(levels, kmap, neighbours): the grid as levels 0..2 (uint8, row g at [8g:8g+8]), ggml's
-    kmap (int32, key -> row or -(neighbour list offset) - 1) and neighbour lists (uint16)."""
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(levels, lev8, kmap, neighbours): the grid as levels 0..2 (uint8, row g at [8g:8g+8]),
+    ``8*level + lane`` per entry (uint8, for :func:`_best_neighbour`), ggml's kmap (int32, key ->
+    row or -(neighbour list offset) - 1) and neighbour lists (uint16)."""
     from ._iq2_maps import iq2_maps
 
     grid, kmap, nb = iq2_maps("iq1_s")  # grid holds 2*l + 1
     lev = ((grid.astype(np.int64) - 1) // 2).astype(np.uint8).reshape(-1)
-    return np.ascontiguousarray(lev), np.ascontiguousarray(kmap), np.ascontiguousarray(nb)
+    lev8 = (8 * lev.astype(np.int64) + np.tile(np.arange(8), NGRID)).astype(np.uint8)
+    return np.ascontiguousarray(lev), lev8, np.ascontiguousarray(kmap), np.ascontiguousarray(nb)
 
 
 @njit(inline="always", error_model="numpy", cache=True)
@@ -75,23 +78,36 @@ def _sort_idx(x, xo, n, idx):
 
 
 @njit(error_model="numpy", cache=True)
-def _best_neighbour(nb, no, lev, x, xo, w, wo, scale, xx):
+def _best_neighbour(nb, no, lev, lev8, x, xo, w, wo, scale, xx, e):
     """ggml's ``iq1_find_best_neighbour2``: the grid row of the neighbour list at ``nb[no]`` with the
-    least ``sum w*(scale*xx[level] - x)^2`` over the eight values x[xo:xo+8] (first one on ties).
-    Returns the row, or -ERR_NO_GRID / -ERR_OOB where ggml aborts or reads past its input."""
+    least ``d2 = sum w*(scale*xx[level] - x)^2`` over the eight values x[xo:xo+8] (first one on ties).
+    Returns the row, or -ERR_NO_GRID / -ERR_OOB where ggml aborts or reads past its input.
+
+    A term of d2 depends only on the lane and its level, so the 24 possible terms are computed
+    once (each as C computes it: ``diff = scale*q - x; w*diff*diff``) into ``e[8*level + lane]``
+    (``lev8`` holds ``8*level + lane`` per grid entry); every neighbour's d2 then adds its eight
+    terms in lane order from 0, as C does, and gets C's float."""
+    for l in range(3):
+        q = xx[l]
+        for i in range(8):
+            diff = scale * q - x[xo + i]
+            e[8 * l + i] = (w[wo + i] * diff) * diff
     n = np.int64(nb[no])
     best = FLT_MAX
     gi = -1
     for j in range(1, n + 1):
-        g = np.int64(nb[no + j])
-        d2 = F(0.0)
-        for i in range(8):
-            q = xx[lev[8 * g + i]]
-            diff = scale * q - x[xo + i]
-            d2 += (w[wo + i] * diff) * diff
+        g = 8 * np.int64(nb[no + j])
+        d2 = F(0.0) + e[lev8[g]]
+        d2 += e[lev8[g + 1]]
+        d2 += e[lev8[g + 2]]
+        d2 += e[lev8[g + 3]]
+        d2 += e[lev8[g + 4]]
+        d2 += e[lev8[g + 5]]
+        d2 += e[lev8[g + 6]]
+        d2 += e[lev8[g + 7]]
         if d2 < best:
             best = d2
-            gi = g
+            gi = g >> 3
     if gi < 0:
         # ggml's fallback over the whole grid; its C reads xval[i] (i the grid row) for every lane
         # (kept as written: it only runs when every neighbour's distance overflowed)
@@ -111,10 +127,84 @@ def _best_neighbour(nb, no, lev, x, xo, w, wo, scale, xx):
     return gi
 
 
+@njit(inline="always", error_model="numpy", cache=True)
+def _s_cand(sumx, sumw, i1, i2, v0, v1, v2):
+    """sumqx and sumq2 of the split (i1, i2) with the quant values v (ggml's expressions)."""
+    a1 = sumx[i1] - sumx[0]
+    c1 = sumw[i1] - sumw[0]
+    sqx = a1 * v0 + (sumx[i2] - sumx[i1]) * v1 + (sumx[32] - sumx[i2]) * v2
+    sq2 = (c1 * v0) * v0 + ((sumw[i2] - sumw[i1]) * v1) * v1 + ((sumw[32] - sumw[i2]) * v2) * v2
+    return sqx, sq2
+
+
+@njit(error_model="numpy", cache=True)
+def _iq1_s_split(sumx, sumw, mx):
+    """ggml's exhaustive split search of IQ1_S: (scale, i1, i2, shift) of the best of the 561 splits
+    x 2 delta signs, visited in ggml's order (i1, then i2 >= i1, then +delta before -delta).
+
+    Eight i2 at a time are scored in vector lanes (each lane is C's float expression for its i2)
+    and tested against the current best; only a group where some lane would win is replayed
+    one candidate at a time in C's order, so the choice (and every float) is ggml's."""
+    best = -FLT_MAX
+    scale = mx
+    b1 = -1
+    b2 = -1
+    shift = 0
+    p0, p1, p2 = XP[0], XP[1], XP[2]
+    m0, m1, m2 = XM[0], XM[1], XM[2]
+    P1, P2, M1, M2 = vsplat(p1), vsplat(p2), vsplat(m1), vsplat(m2)
+    SXN = vsplat(sumx[32])
+    SWN = vsplat(sumw[32])
+    ZERO = vsplat(F(0.0))
+    lanes = vlanes()
+    for i1 in range(33):
+        a1 = sumx[i1] - sumx[0]
+        c1 = sumw[i1] - sumw[0]
+        A1P = vsplat(a1 * p0)
+        A1M = vsplat(a1 * m0)
+        C1P = vsplat((c1 * p0) * p0)
+        C1M = vsplat((c1 * m0) * m0)
+        S1 = vsplat(sumx[i1])
+        W1 = vsplat(sumw[i1])
+        for i2s in range(i1, 33, 8):
+            sx = vload(sumx, i2s)
+            sw = vload(sumw, i2s)
+            a2 = sx - S1
+            a3 = SXN - sx
+            c2 = sw - W1
+            c3 = SWN - sw
+            qxp = (A1P + a2 * P1) + a3 * P2
+            q2p = (C1P + (c2 * P1) * P1) + (c3 * P2) * P2
+            qxm = (A1M + a2 * M1) + a3 * M2
+            q2m = (C1M + (c2 * M1) * M1) + (c3 * M2) * M2
+            bv = vsplat(best)
+            valid = vlt(lanes, vsplat(F(33 - i2s)))
+            hit = vbits(vand(vand(vgt(q2p, ZERO), vgt(qxp * qxp, bv * q2p)), valid))
+            hit |= vbits(vand(vand(vgt(q2m, ZERO), vgt(qxm * qxm, bv * q2m)), valid))
+            if hit == 0:
+                continue
+            for i2 in range(i2s, min(i2s + 8, 33)):
+                sqx, sq2 = _s_cand(sumx, sumw, i1, i2, p0, p1, p2)
+                if sq2 > 0 and sqx * sqx > best * sq2:
+                    scale = sqx / sq2
+                    best = scale * sqx
+                    b1 = i1
+                    b2 = i2
+                    shift = 1
+                sqx, sq2 = _s_cand(sumx, sumw, i1, i2, m0, m1, m2)
+                if sq2 > 0 and sqx * sqx > best * sq2:
+                    scale = sqx / sq2
+                    best = scale * sqx
+                    b1 = i1
+                    b2 = i2
+                    shift = -1
+    return scale, b1, b2, shift
+
+
 # ---- IQ1_S: block_iq1_s = fp16 d | qs[32] | qh u16[8] (3 high index bits x 4, 3-bit scale, delta sign)
 
 @njit(error_model="numpy", cache=True)
-def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, kmap, nb, w, idx, L, sumx, sumw, scales, shifts, index):
+def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, lev8, kmap, nb, e, w, idx, L, sumx, sumw, scales, shifts, index):
     for i in range(50):
         b[o + i] = 0
     sumx2 = F(0.0)
@@ -143,41 +233,7 @@ def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, kmap, nb, w, idx, L, sumx, sumw,
             i = idx[j]
             sumx[j + 1] = sumx[j] + w[i] * x[xb + i]
             sumw[j + 1] = sumw[j] + w[i]
-        best = -FLT_MAX
-        scale = mx
-        b1 = -1
-        b2 = -1
-        shift = 0
-        p0, p1, p2 = XP[0], XP[1], XP[2]
-        m0, m1, m2 = XM[0], XM[1], XM[2]
-        sx0 = sumx[0]
-        sxn = sumx[32]
-        sw0 = sumw[0]
-        swn = sumw[32]
-        for i1 in range(33):
-            for i2 in range(i1, 33):
-                a1 = sumx[i1] - sx0
-                a2 = sumx[i2] - sumx[i1]
-                a3 = sxn - sumx[i2]
-                c1 = sumw[i1] - sw0
-                c2 = sumw[i2] - sumw[i1]
-                c3 = swn - sumw[i2]
-                sqx = a1 * p0 + a2 * p1 + a3 * p2
-                sq2 = (c1 * p0) * p0 + (c2 * p1) * p1 + (c3 * p2) * p2
-                if sq2 > 0 and sqx * sqx > best * sq2:
-                    scale = sqx / sq2
-                    best = scale * sqx
-                    b1 = i1
-                    b2 = i2
-                    shift = 1
-                sqx = a1 * m0 + a2 * m1 + a3 * m2
-                sq2 = (c1 * m0) * m0 + (c2 * m1) * m1 + (c3 * m2) * m2
-                if sq2 > 0 and sqx * sqx > best * sq2:
-                    scale = sqx / sq2
-                    best = scale * sqx
-                    b1 = i1
-                    b2 = i2
-                    shift = -1
+        scale, b1, b2, shift = _iq1_s_split(sumx, sumw, mx)
         if b1 < 0 or b2 < 0 or shift == 0:
             scales[ib] = F(0.0)
             shifts[ib] = 1
@@ -198,7 +254,7 @@ def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, kmap, nb, w, idx, L, sumx, sumw,
             gi = np.int64(kmap[u])
             if gi < 0:
                 all_on_grid = False
-                gi = _best_neighbour(nb, -gi - 1, lev, x, xb + 8 * k, w, 8 * k, scale, xx)
+                gi = _best_neighbour(nb, -gi - 1, lev, lev8, x, xb + 8 * k, w, 8 * k, scale, xx, e)
                 if gi < 0:
                     return -gi
             index[k] = gi
@@ -255,7 +311,112 @@ def _iq1_m_weights(x, xb, qw, qi, has_qw, sigma2, w):
 
 
 @njit(error_model="numpy", cache=True)
-def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, kmap, nb, w, idx, L, px, pw, scales, shifts, index):
+def _iq1_m_split(px, pw, mx):
+    """ggml's split search of IQ1_M: (scale, i1, i2, k) of the best of the 153 splits x 4 delta sign
+    pairs k (0: +,+  1: +,-  2: -,+  3: -,- for the two halves), in ggml's order (i1, i2, k).
+
+    ``px[h, j]``/``pw[h, j]``: sums of w*x and w over the first j sorted values lying in half h.
+    ggml collapses each half's 3-run sums to ``T*v2 - px[i1] - px[i2]`` (the level steps are 1);
+    its expressions are kept. Vector lanes score eight i2 at once, as in :func:`_iq1_s_split`."""
+    best = -FLT_MAX
+    scale = mx
+    b1 = -1
+    b2 = -1
+    bk = -1
+    p2 = XP[2]
+    m2 = XM[2]
+    cp1 = XP[0] * XP[0] - XP[1] * XP[1]
+    cp2 = XP[1] * XP[1] - XP[2] * XP[2]
+    cm1 = XM[0] * XM[0] - XM[1] * XM[1]
+    cm2 = XM[1] * XM[1] - XM[2] * XM[2]
+    tx0 = px[0, 16]
+    tx1 = px[1, 16]
+    tw0 = pw[0, 16]
+    tw1 = pw[1, 16]
+    px0 = px[0]
+    px1 = px[1]
+    pw0 = pw[0]
+    pw1 = pw[1]
+    TXP0, TXM0, TXP1, TXM1 = vsplat(tx0 * p2), vsplat(tx0 * m2), vsplat(tx1 * p2), vsplat(tx1 * m2)
+    TWP0, TWM0 = vsplat((tw0 * p2) * p2), vsplat((tw0 * m2) * m2)
+    TWP1, TWM1 = vsplat((tw1 * p2) * p2), vsplat((tw1 * m2) * m2)
+    CP2, CM2 = vsplat(cp2), vsplat(cm2)
+    ZERO = vsplat(F(0.0))
+    lanes = vlanes()
+    for i1 in range(17):
+        X0 = vsplat(px0[i1])
+        X1 = vsplat(px1[i1])
+        QP0 = TWP0 + vsplat(pw0[i1] * cp1)
+        QM0 = TWM0 + vsplat(pw0[i1] * cm1)
+        QP1 = TWP1 + vsplat(pw1[i1] * cp1)
+        QM1 = TWM1 + vsplat(pw1[i1] * cm1)
+        for i2s in range(i1, 17, 8):
+            vsx = X0 + vload(px0, i2s)
+            qxp0 = TXP0 - vsx
+            qxm0 = TXM0 - vsx
+            w2 = vload(pw0, i2s)
+            q2p0 = QP0 + w2 * CP2
+            q2m0 = QM0 + w2 * CM2
+            vsx = X1 + vload(px1, i2s)
+            qxp1 = TXP1 - vsx
+            qxm1 = TXM1 - vsx
+            w2 = vload(pw1, i2s)
+            q2p1 = QP1 + w2 * CP2
+            q2m1 = QM1 + w2 * CM2
+            bv = vsplat(best)
+            valid = vlt(lanes, vsplat(F(17 - i2s)))
+            hit = 0
+            for k in range(4):
+                if k == 0:
+                    vqx = qxp0 + qxp1
+                    vq2 = q2p0 + q2p1
+                elif k == 1:
+                    vqx = qxp0 + qxm1
+                    vq2 = q2p0 + q2m1
+                elif k == 2:
+                    vqx = qxm0 + qxp1
+                    vq2 = q2m0 + q2p1
+                else:
+                    vqx = qxm0 + qxm1
+                    vq2 = q2m0 + q2m1
+                hit |= vbits(vand(vand(vgt(vq2, ZERO), vgt(vqx * vqx, bv * vq2)), valid))
+            if hit == 0:
+                continue
+            for i2 in range(i2s, min(i2s + 8, 17)):
+                sx = px0[i1] + px0[i2]
+                qxp0s = tx0 * p2 - sx
+                qxm0s = tx0 * m2 - sx
+                q2p0s = (tw0 * p2) * p2 + pw0[i1] * cp1 + pw0[i2] * cp2
+                q2m0s = (tw0 * m2) * m2 + pw0[i1] * cm1 + pw0[i2] * cm2
+                sx = px1[i1] + px1[i2]
+                qxp1s = tx1 * p2 - sx
+                qxm1s = tx1 * m2 - sx
+                q2p1s = (tw1 * p2) * p2 + pw1[i1] * cp1 + pw1[i2] * cp2
+                q2m1s = (tw1 * m2) * m2 + pw1[i1] * cm1 + pw1[i2] * cm2
+                for k in range(4):
+                    if k == 0:
+                        sqx = qxp0s + qxp1s
+                        sq2 = q2p0s + q2p1s
+                    elif k == 1:
+                        sqx = qxp0s + qxm1s
+                        sq2 = q2p0s + q2m1s
+                    elif k == 2:
+                        sqx = qxm0s + qxp1s
+                        sq2 = q2m0s + q2p1s
+                    else:
+                        sqx = qxm0s + qxm1s
+                        sq2 = q2m0s + q2m1s
+                    if sq2 > 0 and sqx * sqx > best * sq2:
+                        scale = sqx / sq2
+                        best = scale * sqx
+                        b1 = i1
+                        b2 = i2
+                        bk = k
+    return scale, b1, b2, bk
+
+
+@njit(error_model="numpy", cache=True)
+def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, lev8, kmap, nb, e, w, idx, L, px, pw, scales, shifts, index):
     for i in range(56):
         b[o + i] = 0
     sumx2 = F(0.0)
@@ -264,12 +425,6 @@ def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, kmap, nb, w, idx, L, px,
         sumx2 += v * v
     sigma2 = F(2.0) * sumx2 / F(QK_K)
     max_scale = F(0.0)
-    p2 = XP[2]
-    m2 = XM[2]
-    cp1 = XP[0] * XP[0] - XP[1] * XP[1]
-    cp2 = XP[1] * XP[1] - XP[2] * XP[2]
-    cm1 = XM[0] * XM[0] - XM[1] * XM[1]
-    cm2 = XM[1] * XM[1] - XM[2] * XM[2]
     for ib in range(16):
         xb = xo + 16 * ib
         _iq1_m_weights(x, xb, qw, qo + 16 * ib, has_qw, sigma2, w)
@@ -293,47 +448,7 @@ def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, kmap, nb, w, idx, L, px,
             px[1 - h, j + 1] = px[1 - h, j]
             pw[h, j + 1] = pw[h, j] + w[i]
             pw[1 - h, j + 1] = pw[1 - h, j]
-        tx0 = px[0, 16]
-        tx1 = px[1, 16]
-        tw0 = pw[0, 16]
-        tw1 = pw[1, 16]
-        best = -FLT_MAX
-        scale = mx
-        b1 = -1
-        b2 = -1
-        bk = -1
-        # k: 0 = (+, +), 1 = (+, -), 2 = (-, +), 3 = (-, -): the delta signs of the two halves
-        for i1 in range(17):
-            for i2 in range(i1, 17):
-                sx = px[0, i1] + px[0, i2]
-                qxp0 = tx0 * p2 - sx
-                qxm0 = tx0 * m2 - sx
-                q2p0 = (tw0 * p2) * p2 + pw[0, i1] * cp1 + pw[0, i2] * cp2
-                q2m0 = (tw0 * m2) * m2 + pw[0, i1] * cm1 + pw[0, i2] * cm2
-                sx = px[1, i1] + px[1, i2]
-                qxp1 = tx1 * p2 - sx
-                qxm1 = tx1 * m2 - sx
-                q2p1 = (tw1 * p2) * p2 + pw[1, i1] * cp1 + pw[1, i2] * cp2
-                q2m1 = (tw1 * m2) * m2 + pw[1, i1] * cm1 + pw[1, i2] * cm2
-                for k in range(4):
-                    if k == 0:
-                        sqx = qxp0 + qxp1
-                        sq2 = q2p0 + q2p1
-                    elif k == 1:
-                        sqx = qxp0 + qxm1
-                        sq2 = q2p0 + q2m1
-                    elif k == 2:
-                        sqx = qxm0 + qxp1
-                        sq2 = q2m0 + q2p1
-                    else:
-                        sqx = qxm0 + qxm1
-                        sq2 = q2m0 + q2m1
-                    if sq2 > 0 and sqx * sqx > best * sq2:
-                        scale = sqx / sq2
-                        best = scale * sqx
-                        b1 = i1
-                        b2 = i2
-                        bk = k
+        scale, b1, b2, bk = _iq1_m_split(px, pw, mx)
         if b1 < 0 or b2 < 0 or bk < 0:
             scales[ib] = F(0.0)
             shifts[ib] = 0
@@ -354,7 +469,7 @@ def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, kmap, nb, w, idx, L, px,
             gi = np.int64(kmap[u])
             if gi < 0:
                 all_on_grid = False
-                gi = _best_neighbour(nb, -gi - 1, lev, x, xb + 8 * k, w, 8 * k, scale, xx)
+                gi = _best_neighbour(nb, -gi - 1, lev, lev8, x, xb + 8 * k, w, 8 * k, scale, xx, e)
                 if gi < 0:
                     return -gi
             index[k] = gi
@@ -421,17 +536,18 @@ def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, kmap, nb, w, idx, L, px,
 # ---- drivers ---------------------------------------------------------------------------------------
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _encode_rows(t, x, K, qw, has_qw, out, lev, kmap, nb, err):
+def _encode_rows(t, x, K, qw, has_qw, out, lev, lev8, kmap, nb, err):
     rows = out.shape[0]
     nbl = K // QK_K
     for r in prange(rows):
         w = np.zeros(32, dtype=np.float32)
+        e = np.zeros(24, dtype=np.float32)
         idx = np.zeros(32, dtype=np.int64)
         L = np.zeros(32, dtype=np.int64)
-        sumx = np.zeros(33, dtype=np.float32)
-        sumw = np.zeros(33, dtype=np.float32)
-        pxy = np.zeros((2, 17), dtype=np.float32)
-        pwy = np.zeros((2, 17), dtype=np.float32)
+        sumx = np.zeros(48, dtype=np.float32)  # 33 used; vector loads read up to 8 past the end
+        sumw = np.zeros(48, dtype=np.float32)
+        pxy = np.zeros((2, 32), dtype=np.float32)  # 17 used; vector loads read up to 8 past the end
+        pwy = np.zeros((2, 32), dtype=np.float32)
         scales = np.zeros(16, dtype=np.float32)
         shifts = np.zeros(16, dtype=np.int64)
         index = np.zeros(4, dtype=np.int64)
@@ -439,13 +555,13 @@ def _encode_rows(t, x, K, qw, has_qw, out, lev, kmap, nb, err):
         for ibl in range(nbl):
             xo = r * K + QK_K * ibl
             if t == 0:
-                e = _iq1_s_superblock(x, xo, qw, QK_K * ibl, b, 50 * ibl, lev, kmap, nb, w, idx, L, sumx, sumw,
+                rc = _iq1_s_superblock(x, xo, qw, QK_K * ibl, b, 50 * ibl, lev, lev8, kmap, nb, e, w, idx, L, sumx, sumw,
                                       scales, shifts, index)
             else:
-                e = _iq1_m_superblock(x, xo, qw, QK_K * ibl, has_qw, b, 56 * ibl, lev, kmap, nb, w, idx, L, pxy, pwy,
+                rc = _iq1_m_superblock(x, xo, qw, QK_K * ibl, has_qw, b, 56 * ibl, lev, lev8, kmap, nb, e, w, idx, L, pxy, pwy,
                                       scales, shifts, index)
-            if e != 0:
-                err[r] = e
+            if rc != 0:
+                err[r] = rc
                 break
 
 
@@ -467,9 +583,9 @@ def encode(codec_id: str, x: np.ndarray, qw: np.ndarray | None, out: np.ndarray)
     x = np.ascontiguousarray(x, dtype=np.float32)
     rows, K = x.shape
     err = np.zeros(rows, dtype=np.int64)
-    lev, kmap, nb = _tables()
+    lev, lev8, kmap, nb = _tables()
     _encode_rows(t, x.reshape(-1), K, _NO_QW if qw is None else np.ascontiguousarray(qw, dtype=np.float32),
-                 qw is not None, out, lev, kmap, nb, err)
+                 qw is not None, out, lev, lev8, kmap, nb, err)
     bad = np.flatnonzero(err)
     if bad.size:
         r = int(bad[0])
