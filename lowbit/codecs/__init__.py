@@ -3,6 +3,7 @@
 from . import minifloat  # noqa: F401
 from . import gguf_legacy  # noqa: F401
 from . import gguf_kquants  # noqa: F401
+from . import gguf_iq1  # noqa: F401
 from . import gguf_iq2  # noqa: F401
 from . import gguf_iq3  # noqa: F401
 from . import turboquant  # noqa: F401
