@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._ggml import F, fp32_to_fp16, nearest_int, wr_f16
-from ._simd import vand, vbits, vgt, vlanes, vload, vlt, vsplat
+from ._simd import vand, vbits, vgt, vilane, visplat, vlane, vlanes, vle, vload, vlt, vmi, vsel, vsplat, vtof, vtrunc
 
 QK_K = 256
 NGRID = 2048
@@ -53,40 +53,57 @@ ERR_SCALE = 3  # GGML_ASSERT(scale >= 0) fails (a NaN scale from overflowed sums
 
 @functools.lru_cache(maxsize=1)
 def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(levels, lev8, kmap, neighbours): the grid as levels 0..2 (uint8, row g at [8g:8g+8]),
-    ``8*level + lane`` per entry (uint8, for :func:`_best_neighbour`), ggml's kmap (int32, key ->
-    row or -(neighbour list offset) - 1) and neighbour lists (uint16)."""
+    """(levels, nbk, kmap, neighbours): the grid as levels 0..2 (uint8, row g at [8g:8g+8]); per
+    entry p of the neighbour lists the packed key (level of lane i at bits 2i) of grid row
+    ``neighbours[p]`` as float32, padded by 8 (for :func:`_best_neighbour`'s vector loads);
+    ggml's kmap (int32, key -> row or -(neighbour list offset) - 1) and neighbour lists (uint16)."""
     from ._iq2_maps import iq2_maps
 
     grid, kmap, nb = iq2_maps("iq1_s")  # grid holds 2*l + 1
-    lev = ((grid.astype(np.int64) - 1) // 2).astype(np.uint8).reshape(-1)
-    lev8 = (8 * lev.astype(np.int64) + np.tile(np.arange(8), NGRID)).astype(np.uint8)
-    return np.ascontiguousarray(lev), lev8, np.ascontiguousarray(kmap), np.ascontiguousarray(nb)
+    lev = ((grid.astype(np.int64) - 1) // 2).reshape(NGRID, 8)
+    key = (lev << (2 * np.arange(8))).sum(axis=1)
+    nbk = np.zeros(nb.size + 8, dtype=np.float32)
+    nbk[:nb.size] = key[nb.astype(np.int64) % NGRID]  # the count entries get a harmless row
+    return (np.ascontiguousarray(lev.astype(np.uint8).reshape(-1)), nbk, np.ascontiguousarray(kmap),
+            np.ascontiguousarray(nb))
 
 
 @njit(inline="always", error_model="numpy", cache=True)
 def _sort_idx(x, xo, n, idx):
-    """idx[0:n] = the indices of x[xo:xo+n] in ascending order of value, equal values in index
-    order (glibc qsort's stable merge sort of ggml's (x, index) pairs)."""
-    for j in range(n):
-        v = x[xo + j]
-        k = j
-        while k > 0 and x[xo + idx[k - 1]] > v:
-            idx[k] = idx[k - 1]
-            k -= 1
-        idx[k] = j
+    """idx[0:n] = the indices of x[xo:xo+n] (n a multiple of 8) in ascending order of value, equal
+    values in index order: the order glibc's qsort (a stable merge sort at this size) leaves
+    ggml's (x, index) pairs in, as ggml compares x only (-0.0 and 0.0 are equal there too).
+
+    Value i goes to rank #{j: x_j < x_i} + #{j < i: x_j == x_i} = #{j < i: x_j <= x_i} +
+    #{j > i: x_j < x_i}, counted eight i at a time (lanes) over every j."""
+    lanes = vlanes()
+    for b in range(0, n, 8):
+        X = vload(x, xo + b)
+        cnt = visplat(0)
+        for j in range(b):
+            cnt = cnt + vmi(vle(vsplat(x[xo + j]), X))
+        for j in range(b, b + 8):
+            xj = vsplat(x[xo + j])
+            jl = vsplat(F(j - b))
+            cnt = cnt + vmi(vand(vle(xj, X), vlt(jl, lanes))) + vmi(vand(vlt(xj, X), vgt(jl, lanes)))
+        for j in range(b + 8, n):
+            cnt = cnt + vmi(vlt(vsplat(x[xo + j]), X))
+        for k in range(8):
+            idx[vilane(cnt, k)] = b + k
 
 
 @njit(error_model="numpy", cache=True)
-def _best_neighbour(nb, no, lev, lev8, x, xo, w, wo, scale, xx, e):
+def _best_neighbour(nb, nbk, no, lev, x, xo, w, wo, scale, xx, e):
     """ggml's ``iq1_find_best_neighbour2``: the grid row of the neighbour list at ``nb[no]`` with the
     least ``d2 = sum w*(scale*xx[level] - x)^2`` over the eight values x[xo:xo+8] (first one on ties).
     Returns the row, or -ERR_NO_GRID / -ERR_OOB where ggml aborts or reads past its input.
 
     A term of d2 depends only on the lane and its level, so the 24 possible terms are computed
-    once (each as C computes it: ``diff = scale*q - x; w*diff*diff``) into ``e[8*level + lane]``
-    (``lev8`` holds ``8*level + lane`` per grid entry); every neighbour's d2 then adds its eight
-    terms in lane order from 0, as C does, and gets C's float."""
+    once (each as C computes it: ``diff = scale*q - x; w*diff*diff``) into ``e[8*level + lane]``.
+    Eight neighbours are then summed at once, one per vector lane: ``nbk[p]`` is the packed key
+    (2 bits per lane) of grid row ``nb[p]``, as float32, so lane n adds its row's eight terms in
+    lane order from 0, as C does, and gets C's float. A group of eight where some lane beats the
+    best so far is replayed in list order (strict <: the first of equal distances wins)."""
     for l in range(3):
         q = xx[l]
         for i in range(8):
@@ -95,19 +112,24 @@ def _best_neighbour(nb, no, lev, lev8, x, xo, w, wo, scale, xx, e):
     n = np.int64(nb[no])
     best = FLT_MAX
     gi = -1
-    for j in range(1, n + 1):
-        g = 8 * np.int64(nb[no + j])
-        d2 = F(0.0) + e[lev8[g]]
-        d2 += e[lev8[g + 1]]
-        d2 += e[lev8[g + 2]]
-        d2 += e[lev8[g + 3]]
-        d2 += e[lev8[g + 4]]
-        d2 += e[lev8[g + 5]]
-        d2 += e[lev8[g + 6]]
-        d2 += e[lev8[g + 7]]
-        if d2 < best:
-            best = d2
-            gi = g >> 3
+    lanes = vlanes()
+    HALF = vsplat(F(0.5))
+    ONEH = vsplat(F(1.5))
+    THREE = visplat(3)
+    for j0 in range(1, n + 1, 8):
+        keys = vtrunc(vload(nbk, no + j0))
+        d2 = vsplat(F(0.0))
+        for i in range(8):
+            lv = vtof((keys >> (2 * i)) & THREE)
+            d2 = d2 + vsel(vlt(lv, HALF), vsplat(e[i]), vsel(vlt(lv, ONEH), vsplat(e[8 + i]), vsplat(e[16 + i])))
+        left = n + 1 - j0
+        if vbits(vand(vlt(d2, vsplat(best)), vlt(lanes, vsplat(F(left))))) == 0:
+            continue
+        for k in range(min(8, left)):
+            v = vlane(d2, k)
+            if v < best:
+                best = v
+                gi = np.int64(nb[no + j0 + k])
     if gi < 0:
         # ggml's fallback over the whole grid; its C reads xval[i] (i the grid row) for every lane
         # (kept as written: it only runs when every neighbour's distance overflowed)
@@ -138,13 +160,15 @@ def _s_cand(sumx, sumw, i1, i2, v0, v1, v2):
 
 
 @njit(error_model="numpy", cache=True)
-def _iq1_s_split(sumx, sumw, mx):
+def _iq1_s_split(sumx, sumw, mx, T):
     """ggml's exhaustive split search of IQ1_S: (scale, i1, i2, shift) of the best of the 561 splits
     x 2 delta signs, visited in ggml's order (i1, then i2 >= i1, then +delta before -delta).
 
     Eight i2 at a time are scored in vector lanes (each lane is C's float expression for its i2)
     and tested against the current best; only a group where some lane would win is replayed
-    one candidate at a time in C's order, so the choice (and every float) is ggml's."""
+    one candidate at a time in C's order, so the choice (and every float) is ggml's. ``sumx`` and
+    ``sumw`` hold NaN past index 32, so lanes past the end fail every comparison. The terms of
+    the third run depend on i2 alone and are computed once into ``T`` (float32 (4, 48))."""
     best = -FLT_MAX
     scale = mx
     b1 = -1
@@ -152,11 +176,21 @@ def _iq1_s_split(sumx, sumw, mx):
     shift = 0
     p0, p1, p2 = XP[0], XP[1], XP[2]
     m0, m1, m2 = XM[0], XM[1], XM[2]
-    P1, P2, M1, M2 = vsplat(p1), vsplat(p2), vsplat(m1), vsplat(m2)
-    SXN = vsplat(sumx[32])
-    SWN = vsplat(sumw[32])
+    sxn = sumx[32]
+    swn = sumw[32]
+    a3p = T[0]
+    a3m = T[1]
+    c3p = T[2]
+    c3m = T[3]
+    for i2 in range(41):
+        a3 = sxn - sumx[i2]
+        c3 = swn - sumw[i2]
+        a3p[i2] = a3 * p2
+        a3m[i2] = a3 * m2
+        c3p[i2] = (c3 * p2) * p2
+        c3m[i2] = (c3 * m2) * m2
+    P1, M1 = vsplat(p1), vsplat(m1)
     ZERO = vsplat(F(0.0))
-    lanes = vlanes()
     for i1 in range(33):
         a1 = sumx[i1] - sumx[0]
         c1 = sumw[i1] - sumw[0]
@@ -167,20 +201,16 @@ def _iq1_s_split(sumx, sumw, mx):
         S1 = vsplat(sumx[i1])
         W1 = vsplat(sumw[i1])
         for i2s in range(i1, 33, 8):
-            sx = vload(sumx, i2s)
-            sw = vload(sumw, i2s)
-            a2 = sx - S1
-            a3 = SXN - sx
-            c2 = sw - W1
-            c3 = SWN - sw
-            qxp = (A1P + a2 * P1) + a3 * P2
-            q2p = (C1P + (c2 * P1) * P1) + (c3 * P2) * P2
-            qxm = (A1M + a2 * M1) + a3 * M2
-            q2m = (C1M + (c2 * M1) * M1) + (c3 * M2) * M2
+            a2 = vload(sumx, i2s) - S1
+            c2 = vload(sumw, i2s) - W1
+            # C: (a1*v0 + a2*v1) + a3*v2 and ((c1*v0)*v0 + (c2*v1)*v1) + (c3*v2)*v2
+            qxp = (A1P + a2 * P1) + vload(a3p, i2s)
+            q2p = (C1P + (c2 * P1) * P1) + vload(c3p, i2s)
+            qxm = (A1M + a2 * M1) + vload(a3m, i2s)
+            q2m = (C1M + (c2 * M1) * M1) + vload(c3m, i2s)
             bv = vsplat(best)
-            valid = vlt(lanes, vsplat(F(33 - i2s)))
-            hit = vbits(vand(vand(vgt(q2p, ZERO), vgt(qxp * qxp, bv * q2p)), valid))
-            hit |= vbits(vand(vand(vgt(q2m, ZERO), vgt(qxm * qxm, bv * q2m)), valid))
+            hit = vbits(vand(vgt(q2p, ZERO), vgt(qxp * qxp, bv * q2p)))
+            hit |= vbits(vand(vgt(q2m, ZERO), vgt(qxm * qxm, bv * q2m)))
             if hit == 0:
                 continue
             for i2 in range(i2s, min(i2s + 8, 33)):
@@ -204,7 +234,7 @@ def _iq1_s_split(sumx, sumw, mx):
 # ---- IQ1_S: block_iq1_s = fp16 d | qs[32] | qh u16[8] (3 high index bits x 4, 3-bit scale, delta sign)
 
 @njit(error_model="numpy", cache=True)
-def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, lev8, kmap, nb, e, w, idx, L, sumx, sumw, scales, shifts, index):
+def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, nbk, kmap, nb, e, w, idx, L, sumx, sumw, T, scales, shifts, index):
     for i in range(50):
         b[o + i] = 0
     sumx2 = F(0.0)
@@ -233,7 +263,7 @@ def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, lev8, kmap, nb, e, w, idx, L, su
             i = idx[j]
             sumx[j + 1] = sumx[j] + w[i] * x[xb + i]
             sumw[j + 1] = sumw[j] + w[i]
-        scale, b1, b2, shift = _iq1_s_split(sumx, sumw, mx)
+        scale, b1, b2, shift = _iq1_s_split(sumx, sumw, mx, T)
         if b1 < 0 or b2 < 0 or shift == 0:
             scales[ib] = F(0.0)
             shifts[ib] = 1
@@ -254,7 +284,7 @@ def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, lev8, kmap, nb, e, w, idx, L, su
             gi = np.int64(kmap[u])
             if gi < 0:
                 all_on_grid = False
-                gi = _best_neighbour(nb, -gi - 1, lev, lev8, x, xb + 8 * k, w, 8 * k, scale, xx, e)
+                gi = _best_neighbour(nb, nbk, -gi - 1, lev, x, xb + 8 * k, w, 8 * k, scale, xx, e)
                 if gi < 0:
                     return -gi
             index[k] = gi
@@ -317,7 +347,8 @@ def _iq1_m_split(px, pw, mx):
 
     ``px[h, j]``/``pw[h, j]``: sums of w*x and w over the first j sorted values lying in half h.
     ggml collapses each half's 3-run sums to ``T*v2 - px[i1] - px[i2]`` (the level steps are 1);
-    its expressions are kept. Vector lanes score eight i2 at once, as in :func:`_iq1_s_split`."""
+    its expressions are kept. Vector lanes score eight i2 at once, as in :func:`_iq1_s_split`
+    (``px``/``pw`` hold NaN past index 16)."""
     best = -FLT_MAX
     scale = mx
     b1 = -1
@@ -342,7 +373,6 @@ def _iq1_m_split(px, pw, mx):
     TWP1, TWM1 = vsplat((tw1 * p2) * p2), vsplat((tw1 * m2) * m2)
     CP2, CM2 = vsplat(cp2), vsplat(cm2)
     ZERO = vsplat(F(0.0))
-    lanes = vlanes()
     for i1 in range(17):
         X0 = vsplat(px0[i1])
         X1 = vsplat(px1[i1])
@@ -364,7 +394,6 @@ def _iq1_m_split(px, pw, mx):
             q2p1 = QP1 + w2 * CP2
             q2m1 = QM1 + w2 * CM2
             bv = vsplat(best)
-            valid = vlt(lanes, vsplat(F(17 - i2s)))
             hit = 0
             for k in range(4):
                 if k == 0:
@@ -379,7 +408,7 @@ def _iq1_m_split(px, pw, mx):
                 else:
                     vqx = qxm0 + qxm1
                     vq2 = q2m0 + q2m1
-                hit |= vbits(vand(vand(vgt(vq2, ZERO), vgt(vqx * vqx, bv * vq2)), valid))
+                hit |= vbits(vand(vgt(vq2, ZERO), vgt(vqx * vqx, bv * vq2)))
             if hit == 0:
                 continue
             for i2 in range(i2s, min(i2s + 8, 17)):
@@ -416,7 +445,7 @@ def _iq1_m_split(px, pw, mx):
 
 
 @njit(error_model="numpy", cache=True)
-def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, lev8, kmap, nb, e, w, idx, L, px, pw, scales, shifts, index):
+def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, nbk, kmap, nb, e, w, idx, L, px, pw, scales, shifts, index):
     for i in range(56):
         b[o + i] = 0
     sumx2 = F(0.0)
@@ -469,7 +498,7 @@ def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, lev8, kmap, nb, e, w, id
             gi = np.int64(kmap[u])
             if gi < 0:
                 all_on_grid = False
-                gi = _best_neighbour(nb, -gi - 1, lev, lev8, x, xb + 8 * k, w, 8 * k, scale, xx, e)
+                gi = _best_neighbour(nb, nbk, -gi - 1, lev, x, xb + 8 * k, w, 8 * k, scale, xx, e)
                 if gi < 0:
                     return -gi
             index[k] = gi
@@ -536,7 +565,7 @@ def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, lev8, kmap, nb, e, w, id
 # ---- drivers ---------------------------------------------------------------------------------------
 
 @njit(error_model="numpy", cache=True, parallel=True)
-def _encode_rows(t, x, K, qw, has_qw, out, lev, lev8, kmap, nb, err):
+def _encode_rows(t, x, K, qw, has_qw, out, lev, nbk, kmap, nb, err):
     rows = out.shape[0]
     nbl = K // QK_K
     for r in prange(rows):
@@ -544,10 +573,13 @@ def _encode_rows(t, x, K, qw, has_qw, out, lev, lev8, kmap, nb, err):
         e = np.zeros(24, dtype=np.float32)
         idx = np.zeros(32, dtype=np.int64)
         L = np.zeros(32, dtype=np.int64)
-        sumx = np.zeros(48, dtype=np.float32)  # 33 used; vector loads read up to 8 past the end
-        sumw = np.zeros(48, dtype=np.float32)
-        pxy = np.zeros((2, 32), dtype=np.float32)  # 17 used; vector loads read up to 8 past the end
-        pwy = np.zeros((2, 32), dtype=np.float32)
+        # prefix sums: 33 (IQ1_S) or 2 x 17 (IQ1_M) used; vector loads read up to 8 past the end,
+        # where NaN fails every comparison
+        sumx = np.full(48, np.nan, dtype=np.float32)
+        sumw = np.full(48, np.nan, dtype=np.float32)
+        T = np.zeros((4, 48), dtype=np.float32)
+        pxy = np.full((2, 32), np.nan, dtype=np.float32)
+        pwy = np.full((2, 32), np.nan, dtype=np.float32)
         scales = np.zeros(16, dtype=np.float32)
         shifts = np.zeros(16, dtype=np.int64)
         index = np.zeros(4, dtype=np.int64)
@@ -555,10 +587,10 @@ def _encode_rows(t, x, K, qw, has_qw, out, lev, lev8, kmap, nb, err):
         for ibl in range(nbl):
             xo = r * K + QK_K * ibl
             if t == 0:
-                rc = _iq1_s_superblock(x, xo, qw, QK_K * ibl, b, 50 * ibl, lev, lev8, kmap, nb, e, w, idx, L, sumx, sumw,
+                rc = _iq1_s_superblock(x, xo, qw, QK_K * ibl, b, 50 * ibl, lev, nbk, kmap, nb, e, w, idx, L, sumx, sumw, T,
                                       scales, shifts, index)
             else:
-                rc = _iq1_m_superblock(x, xo, qw, QK_K * ibl, has_qw, b, 56 * ibl, lev, lev8, kmap, nb, e, w, idx, L, pxy, pwy,
+                rc = _iq1_m_superblock(x, xo, qw, QK_K * ibl, has_qw, b, 56 * ibl, lev, nbk, kmap, nb, e, w, idx, L, pxy, pwy,
                                       scales, shifts, index)
             if rc != 0:
                 err[r] = rc
@@ -583,9 +615,9 @@ def encode(codec_id: str, x: np.ndarray, qw: np.ndarray | None, out: np.ndarray)
     x = np.ascontiguousarray(x, dtype=np.float32)
     rows, K = x.shape
     err = np.zeros(rows, dtype=np.int64)
-    lev, lev8, kmap, nb = _tables()
+    lev, nbk, kmap, nb = _tables()
     _encode_rows(t, x.reshape(-1), K, _NO_QW if qw is None else np.ascontiguousarray(qw, dtype=np.float32),
-                 qw is not None, out, lev, lev8, kmap, nb, err)
+                 qw is not None, out, lev, nbk, kmap, nb, err)
     bad = np.flatnonzero(err)
     if bad.size:
         r = int(bad[0])
