@@ -410,7 +410,7 @@ def test_llama_quantize_flags(ggml: GGML, tmp_path: Path) -> None:
     for inp, args, word in ((out, ["Q4_K_M"], "--allow-requantize"), (out, ["Q4_K_M", "--tensor-type", "attn_q"], "--tensor-type"),
                             (out, ["Q4_K_M", "--output-tensor-type", "q9_k"], "--output-tensor-type"),
                             (out, ["Q4_K_M", "--override-kv", "a=long:1"], "--override-kv"), (out, ["Q9_X"], "TYPE"),
-                            (src, ["IQ2_XS"], "cannot encode"), (src, ["Q8_0", "--split-max-size", "9K"], "--split-max-size")):
+                            (src, ["IQ2_XS"], "requires an importance matrix"), (src, ["Q8_0", "--split-max-size", "9K"], "--split-max-size")):
         r = cli("quantize", str(inp), str(tmp_path / "bad.gguf"), *args)
         assert r.returncode == 2 and word in r.stderr, (args, r.stderr)
         assert not (tmp_path / "bad.gguf").exists()

@@ -35,6 +35,7 @@ class IQ1S(GGUFCodec, codec_id="iq1_s"):
     """
 
     family = "gguf_iq"
+    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
     ggml_type = 19
     uses_importance = True
     requires_importance = True
@@ -66,6 +67,7 @@ class IQ1M(GGUFCodec, codec_id="iq1_m"):
     """
 
     family = "gguf_iq"
+    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
     ggml_type = 29
     uses_importance = True
     max_abs = 65504.0
