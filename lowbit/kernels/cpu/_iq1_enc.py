@@ -42,8 +42,8 @@ EPS_S = F(1e-12)  # GROUP_MAX_EPS_IQ1_S
 EPS_M = F(1e-7)  # GROUP_MAX_EPS_IQ1_M
 FLT_MAX = F(3.4028234663852886e38)
 # the three quant values for a positive (x_p) and a negative (x_m) delta, float32 as in C
-XP = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
-XM = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
+XP = np.array([-1 + DELTA, DELTA, 1 + DELTA], dtype=np.float32)
+XM = np.array([-1 - DELTA, -DELTA, 1 - DELTA], dtype=np.float32)
 
 # error codes of a row (0: fine): where ggml would abort or read past its input
 ERR_NO_GRID = 1  # no grid point found (GGML_ASSERT(grid_index >= 0)): d2 overflowed for every row
@@ -234,8 +234,8 @@ def _iq1_s_split(sumx, sumw, mx, T):
 # ---- IQ1_S: block_iq1_s = fp16 d | qs[32] | qh u16[8] (3 high index bits x 4, 3-bit scale, delta sign)
 
 @njit(error_model="numpy", cache=True)
-def _iq1_s_superblock(x, xo, qw, qo, b, o, lev, nbk, kmap, nb, e, w, idx, L, sumx, sumw, T, scales, shifts, index):
-    for i in range(50):
+def _iq1_s_superblock(x, xo, qw, qo, b, o, ts, lev, nbk, kmap, nb, e, w, idx, L, sumx, sumw, T, scales, shifts, index):
+    for i in range(ts):
         b[o + i] = 0
     sumx2 = F(0.0)
     for i in range(QK_K):
@@ -445,8 +445,8 @@ def _iq1_m_split(px, pw, mx):
 
 
 @njit(error_model="numpy", cache=True)
-def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, nbk, kmap, nb, e, w, idx, L, px, pw, scales, shifts, index):
-    for i in range(56):
+def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, ts, lev, nbk, kmap, nb, e, w, idx, L, px, pw, scales, shifts, index):
+    for i in range(ts):
         b[o + i] = 0
     sumx2 = F(0.0)
     for i in range(QK_K):
@@ -568,6 +568,7 @@ def _iq1_m_superblock(x, xo, qw, qo, has_qw, b, o, lev, nbk, kmap, nb, e, w, idx
 def _encode_rows(t, x, K, qw, has_qw, out, lev, nbk, kmap, nb, err):
     rows = out.shape[0]
     nbl = K // QK_K
+    ts = out.shape[1] // nbl  # the type size, from the row bytes the codec's layout gives
     for r in prange(rows):
         w = np.zeros(32, dtype=np.float32)
         e = np.zeros(24, dtype=np.float32)
@@ -587,10 +588,10 @@ def _encode_rows(t, x, K, qw, has_qw, out, lev, nbk, kmap, nb, err):
         for ibl in range(nbl):
             xo = r * K + QK_K * ibl
             if t == 0:
-                rc = _iq1_s_superblock(x, xo, qw, QK_K * ibl, b, 50 * ibl, lev, nbk, kmap, nb, e, w, idx, L, sumx, sumw, T,
+                rc = _iq1_s_superblock(x, xo, qw, QK_K * ibl, b, ts * ibl, ts, lev, nbk, kmap, nb, e, w, idx, L, sumx, sumw, T,
                                       scales, shifts, index)
             else:
-                rc = _iq1_m_superblock(x, xo, qw, QK_K * ibl, has_qw, b, 56 * ibl, lev, nbk, kmap, nb, e, w, idx, L, pxy, pwy,
+                rc = _iq1_m_superblock(x, xo, qw, QK_K * ibl, has_qw, b, ts * ibl, ts, lev, nbk, kmap, nb, e, w, idx, L, pxy, pwy,
                                       scales, shifts, index)
             if rc != 0:
                 err[r] = rc
