@@ -16,7 +16,10 @@ Columns: ``bits/el`` is ``q.bits_per_element`` (side arrays included); ``rel RMS
 ``q·k err`` is ‖Ŝ − S‖ / ‖S‖ for the score matrix S = Q Kᵀ of the real queries and keys (each
 codec encodes the keys as [tokens, 64] rows). A codec is run with its default parameters, or its
 first documented example when it has required ones; "—" marks data it cannot take (row length not
-a multiple of its block, or a vector codec whose ``dim`` is another length).
+a multiple of its block, or a vector codec whose ``dim`` is another length). The GGUF types that ggml
+quantizes only with an imatrix (IQ1_S, IQ2_XXS, IQ2_XS) get the uniform one (all ones); every other
+codec runs without ``importance=``. Named rows (``itq3_s``: the FWHT-rotated IQ3_S of the seed
+papers) are configurations of a wrapper codec.
 """
 
 from __future__ import annotations
@@ -60,11 +63,18 @@ def codec_for(cid: str, dim: int | None) -> Any:
         return lowbit.get_codec(cid, **ex)
 
 
+#: named configurations of wrapper codecs, measured as rows of their own (the seed papers' presets)
+NAMED = {"itq3_s (rotated iq3_s)": {"id": "rotated", "codec": "iq3_s"}}
+
+
 def measure(codec: Any, x: np.ndarray, probe: np.ndarray, scores: bool) -> tuple[float, float, float] | None:
     import lowbit
 
+    # the types ggml quantizes only with an imatrix get the uniform one (every column weighted 1)
+    inner = getattr(codec, "inner", codec)
+    kw = {"importance": np.ones(x.shape[-1], np.float32)} if getattr(inner, "requires_importance", False) else {}
     try:
-        q = codec.encode(x, backend="cpu")
+        q = codec.encode(x, backend="cpu", **kw)
     except (lowbit.ShapeError, lowbit.ConfigError):
         return None
     y = np.asarray(codec.decode(q, backend="cpu"), dtype=np.float64)
@@ -88,14 +98,17 @@ def main(argv: list[str] | None = None) -> int:
 
     w, keys, queries = load_data()
     acts = np.random.default_rng(0).standard_normal((w.shape[1], 64)).astype(np.float32)
-    ids = a.only.split(",") if a.only else lowbit.list_codecs()
+    ids = a.only.split(",") if a.only else lowbit.list_codecs() + list(NAMED)
     rows = []
     for cid in ids:
         t0 = time.perf_counter()
         out: dict[str, Any] = {"id": cid}
         try:
-            cw = codec_for(cid, w.shape[1])
-            ck = codec_for(cid, keys.shape[1])
+            if cid in NAMED:
+                cw = ck = lowbit.get_codec(NAMED[cid])
+            else:
+                cw = codec_for(cid, w.shape[1])
+                ck = codec_for(cid, keys.shape[1])
             out["config"] = ck.get_config()
             out["w"] = measure(cw, w, acts, scores=False) if "dim" not in lowbit.codec.codec_parameters(type(cw)) else None
             out["k"] = measure(ck, keys, queries, scores=True)
