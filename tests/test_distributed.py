@@ -196,6 +196,9 @@ def test_a_killed_worker_and_the_job_completes_identically(ckpt, reference, clie
     assert int(marker.read_text()) in pids  # a worker of the cluster died in shard 1 ...
     assert r["written"] == 4 and _files(out) == reference  # ... and its shard was written again, elsewhere
     client.wait_for_workers(2, timeout=60)  # the nanny brought a new worker up
+    marker.unlink()  # the local pool: a process killed, the pool restarted, the same bytes
+    r = quantize_file_hooked(ckpt, tmp_path / "pool", None, partial(kill_once, str(marker)), jobs=2)
+    assert marker.exists() and r["written"] == 4 and _files(tmp_path / "pool") == reference
 
 
 def quantize_file_hooked(ckpt: Path, out: Path, dask, hook, **kw) -> dict:
@@ -282,6 +285,13 @@ def test_bad_inputs_are_refused_and_leave_nothing(ckpt, tmp_path) -> None:
     with pytest.raises(lowbit.ConfigError, match="already holds notes.txt and no manifest"):
         q(bad, str(out) + "/")
     (out / "notes.txt").unlink()
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)  # another run holds the folder
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with pytest.raises(lowbit.ConfigError, match="another run is writing into"):
+        q(bad, str(out) + "/")
+    os.close(fd)
     q(bad, str(out) + "/")
     before = _files(out)
     with pytest.raises(lowbit.ConfigError, match="holds the output of another job"):
@@ -353,4 +363,7 @@ def test_the_docs_zarr_example_runs(tmp_path, monkeypatch) -> None:
     text = (ROOT / "docs" / "distributed.md").read_text()
     code = re.search(r"<!-- zarr-example -->\s*```python\n(.*?)```", text, re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "docs/distributed.md", "exec"), {})
+    import dask
+
+    with dask.config.set(scheduler="threads"):  # as the example says (this module's cluster is the default)
+        exec(compile(code, "docs/distributed.md", "exec"), {})

@@ -30,6 +30,7 @@ lowbit.errors.ConfigError: zarr chunks (16, 128) for q4_k: the last dimension of
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,8 @@ def to_zarr(x: Any, store: Any, codec: Any, *, chunks: tuple[int, ...] | None = 
     check_chunks(c, shape, chunks)
     arr = x if isinstance(x, da.Array) else da.from_array(x, chunks=chunks)
     arr = arr.astype(np.float32).rechunk(chunks)
+    if isinstance(store, (str, os.PathLike)) and "://" not in os.fspath(store):
+        store = os.path.abspath(store)  # the workers' working folder is not this one
     z = zarr.create_array(store=store, name=path, shape=shape, chunks=chunks, dtype="float32",
                           serializer=ZarrLowbit(codec=c.get_config()), compressors=None, fill_value=0.0,
                           overwrite=overwrite)
