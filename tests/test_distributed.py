@@ -367,3 +367,22 @@ def test_the_docs_zarr_example_runs(tmp_path, monkeypatch) -> None:
 
     with dask.config.set(scheduler="threads"):  # as the example says (this module's cluster is the default)
         exec(compile(code, "docs/distributed.md", "exec"), {})
+
+
+def test_the_core_and_the_local_route_never_import_dask(tmp_path) -> None:
+    """Dask is imported on the --dask and zarr_dask paths only: a sharded job on local processes,
+    the CLI and every module of the route load without it."""
+    code = f"""
+import sys, numpy as np, lowbit
+import lowbit.tools.cli, lowbit.tools.sharding, lowbit.formats.sharded, lowbit.formats.zarr_dask
+from lowbit.tools.quantize import quantize_file
+lowbit.save({str(tmp_path / "f.safetensors")!r}, {{"w": np.ones((4, 256), np.float32)}})
+r = quantize_file({str(tmp_path / "f.safetensors")!r}, {str(tmp_path / "q")!r} + "/", codec=lowbit.get_codec("q8_0"),
+                  jobs=1, progress=False)
+assert r["sharded"]["written"] == 1
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed"))
+assert not bad, bad
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert p.returncode == 0, p.stderr

@@ -103,8 +103,9 @@ def _human(n: float) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from lowbit.formats import container_of
+    from lowbit.formats.sharded import is_sharded
 
-    kind = container_of(args.file)
+    kind = "safetensors (sharded)" if is_sharded(args.file) else container_of(args.file)
     if kind == "gguf":
         from lowbit.tools.gguf_dump import dump, format_dump
 
