@@ -98,6 +98,7 @@ def run_cli(args: list[str]) -> dict[str, object]:
     procs = [v for v in peaks.values() if int(v["anon"]) > 64 << 20]  # workers; not resource trackers
     return {"args": args, "wall_s": wall, "job_s": rep["sharded"]["seconds"] if "sharded" in rep else rep["seconds"],
             "driver": driver, "workers": sorted(procs, key=lambda v: -int(v["anon"])), "report": rep,
+            "children_max_anon": max((int(v["anon"]) for v in peaks.values()), default=0),
             "load_before": load0, "load_after": os.getloadavg()[0]}
 
 
@@ -170,6 +171,19 @@ def bench_checkpoint(label: str, inp: Path, work: Path, extra: list[str], out_na
     return {"checkpoint": label, "runs": runs}
 
 
+def baseline(work: Path) -> dict[str, object]:
+    """A worker's memory with (almost) nothing to do: the fixed part of the per-worker peaks."""
+    import lowbit
+
+    lowbit.save(work / "tiny.safetensors", {"w": np.ones((4, 256), np.float32)})
+    r = run_cli(["quantize", str(work / "tiny.safetensors"), str(work / "tiny-q") + "/", "--codec", "q4_k",
+                 "--dask", "local:1"])
+    shutil.rmtree(work / "tiny-q")
+    w = r["workers"][0] if r["workers"] else {"anon": r["children_max_anon"], "rss": 0}
+    return {"worker_anon_bytes": int(w["anon"]), "worker_rss_bytes": int(w["rss"]),
+            "driver_anon_bytes": int(r["driver"]["anon"]), "wall_s": r["wall_s"]}
+
+
 def encode_speed(rows: int = 64) -> dict[str, float]:
     """q4_k encode speed (elements per CPU second: the kernel is one thread, so this is one
     dedicated core's speed whatever the machine's load) on Llama-3.1-405B's row widths, from BF16
@@ -191,6 +205,35 @@ def encode_speed(rows: int = 64) -> dict[str, float]:
             best = min(best, time.process_time() - t0)
         out[str(K)] = rows * K / best
     return out
+
+
+def _encode_work(n: int) -> float:
+    import ml_dtypes
+
+    import lowbit
+
+    c = lowbit.get_codec("q4_k")
+    x = (np.random.default_rng(0).standard_normal((128, 16384)) * 0.02).astype(ml_dtypes.bfloat16)
+    c.encode(x[:2].astype(np.float32), backend="cpu")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        c.encode(np.asarray(x, dtype=np.float32), backend="cpu")
+    return time.perf_counter() - t0
+
+
+def machine_scaling(n: int = 6) -> dict[str, float]:
+    """What this machine gives two encoders at once: the same q4_k work (2n encodes of a 128 x 16384
+    BF16 slice) in one process, then split over two processes running together (forked, warm).
+    ``ratio`` = one process's wall / two processes' wall: 2.0 on two idle cores."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_encode_work, [1, 1]))  # warm both
+        one = pool.submit(_encode_work, 2 * n).result()
+        t0 = time.perf_counter()
+        list(pool.map(_encode_work, [n, n]))
+        two = time.perf_counter() - t0
+    return {"one_process_s": one, "two_processes_s": two, "ratio": one / two}
 
 
 def projection_405b(speed: dict[str, float], shard_limit: int = 5 * 10**9) -> dict[str, object]:
@@ -261,6 +304,9 @@ def main() -> None:
     print(res["machine"], flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-dist-"))
     try:
+        res["baseline"] = baseline(work)
+        print("idle worker (interpreter, dask, numpy, lowbit; one 4x256 tensor):",
+              {k: round(v / 2**20) for k, v in res["baseline"].items() if k.endswith("bytes")}, "MiB", flush=True)
         info = llama_like(work / "llama", a.layers)
         res["llama"] = {**info, **bench_checkpoint("llama-1b-shaped", work / "llama", work,
                                                    ["--codec", "q4_k", "--max-shard-size", "20MB"], "", a.reps)}
@@ -271,6 +317,8 @@ def main() -> None:
                      "--jobs", "2"])
             res["gemma"] = bench_checkpoint("gemma-3-270m", bf, work, ["--mix", "Q4_K_M", "--split-max-size", "40M"],
                                             "q4_k_m.gguf", a.reps)
+        res["machine_scaling"] = sc = machine_scaling()
+        print("two encoders at once vs one (same work):", {k: round(v, 2) for k, v in sc.items()}, flush=True)
         speed = encode_speed()
         res["q4_k_encode_elements_per_s"] = speed
         res["projection_405b"] = proj = projection_405b(speed)
