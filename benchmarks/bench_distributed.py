@@ -293,13 +293,71 @@ def machine() -> dict[str, object]:
             "load_average": os.getloadavg()}
 
 
+def markdown(res: dict[str, object]) -> str:
+    """RESULTS.md's tables from a results JSON (``--report FILE``)."""
+    mib = 2**20
+    out = []
+    base = res.get("baseline", {})
+    for key in ("llama", "gemma"):
+        if key not in res:
+            continue
+        ck = res[key]
+        out.append(f"\n{ck['checkpoint']}:\n")
+        out.append("| run | route | wall s (each rep) | best | worker CPU s (best rep) | worker peak anon MiB | "
+                   "driver peak anon MiB | same bytes |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        by: dict[str, list[dict[str, object]]] = {}
+        for r in ck["runs"]:
+            by.setdefault(r["how"], []).append(r)
+        for how, rs in by.items():
+            best = min(rs, key=lambda r: r["wall_s"])
+            cpu = ", ".join(f"{float(w['cpu_s']):.1f}" for w in best["workers"] if float(w["cpu_s"]) > 0.05) or \
+                f"{float(best['driver']['cpu_s']):.1f} (in the driver)"
+            anon = ", ".join(f"{int(w['anon']) / mib:.0f}" for w in best["workers"] if float(w["cpu_s"]) > 0.05) or "-"
+            walls = " / ".join(f"{float(r['wall_s']):.1f}" for r in rs)
+            out.append(f"| `{how}` | {best['route']} | {walls} | "
+                       f"{best['wall_s']:.1f} | {cpu} | {anon} | {int(best['driver']['anon']) / mib:.0f} | "
+                       f"{'yes' if all(r['identical_to_first'] for r in rs) else 'NO'} |")
+    if base:
+        out.append(f"\nIdle worker (interpreter, dask, numpy, lowbit): {base['worker_anon_bytes'] / mib:.0f} MiB anon.")
+    sc = res.get("machine_scaling")
+    if sc:
+        out.append(f"Two q4_k encoders at once vs one doing the same work: {sc['ratio']:.2f}x "
+                   f"({sc['one_process_s']:.2f} s vs {sc['two_processes_s']:.2f} s; 2.0x on two idle cores).")
+    p = res.get("projection_405b")
+    if p:
+        sp = res["q4_k_encode_elements_per_s"]
+        out.append("\nLlama-3.1-405B, BF16 -> q4_k, 5 GB shards (planned from shapes; time from the q4_k speed "
+                   f"per CPU second measured here: {sp['16384'] / 1e6:.1f} M elements/s at 16384 columns, "
+                   f"{sp['53248'] / 1e6:.1f} M at 53248):\n")
+        out.append("| | |\n|---|---|")
+        rows = [("parameters", f"{p['params'] / 1e9:.1f} B"),
+                ("input (BF16)", f"{p['bf16_bytes'] / 1e9:.0f} GB in {p['input_shards_5GB']} shards of <= 5 GB"),
+                ("output (q4_k)", f"{p['q4_k_bytes'] / 1e9:.0f} GB in {p['output_shards_5GB']} shards of <= 5 GB"),
+                ("one output shard, one worker", f"{p['seconds_per_output_shard_mean']:.0f} s mean, "
+                                                 f"{p['seconds_per_output_shard_max']:.0f} s max"),
+                ("per input shard", f"{p['worker_seconds_total'] / p['input_shards_5GB']:.0f} s"),
+                ("all of it, one worker", f"{p['worker_seconds_total'] / 3600:.2f} h"),
+                ("workers for one hour", f"{p['workers_for_one_hour']} (CPU-bound; reading "
+                                         f"{p['bf16_bytes'] / 3600 / 1e6:.0f} MB/s and writing "
+                                         f"{p['q4_k_bytes'] / 3600 / 1e6:.0f} MB/s in aggregate)"),
+                ("largest tensor (embed_tokens, lm_head)", f"{p['largest_tensor_elements'] / 1e9:.2f} B elements, "
+                                                            f"{p['largest_tensor_f32_bytes'] / 2**30:.1f} GiB as float32")]
+        out += [f"| {a} | {b} |" for a, b in rows]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--reps", type=int, default=2, help="runs of each configuration, interleaved")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-real", action="store_true", help="skip the gemma-3-270m runs")
+    ap.add_argument("--report", metavar="JSON", help="print RESULTS.md's tables from a results file and exit")
     a = ap.parse_args()
+    if a.report:
+        print(markdown(json.loads(Path(a.report).read_text())))
+        return
     res: dict[str, object] = {"machine": machine()}
     print(res["machine"], flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-dist-"))

@@ -115,6 +115,9 @@ def test_same_bytes_in_process_in_a_pool_and_on_the_cluster(ckpt, reference, cli
                                  "model-00004-of-00004.safetensors", "model.safetensors.index.json"]
     single = tmp_path / "one.safetensors"
     quantize_file(ckpt, single, codec=Q4K, progress=False)
+    r = quantize_file(ckpt, tmp_path / "one-dask.safetensors", codec=Q4K, dask=client, progress=False)
+    assert r["output"] == str(tmp_path / "one-dask.safetensors") and r["sharded"]["shards"] == 1
+    assert (tmp_path / "one-dask.safetensors").read_bytes() == single.read_bytes()  # one file, one task: the same
     index = json.loads(reference["model.safetensors.index.json"])
     man = json.loads(reference["lowbit-manifest.json"])
     assert man["complete"] and sorted(man["files"]) == sorted(set(index["weight_map"].values()))

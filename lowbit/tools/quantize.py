@@ -591,7 +591,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                    include_weights=include_weights, exclude_weights=exclude_weights, prune_layers=prune_layers,
                    out_gguf=False if folder else None)
     if folder or dask is not None:
-        job = sharding.quantize_job(prep, max_shard_size=max_shard_size)
+        job = sharding.quantize_job(prep, max_shard_size=max_shard_size, folder=folder)
         run = sharding.run(job, jobs=jobs, dask=dask, progress=progress)
         return _report(prep, [job.folder / s.file for s in job.shards], t0, run)
     if prep.out_gguf:

@@ -244,8 +244,9 @@ def input_signature(path: str | os.PathLike[str]) -> list[Any]:
     return out
 
 
-def quantize_job(prep: Any, *, max_shard_size: int | None = None) -> Job:
-    """The sharded job of a planned quantization (:func:`lowbit.tools.quantize.prepare`)."""
+def quantize_job(prep: Any, *, max_shard_size: int | None = None, folder: bool = True) -> Job:
+    """The sharded job of a planned quantization (:func:`lowbit.tools.quantize.prepare`): a GGUF
+    (split or not), a sharded safetensors folder, or (``folder=False``) one safetensors file."""
     from lowbit.tools.quantize import GGUF_METADATA_KEY, _produce
 
     units, k = [], 0
@@ -259,6 +260,10 @@ def quantize_job(prep: Any, *, max_shard_size: int | None = None) -> Job:
         stem = out.name[:-5] if out.name.lower().endswith(".gguf") else out.name
         return Job("quantize", out.parent, f"{stem}.lowbit-manifest.json", True, prep.source, units, shards, None,
                    input_signature(prep.inp), output=str(out))
+    if not folder:  # one .safetensors file, one task
+        shard = Shard(out.name, tuple(range(len(units))), prep.st_metadata())
+        return Job("quantize", out.parent, f"{out.stem}.lowbit-manifest.json", False, prep.source, units, [shard],
+                   None, input_signature(prep.inp), output=str(out))
     groups = group_units(units, DEFAULT_SHARD_SIZE if max_shard_size is None else max_shard_size)
     shards = safetensors_shards(units, groups, prep.st_meta, prep.index, first_only=(GGUF_METADATA_KEY,))
     return Job("quantize", out, MANIFEST, False, prep.source, units, shards, INDEX, input_signature(prep.inp),
@@ -559,7 +564,8 @@ def run(job: Job, *, jobs: int | None = None, dask: Any = None, progress: bool =
         raise
     res.update({"folder": str(folder), "manifest": str(mpath), "shards": len(files), "job": fp,
                 "files": files, "seconds": time.perf_counter() - t0,
-                "output": str(folder) if job.index_file is not None else [str(folder / f) for f in files]})
+                "output": str(folder) if job.index_file is not None else str(folder / files[0]) if len(files) == 1
+                else [str(folder / f) for f in files]})
     return res
 
 
