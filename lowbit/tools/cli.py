@@ -7,6 +7,7 @@
     lowbit quantize IN OUT --codec ID [--param K=V ...] [--rule REGEX=SPEC ...] [--jobs N] [--dry-run]
     lowbit quantize [llama-quantize flags] IN [OUT] TYPE [NTHREADS]
     lowbit convert IN OUT [--to LAYOUT]
+    lowbit quantize|convert IN_DIR OUT_DIR/ ... [--max-shard-size SIZE] [--dask local:N|ADDRESS] [--jobs N]
     lowbit compare A [B] [--codecs ID[:K=V,..];...] [--plot PNG] [--json]
 
 Errors print one line (``lowbit: error: ...``) and exit with status 2.
@@ -283,9 +284,8 @@ def _print_sharded(res: dict[str, Any]) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from lowbit.tools.convert import convert_file
-
     from lowbit.formats.gguf_split import parse_size
+    from lowbit.tools.convert import convert_file
 
     res = convert_file(args.input, args.output, to=args.to, progress=not args.json, scheme=args.scheme,
                        group_size=args.group_size, ignore=args.ignore, max_shard_size=args.max_shard_size,
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "repeatable, first match wins): several config groups, format mixed-precision")
     mf.add_argument("--max-shard-size", metavar="SIZE",
                     help="split the weights into shards of at most SIZE (e.g. 2GB) with model.safetensors.index.json "
-                         "(default 5GB, transformers' own)")
+                         "(default 5GB, transformers' own); also the shard size of a sharded OUT_DIR/ (below)")
     sh = cv.add_argument_group("sharded output (an OUT_DIR/ with --to lowbit/float32/float16/bfloat16, --max-shard-size "
                                "SIZE; or a split .gguf)")
     sh.add_argument("--split-max-tensors", type=int, metavar="N", help="a .gguf output in shards of at most N tensors")

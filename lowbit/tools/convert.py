@@ -17,7 +17,9 @@ else → ``lowbit``); a ``--to`` the suffix contradicts is refused.
   the wild (:mod:`lowbit.formats.layouts`); a source in one of them is detected and read too.
 
 Every conversion streams one tensor at a time into a file that only gets its name when complete,
-and reports per tensor whether codes were copied or values converted.
+and reports per tensor whether codes were copied or values converted. ``--to lowbit`` / float
+layouts with an output folder (``OUT_DIR/``), a split GGUF output (``--split-max-*``) or ``--dask``
+write shard by shard, resumably, on local processes or Dask (:mod:`lowbit.tools.sharding`).
 
 Model folders (:mod:`lowbit.formats.model_folder`): ``convert MODEL_DIR OUT_DIR --to
 compressed-tensors --scheme W4A16 [--group-size 64] [--ignore lm_head] [--max-shard-size 5GB]``
@@ -38,7 +40,7 @@ import numpy as np
 
 import lowbit
 from lowbit.codec import QTensor
-from lowbit.errors import ConfigError
+from lowbit.errors import ConfigError, LowbitError
 from lowbit.formats import gguf as G
 from lowbit.formats import layouts as wild
 from lowbit.formats import safetensors as st
@@ -171,7 +173,7 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, pro
     gguf_out = not sharded_st and Path(out).suffix.lower() == ".gguf"
     if (split_max_size or split_max_tensors) and not gguf_out:
         raise ConfigError("convert: --split-max-size / --split-max-tensors split a .gguf output")
-    if to in wild.LAYOUTS or (not Path(inp).is_dir() and wild.detect_file(inp)):  # wild layouts: whole-file
+    if to in wild.LAYOUTS or _wild_input(inp):  # wild layouts: whole-file
         if dask is not None or sharded_st:
             raise ConfigError(f"convert: {inp}: a wild-layout checkpoint converts in one process (no --dask, no "
                               "sharded output)")
@@ -254,6 +256,19 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, pro
     report = [{"name": n, "action": words[n]} for n in names]
     return {"input": str(inp), "output": str(out), "to": to, "tensors": report,
             "output_bytes": Path(out).stat().st_size, "seconds": time.perf_counter() - t0}
+
+
+def _wild_input(inp: str | Path) -> bool:
+    """Whether ``inp`` (a file, or a sharded checkpoint: its first shard) is in a wild layout."""
+    from lowbit.formats.sharded import is_sharded
+
+    if not is_sharded(inp):
+        return wild.detect_file(inp) is not None
+    try:
+        files = wild.checkpoint_files(inp)
+    except LowbitError:
+        return False
+    return bool(files) and wild.detect_file(files[0]) is not None
 
 
 def _convert_unit(source: str, name: str, to: str) -> list[tuple[str, Any]]:

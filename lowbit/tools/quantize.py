@@ -15,7 +15,9 @@ are kept as they are and listed in the summary. ``--imatrix`` passes llama.cpp i
 The output (``.gguf`` → GGUF, otherwise lowbit's safetensors) header is computed from shapes
 alone, so tensors are then read (memory-mapped), encoded and written one at a time — peak memory
 stays near the largest tensor — into a file that only gets its name when complete.
-``jobs > 1`` encodes in a process pool, writing in order.
+``jobs > 1`` encodes in a process pool, writing in order. The input may be a sharded safetensors
+checkpoint (its folder or index). An output folder (``OUT_DIR/``) or ``dask=`` writes the same
+plan (:func:`prepare`) shard by shard, one task per shard, resumably (:mod:`lowbit.tools.sharding`).
 """
 
 from __future__ import annotations
