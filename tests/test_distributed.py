@@ -405,3 +405,30 @@ def test_gguf_to_a_sharded_lowbit_folder_and_back_is_the_same_file(tmp_path, cap
     assert main(["inspect", str(tmp_path / "st"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows["container"] == "safetensors (sharded)" and len(rows["tensors"]) == 18
+
+
+def test_a_long_lived_cluster_never_reads_a_replaced_input_from_its_cache(client, tmp_path) -> None:
+    """Workers keep inputs open between jobs; an input replaced at the same path (same header, new
+    values: lowbit's writers publish by rename, a new inode) is opened again, not read stale."""
+    src = tmp_path / "w.safetensors"
+    for seed in (0, 1):
+        x = np.random.default_rng(seed).standard_normal((8, 256)).astype(np.float32)
+        lowbit.save(src, {f"{k}.weight": x * (k + 1) for k in range(8)})
+        out = tmp_path / f"q{seed}"  # 8 one-tensor shards: both workers open the input
+        quantize_file(src, str(out) + "/", codec=Q4K, dask=client, max_shard_size=1200, progress=False)
+        with lowbit.open_file(out) as f:
+            for k in range(8):
+                want = np.asarray(lowbit.encode(x * (k + 1), Q4K).data)
+                assert np.array_equal(np.asarray(f.get(f"{k}.weight").data), want), (seed, k)
+
+
+def test_the_one_process_route_never_reads_a_replaced_input_either(tmp_path) -> None:
+    """The same in one process: a second quantize_file of a path replaced since the first reads
+    the new file (the process-wide open-file cache used to keep the old map)."""
+    src = tmp_path / "w.safetensors"
+    for seed in (0, 1):
+        x = np.random.default_rng(seed).standard_normal((8, 256)).astype(np.float32)
+        lowbit.save(src, {"a.weight": x})
+        quantize_file(src, tmp_path / f"q{seed}.safetensors", codec=Q4K, progress=False)
+        with lowbit.open_file(tmp_path / f"q{seed}.safetensors") as f:
+            assert np.array_equal(np.asarray(f.get("a.weight").data), np.asarray(lowbit.encode(x, Q4K).data)), seed

@@ -596,6 +596,9 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
         job = sharding.quantize_job(prep, max_shard_size=max_shard_size, folder=folder)
         run = sharding.run(job, jobs=jobs, dask=dask, progress=progress)
         return _report(prep, [job.folder / s.file for s in job.shards], t0, run)
+    stale = _OPEN.pop(prep.source, None)  # opened by an earlier call: the file may have been replaced since
+    if stale is not None:
+        stale.close()
     if prep.out_gguf:
         writer: Any = gguf_split.Writer(prep.out, prep.specs, prep.gmeta, prep.gtypes, prep.shards, order=prep.order)
     else:

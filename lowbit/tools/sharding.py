@@ -205,11 +205,8 @@ def gguf_shards(out: Path, units: list[Unit], per_unit: list[int] | None, metada
     return shards
 
 
-def input_signature(path: str | os.PathLike[str]) -> list[Any]:
-    """(file name, size, SHA-256 of its header) of each input file: what a manifest's job id
-    knows of the input (contents behind an unchanged header are not hashed)."""
-    import struct
-
+def input_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files of an input: the shards its index names (or a folder's), a split GGUF's splits."""
     from lowbit.formats import gguf_split
     from lowbit.formats.sharded import index_path
 
@@ -219,16 +216,21 @@ def input_signature(path: str | os.PathLike[str]) -> list[Any]:
         folder = p if p.is_dir() else p.parent
         if idx is not None:
             wm = json.loads(idx.read_text()).get("weight_map", {})
-            files = [folder / f for f in sorted(set(wm.values()))]
-        else:
-            files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.gguf"))
-    else:
-        files = [p]
-        parsed = gguf_split.parse_split_path(p)
-        if parsed is not None and parsed[2] > 1:
-            files = [gguf_split.split_path(parsed[0], i, parsed[2]) for i in range(parsed[2])]
+            return [folder / f for f in sorted(set(wm.values()))]
+        return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.gguf"))
+    parsed = gguf_split.parse_split_path(p)
+    if parsed is not None and parsed[2] > 1:
+        return [gguf_split.split_path(parsed[0], i, parsed[2]) for i in range(parsed[2])]
+    return [p]
+
+
+def input_signature(path: str | os.PathLike[str]) -> list[Any]:
+    """(file name, size, SHA-256 of its header) of each input file: what a manifest's job id
+    knows of the input (contents behind an unchanged header are not hashed)."""
+    import struct
+
     out = []
-    for f in files:
+    for f in input_files(path):
         with open(f, "rb") as fh:
             head = fh.read(8)
             if head[:4] == b"GGUF":
@@ -305,6 +307,7 @@ def run_task(task: Task) -> dict[str, Any]:
 
     name = os.path.basename(task.path)
     t0 = time.perf_counter()
+    _fresh(task)
     if task.expect is not None and os.path.isfile(task.path):
         if os.path.getsize(task.path) == task.expect.get("bytes") and sha256_file(task.path) == task.expect.get("sha256"):
             return {"no": task.no, "file": name, "sha256": task.expect["sha256"], "bytes": task.expect["bytes"],
@@ -326,6 +329,42 @@ def run_task(task: Task) -> dict[str, Any]:
                 log((task.no, u.nbytes))
     return {"no": task.no, "file": name, "sha256": sha256_file(task.path), "bytes": os.path.getsize(task.path),
             "skipped": False, "seconds": time.perf_counter() - t0}
+
+
+_SEEN: dict[Any, Any] = {}  # per worker process: the identity of the files behind each cached open input
+
+
+def _identity(path: str | os.PathLike[str]) -> list[tuple[str, int, int, int]]:
+    out = []
+    for f in input_files(path):
+        st = os.stat(f)
+        out.append((str(f), st.st_size, st.st_mtime_ns, st.st_ino))
+    return out
+
+
+def _fresh(task: Task) -> None:
+    """A long-lived worker keeps inputs open between tasks and jobs (lowbit.tools.quantize's
+    caches): an input whose files changed since it was opened (replaced, rewritten), or that was
+    opened before this check first saw it, is opened again, so no task reads a stale map."""
+    from lowbit.tools import quantize
+
+    keys: list[tuple[Any, Any, str]] = [(quantize._OPEN, task.source,
+                                         task.source[0] if isinstance(task.source, tuple) else task.source)]
+    for u in task.units:
+        ik = u.args[3] if u.fn is quantize._produce and len(u.args) > 3 else None
+        if ik:
+            keys.append((quantize._IMATRIX, ik, ik[0]))
+    for cache, key, path in keys:
+        try:
+            ident = _identity(path)
+        except OSError:
+            continue  # missing: opening it says so
+        if _SEEN.get((id(cache), key)) != ident:
+            old = cache.pop(key, None)
+            if hasattr(old, "close"):
+                with contextlib.suppress(Exception):
+                    old.close()
+            _SEEN[(id(cache), key)] = ident
 
 
 def _event_logger(topic: str | None) -> Callable[[Any], None] | None:
