@@ -627,6 +627,14 @@ def _index(job: Job) -> dict[str, Any]:
     return {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _execute(job: Job, tasks: list[Task], man: dict[str, Any], mpath: Path, *, jobs: int | None, dask: Any,
              progress: bool) -> dict[str, Any]:
     total = sum(u.nbytes for u in job.units)
@@ -652,8 +660,8 @@ def _execute(job: Job, tasks: list[Task], man: dict[str, Any], mpath: Path, *, j
         with ctx as client:
             if client is not None:
                 results = _dask(tasks, client, event if progress else None)
-            elif (jobs or os.cpu_count() or 1) > 1 and len(tasks) > 1:
-                results = _pool(tasks, jobs or os.cpu_count() or 1)
+            elif (jobs or _cpus()) > 1 and len(tasks) > 1:
+                results = _pool(tasks, jobs or _cpus())
             else:
                 results = _serial(tasks)
             try:
