@@ -56,7 +56,13 @@ def load(path: str | os.PathLike[str], *, verify: bool | None = None) -> dict[st
 
 def open_file(path: str | os.PathLike[str], *, verify: bool | None = None) -> Any:
     """Lazy, memory-mapped access to one tensor at a time (``names()``, ``get(name)``); ``verify``
-    as for :func:`load` (digests checked once per tensor, on its first read)."""
+    as for :func:`load` (digests checked once per tensor, on its first read). A folder or a
+    ``*.safetensors.index.json`` is a sharded checkpoint read as one file
+    (:mod:`lowbit.formats.sharded`)."""
+    if os.path.isdir(path) or os.fspath(path).endswith(".index.json"):
+        from .sharded import open_sharded
+
+        return open_sharded(path, verify=verify)
     if container_of(path) == "gguf":
         _gguf()
         from .gguf_split import open_gguf

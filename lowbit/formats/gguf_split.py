@@ -35,7 +35,7 @@ from ..errors import ConfigError, FormatError
 from . import gguf as G
 
 __all__ = ["open_gguf", "SplitGGUF", "split_path", "parse_split_path", "plan_shards", "shard_index", "Writer",
-           "parse_size"]
+           "parse_size", "shard_metadata"]
 
 NO, COUNT, TENSORS = Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT
 _NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -189,6 +189,21 @@ def plan_shards(specs: list[tuple[str, str, tuple[int, ...]]], *, max_tensors: i
     return None
 
 
+def shard_metadata(no: int, count: int, n_tensors: int, metadata: dict[str, Any],
+                   metadata_types: dict[str, tuple[int, int | None]], *, order: str = "gguf-split"
+                   ) -> tuple[dict[str, Any], dict[str, tuple[int, int | None]]]:
+    """The metadata (and value types) of shard ``no`` of ``count``: the model's metadata on the
+    first shard only, then the ``split.*`` keys (``order`` as for :class:`Writer`)."""
+    meta = {k: v for k, v in metadata.items() if k not in (NO, COUNT, TENSORS)} if no == 0 else {}
+    types = {k: v for k, v in metadata_types.items() if k in meta}
+    keys = [(NO, G.UINT16, no), (TENSORS, G.INT32, n_tensors), (COUNT, G.UINT16, count)]
+    if order == "quantize":
+        keys = [keys[0], keys[2], keys[1]]
+    for k, vt, v in keys:
+        meta[k], types[k] = v, (vt, None)
+    return meta, types
+
+
 class Writer:
     """Write a model's tensors (declared in order) into one GGUF file or into shards; the shard
     files appear together when every tensor is written (an error leaves none). ``order`` of the
@@ -213,13 +228,7 @@ class Writer:
         self._writers = []
         try:
             for i in range(count):
-                meta = {k: v for k, v in metadata.items() if k not in (NO, COUNT, TENSORS)} if i == 0 else {}
-                types = {k: v for k, v in metadata_types.items() if k in meta}
-                keys = [(NO, G.UINT16, i), (TENSORS, G.INT32, len(specs)), (COUNT, G.UINT16, count)]
-                if order == "quantize":
-                    keys = [keys[0], keys[2], keys[1]]
-                for k, vt, v in keys:
-                    meta[k], types[k] = v, (vt, None)
+                meta, types = shard_metadata(i, count, len(specs), metadata, metadata_types, order=order)
                 self._writers.append(G.Writer(self.paths[i], [s for s, j in zip(specs, shards) if j == i], meta, types))
         except BaseException:
             self.abort()

@@ -98,6 +98,16 @@ class ZarrLowbit(_ZBase):  # type: ignore[misc,valid-type]
     def evolve_from_array_spec(self, array_spec: Any) -> "ZarrLowbit":
         return self
 
+    def validate(self, *, shape: tuple[int, ...], dtype: Any, chunk_grid: Any) -> None:
+        """At array creation: a chunk's last dimension must hold whole blocks of the codec."""
+        chunks = getattr(chunk_grid, "chunk_shape", None)
+        c = _codec(self.codec)
+        if chunks and int(chunks[-1]) % c.block_size:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"zarr chunks {tuple(chunks)} for {c.codec_id}: the last dimension of a chunk must be a "
+                              f"multiple of the codec's block of {c.block_size} elements")
+
     async def _encode_single(self, chunk_array: Any, chunk_spec: Any) -> Any:
         a = chunk_array.as_numpy_array().reshape(chunk_spec.shape)
         raw = _encode_chunk(_codec(self.codec), a)

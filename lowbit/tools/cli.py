@@ -7,6 +7,7 @@
     lowbit quantize IN OUT --codec ID [--param K=V ...] [--rule REGEX=SPEC ...] [--jobs N] [--dry-run]
     lowbit quantize [llama-quantize flags] IN [OUT] TYPE [NTHREADS]
     lowbit convert IN OUT [--to LAYOUT]
+    lowbit quantize|convert IN_DIR OUT_DIR/ ... [--max-shard-size SIZE] [--dask local:N|ADDRESS] [--jobs N]
     lowbit compare A [B] [--codecs ID[:K=V,..];...] [--plot PNG] [--json]
 
 Errors print one line (``lowbit: error: ...``) and exit with status 2.
@@ -134,8 +135,9 @@ def _human(n: float) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from lowbit.formats import container_of
+    from lowbit.formats.sharded import is_sharded
 
-    kind = container_of(args.file)
+    kind = "safetensors (sharded)" if is_sharded(args.file) else container_of(args.file)
     if kind == "gguf":
         from lowbit.tools.gguf_dump import dump, format_dump
 
@@ -285,7 +287,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                         split_max_tensors=args.split_max_tensors,
                         split_max_size=parse_size(args.split_max_size) if args.split_max_size else None,
                         include_weights=args.include_weights, exclude_weights=args.exclude_weights,
-                        prune_layers=parse_prune(args.prune_layers) if args.prune_layers else None)
+                        prune_layers=parse_prune(args.prune_layers) if args.prune_layers else None,
+                        dask=args.dask, max_shard_size=_shard_size(args.max_shard_size))
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -294,23 +297,42 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         outs = res["output"] if isinstance(res["output"], list) else [res["output"]]
         print(f"\nwrote {', '.join(outs)}: {res['quantized']}/{res['tensors']} tensors quantized, "
               f"{_human(res['output_bytes'])}, {res['bits_per_element']:.3f} bits/element, {res['seconds']:.1f} s")
+        _print_sharded(res)
     return 0
 
 
+def _shard_size(v: str | None) -> int | None:
+    from lowbit.tools.convert import _size
+
+    return None if v is None else _size(v)
+
+
+def _print_sharded(res: dict[str, Any]) -> None:
+    r = res.get("sharded")
+    if r:
+        print(f"{r['shards']} shard(s): {r['written']} written ({r['redone']} redone), {r['skipped']} already "
+              f"finished and verified; manifest {r['manifest']}")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
+    from lowbit.formats.gguf_split import parse_size
     from lowbit.tools.convert import convert_file
 
     res = convert_file(args.input, args.output, to=args.to, progress=not args.json, scheme=args.scheme,
                        group_size=args.group_size, ignore=args.ignore, max_shard_size=args.max_shard_size,
-                       rules=args.scheme_rule)
+                       rules=args.scheme_rule, dask=args.dask, jobs=args.jobs,
+                       split_max_tensors=args.split_max_tensors,
+                       split_max_size=parse_size(args.split_max_size) if args.split_max_size else None)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
         kinds: dict[str, int] = {}
         for t in res["tensors"]:
             kinds[t["action"]] = kinds.get(t["action"], 0) + 1
-        print(f"wrote {res['output']} ({res['to']}): " + ", ".join(f"{n} {k}" for k, n in kinds.items())
+        outs = res["output"] if isinstance(res["output"], list) else [res["output"]]
+        print(f"wrote {', '.join(outs)} ({res['to']}): " + ", ".join(f"{n} {k}" for k, n in kinds.items())
               + f"; {_human(res['output_bytes'])} in {res['seconds']:.1f} s")
+        _print_sharded(res)
     return 0
 
 
@@ -371,6 +393,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"\nwrote {args.plot}")
     return 0
+
+
+def _sharded_args(p: Any) -> None:
+    p.add_argument("--dask", metavar="ADDRESS|local:N",
+                   help="write the output shards on a Dask cluster: a scheduler address (tcp://host:8786; workers need "
+                        "lowbit and a shared filesystem) or local:N (a LocalCluster of N processes); one task per "
+                        "shard, resumable (see docs/distributed.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,7 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--split-max-size", metavar="N(M|G)", help="write shards of at most N MB / GB of tensor data")
     qz.add_argument("--tensor-order", choices=("input", "llama"), default="input",
                     help="output tensor order: the input's (default) or llama-quantize's (by layer, then name)")
-    qz.add_argument("--jobs", type=int, default=1, help="encode in N worker processes")
+    qz.add_argument("--jobs", type=int, default=None,
+                    help="encode in N worker processes (default 1; a sharded output: one per CPU, at most one per shard)")
+    _sharded_args(qz)
+    qz.add_argument("--max-shard-size", metavar="SIZE",
+                    help="an output folder (OUT_DIR/): safetensors shards of at most SIZE (e.g. 2GB; default 5GB) "
+                         "with model.safetensors.index.json")
     qz.add_argument("--dry-run", action="store_true", help="print the per-tensor plan and sizes, write nothing")
     qz.add_argument("--json", action="store_true")
     qz.set_defaults(fn=cmd_quantize)
@@ -493,7 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "repeatable, first match wins): several config groups, format mixed-precision")
     mf.add_argument("--max-shard-size", metavar="SIZE",
                     help="split the weights into shards of at most SIZE (e.g. 2GB) with model.safetensors.index.json "
-                         "(default 5GB, transformers' own)")
+                         "(default 5GB, transformers' own); also the shard size of a sharded OUT_DIR/ (below)")
+    sh = cv.add_argument_group("sharded output (an OUT_DIR/ with --to lowbit/float32/float16/bfloat16, --max-shard-size "
+                               "SIZE; or a split .gguf)")
+    sh.add_argument("--split-max-tensors", type=int, metavar="N", help="a .gguf output in shards of at most N tensors")
+    sh.add_argument("--split-max-size", metavar="N(M|G)", help="a .gguf output in shards of at most N MB / GB")
+    sh.add_argument("--jobs", type=int, default=None, help="write the shards in N local processes (default: one per "
+                                                           "CPU, at most one per shard)")
+    _sharded_args(sh)
     cv.add_argument("--json", action="store_true")
     cv.set_defaults(fn=cmd_convert)
 

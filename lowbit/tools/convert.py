@@ -17,7 +17,9 @@ else → ``lowbit``); a ``--to`` the suffix contradicts is refused.
   the wild (:mod:`lowbit.formats.layouts`); a source in one of them is detected and read too.
 
 Every conversion streams one tensor at a time into a file that only gets its name when complete,
-and reports per tensor whether codes were copied or values converted.
+and reports per tensor whether codes were copied or values converted. ``--to lowbit`` / float
+layouts with an output folder (``OUT_DIR/``), a split GGUF output (``--split-max-*``) or ``--dask``
+write shard by shard, resumably, on local processes or Dask (:mod:`lowbit.tools.sharding`).
 
 Model folders (:mod:`lowbit.formats.model_folder`): ``convert MODEL_DIR OUT_DIR --to
 compressed-tensors --scheme W4A16 [--group-size 64] [--ignore lm_head] [--max-shard-size 5GB]``
@@ -29,6 +31,7 @@ a ready folder for the layout's consumer, from the ``config.json`` beside the in
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ import numpy as np
 
 import lowbit
 from lowbit.codec import QTensor
-from lowbit.errors import ConfigError
+from lowbit.errors import ConfigError, LowbitError
 from lowbit.formats import gguf as G
 from lowbit.formats import layouts as wild
 from lowbit.formats import safetensors as st
@@ -119,12 +122,20 @@ def _target(out: str | Path, to: str | None) -> str:
 def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, progress: bool = True,
                  scheme: str | None = None, group_size: int | None = None,
                  ignore: list[str] | None = None, max_shard_size: str | int | None = None,
-                 rules: list[str] | None = None) -> dict[str, Any]:
+                 rules: list[str] | None = None, dask: Any = None, jobs: int | None = None,
+                 split_max_tensors: int | None = None, split_max_size: int | None = None) -> dict[str, Any]:
     """Convert ``inp`` to the layout ``to`` (default: from the output suffix) in ``out``.
 
-    A model folder in or out (an output ending in ``/``, an existing folder, or a folder input with
-    a suffix-less output) writes a ready model folder (:mod:`lowbit.formats.model_folder`); with
-    ``scheme`` it quantizes a float model folder to that compressed-tensors preset.
+    ``inp`` is a file, a split GGUF (any shard) or a sharded safetensors checkpoint (its folder or
+    index). A model folder in or out (an output ending in ``/``, an existing folder, or a folder
+    input with a suffix-less output) writes a ready model folder (:mod:`lowbit.formats.model_folder`)
+    for the wild layouts; with ``scheme`` it quantizes a float model folder to that
+    compressed-tensors preset. With ``to`` ``lowbit`` / float32 / float16 / bfloat16 a folder output
+    is a sharded safetensors checkpoint (shards of at most ``max_shard_size``, default 5 GB, and
+    ``model.safetensors.index.json``), written shard by shard and resumable
+    (:mod:`lowbit.tools.sharding`); ``split_max_tensors`` / ``split_max_size`` split a GGUF output
+    as llama-gguf-split does; ``dask`` (``"local:N"``, an address or a ``distributed.Client``)
+    writes the shards on Dask workers, ``jobs`` on local processes.
 
     A ``.gguf`` output with ``to`` float32/float16/bfloat16 is llama-quantize's F32/F16/BF16 (with
     --allow-requantize): the weights llama-quantize would quantize become that float type, the
@@ -138,46 +149,99 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, pro
     >>> g = G.read(os.path.join(d, "f.gguf")); g.tensors[0].type_name, g.metadata["general.file_type"]
     ('f32', 0)
     """
+    from lowbit.tools import sharding
+
     folder_out = str(out).endswith(("/", "\\")) or Path(out).is_dir() or (
         Path(inp).is_dir() and Path(out).suffix not in (".safetensors", ".gguf"))  # a sharded folder -> one file stays
-    if scheme is not None or folder_out:
+    sharded_st = folder_out and scheme is None and (to is None or to in ("lowbit",) + _FLOATS)
+    if (scheme is not None or folder_out) and not sharded_st:
         if to is not None and to not in LAYOUTS:
             raise ConfigError(f"convert: --to: expected one of {list(LAYOUTS)}, got {to!r}")
+        if dask is not None or split_max_size or split_max_tensors:
+            raise ConfigError("convert: --dask / --split-max-*: a ready model folder of a wild layout is written in "
+                              "one process (sharded output: --to lowbit/float32/float16/bfloat16, or a .gguf output)")
         # a model folder in or out: a ready model folder (lowbit.formats.model_folder)
         return _model_folder(inp, out, to=to or ("compressed-tensors" if scheme is not None else "lowbit"),
                              scheme=scheme, group_size=group_size, ignore=ignore, progress=progress,
                              max_shard_size=max_shard_size, rules=rules)
-    if group_size is not None or ignore is not None or max_shard_size is not None or rules:
-        raise ConfigError("convert: --group-size, --ignore and --max-shard-size go with --scheme (quantizing a model folder)")
-    to = _target(out, to)
-    if to in wild.LAYOUTS or wild.detect_file(inp):  # wild layouts: whole-file, see lowbit.formats.layouts
+    if group_size is not None or ignore is not None or rules or (max_shard_size is not None and not sharded_st):
+        raise ConfigError("convert: --group-size, --ignore and --max-shard-size go with --scheme (quantizing a model "
+                          "folder) or, --max-shard-size, with a sharded output folder (OUT_DIR/)")
+    to = "lowbit" if sharded_st and to is None else to
+    if not sharded_st:
+        to = _target(out, to)
+    gguf_out = not sharded_st and Path(out).suffix.lower() == ".gguf"
+    if (split_max_size or split_max_tensors) and not gguf_out:
+        raise ConfigError("convert: --split-max-size / --split-max-tensors split a .gguf output")
+    if to in wild.LAYOUTS or _wild_input(inp):  # wild layouts: whole-file
+        if dask is not None or sharded_st:
+            raise ConfigError(f"convert: {inp}: a wild-layout checkpoint converts in one process (no --dask, no "
+                              "sharded output)")
         return wild.convert_file(inp, out, to=to)
-    if Path(out).suffix.lower() == ".gguf" and to in _FLOATS:
-        return _gguf_floats(inp, out, to, progress)
+    if gguf_out and to in _FLOATS:
+        return _gguf_floats(inp, out, to, progress, dask=dask, jobs=jobs, split_max_tensors=split_max_tensors,
+                            split_max_size=split_max_size)
     t0 = time.perf_counter()
     with lowbit.open_file(inp) as src:
         names = src.names()
         gmeta, gtypes = _typed_gguf_metadata(src)
         # the header needs every tensor's type and shape before any data: a first pass over the
         # memory-mapped tensors (views, nothing decoded) gives them
-        words, specs, carried = {}, [], {}
+        words, entries, carried = {}, {}, {}
         for name in names:
             t = src.get(name, copy=False)
             words[name] = _plan(t, to)[0]
-            specs += _entries(name, t, words[name], to)
+            entries[name] = _entries(name, t, words[name], to)
             if isinstance(t, QTensor) and words[name] == "codes copied":
                 carried[name] = t
+        specs = [e for n in names for e in entries[n]]
         if to == "gguf":
             from lowbit.tools.gguf_kv import SPLIT_KEYS
 
-            for k in SPLIT_KEYS:  # one file now
+            for k in SPLIT_KEYS:  # one file now (or split again by the writer)
                 gmeta.pop(k, None)
                 gtypes.pop(k, None)
-            writer: Any = G.Writer(out, specs, gmeta, gtypes)
         else:
             meta = st.user_metadata(getattr(src, "metadata", {})) if isinstance(src, st.SafetensorsFile) else {}
             if gmeta:
                 meta[GGUF_METADATA_KEY] = gguf_metadata_json(gmeta, gtypes)
+            index = json.loads(st.layout_index(carried))["tensors"]
+        if sharded_st or dask is not None or split_max_size or split_max_tensors:
+            units = [sharding.Unit(n, tuple(entries[n]), _convert_unit, (str(inp), n, to),
+                                   sum(sharding._entry_bytes(e, to == "gguf") for e in entries[n])) for n in names]
+            if to == "gguf":
+                from lowbit.formats import gguf_split
+
+                per = gguf_split.plan_shards(specs, max_tensors=split_max_tensors, max_size=split_max_size)
+                job = sharding.Job("convert", Path(out).parent, f"{Path(out).stem}.lowbit-manifest.json", True,
+                                   str(inp), units,
+                                   sharding.gguf_shards(Path(out), units, per, gmeta, gtypes, "gguf-split"), None,
+                                   output=str(out))
+            else:
+                limit = sharding.DEFAULT_SHARD_SIZE if max_shard_size is None else _size(max_shard_size)
+                if not sharded_st:  # one .safetensors file, written by a Dask worker
+                    groups = [list(range(len(units)))]
+                    shards = [sharding.Shard(Path(out).name, tuple(groups[0]), dict(meta, **{st.METADATA_KEY: json.dumps(
+                        {"format": 1, "tensors": index}, sort_keys=True)}))]
+                    job = sharding.Job("convert", Path(out).parent, f"{Path(out).stem}.lowbit-manifest.json", False,
+                                       str(inp), units, shards, None, output=str(out))
+                else:
+                    shards = sharding.safetensors_shards(units, sharding.group_units(units, limit), meta, index,
+                                                         first_only=(GGUF_METADATA_KEY,))
+                    job = sharding.Job("convert", Path(out), sharding.MANIFEST, False, str(inp), units, shards,
+                                       sharding.INDEX, output=str(out))
+            job.signature = sharding.input_signature(inp)
+    if sharded_st or dask is not None or split_max_size or split_max_tensors:
+        run = sharding.run(job, jobs=jobs, dask=dask, progress=progress)
+        paths = [job.folder / s.file for s in job.shards]
+        report = [{"name": n, "action": words[n]} for n in names]
+        return {"input": str(inp), "output": run["output"], "to": to, "tensors": report,
+                "output_bytes": sum(p.stat().st_size for p in paths), "seconds": time.perf_counter() - t0,
+                "sharded": run}
+    with lowbit.open_file(inp) as src:
+        if to == "gguf":
+            writer: Any = G.Writer(out, specs, gmeta, gtypes)
+        else:
             meta[st.METADATA_KEY] = st.layout_index(carried)
             writer = st.Writer(out, specs, meta, checksums=True)
         with writer as w, Progress(len(names), "convert", unit="tensors", enabled=progress) as bar:
@@ -194,19 +258,42 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, pro
             "output_bytes": Path(out).stat().st_size, "seconds": time.perf_counter() - t0}
 
 
-def _gguf_floats(inp: str | Path, out: str | Path, to: str, progress: bool) -> dict[str, Any]:
+def _wild_input(inp: str | Path) -> bool:
+    """Whether ``inp`` (a file, or a sharded checkpoint: its first shard) is in a wild layout."""
+    from lowbit.formats.sharded import is_sharded
+
+    if not is_sharded(inp):
+        return wild.detect_file(inp) is not None
+    try:
+        files = wild.checkpoint_files(inp)
+    except LowbitError:
+        return False
+    return bool(files) and wild.detect_file(files[0]) is not None
+
+
+def _convert_unit(source: str, name: str, to: str) -> list[tuple[str, Any]]:
+    """One tensor of a sharded conversion, as the one-process loop above writes it."""
+    from lowbit.tools.quantize import _source
+
+    value = _plan(_source(source).get(name, copy=False), to)[1]()
+    if to == "gguf":
+        return [(name, G.entry(name, value)[3])]
+    return [(n, a) for n, _, _, a in st.layout_entries(name, value)]
+
+
+def _gguf_floats(inp: str | Path, out: str | Path, to: str, progress: bool, **sharded: Any) -> dict[str, Any]:
     from lowbit.tools.quantize import quantize_file
 
     r = quantize_file(inp, out, mix={"float32": "F32", "float16": "F16", "bfloat16": "BF16"}[to],
-                      allow_requantize=True, progress=progress)
+                      allow_requantize=True, progress=progress, **sharded)
     acts = []
     for d in r["decisions"]:
         kept = d["to"] == "kept"
         q = d["from"].startswith("lowbit:")
         acts.append({"name": d["name"], "action": ("codes copied" if q else "array copied") if kept
                      else ("decoded" if q else "cast")})
-    return {"input": str(inp), "output": str(out), "to": to, "tensors": acts, "output_bytes": r["output_bytes"],
-            "seconds": r["seconds"]}
+    return {"input": str(inp), "output": r["output"], "to": to, "tensors": acts, "output_bytes": r["output_bytes"],
+            "seconds": r["seconds"], **({"sharded": r["sharded"]} if "sharded" in r else {})}
 
 
 def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | None, group_size: int | None,

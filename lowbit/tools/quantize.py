@@ -15,7 +15,9 @@ are kept as they are and listed in the summary. ``--imatrix`` passes llama.cpp i
 The output (``.gguf`` → GGUF, otherwise lowbit's safetensors) header is computed from shapes
 alone, so tensors are then read (memory-mapped), encoded and written one at a time — peak memory
 stays near the largest tensor — into a file that only gets its name when complete.
-``jobs > 1`` encodes in a process pool, writing in order.
+``jobs > 1`` encodes in a process pool, writing in order. The input may be a sharded safetensors
+checkpoint (its folder or index). An output folder (``OUT_DIR/``) or ``dask=`` writes the same
+plan (:func:`prepare`) shard by shard, one task per shard, resumably (:mod:`lowbit.tools.sharding`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from lowbit.formats import gguf as G
 from lowbit.formats import safetensors as st
 from lowbit.tools.progress import Progress
 
-__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "quantize_file", "GGUF_METADATA_KEY"]
+__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "prepare", "Prepared", "quantize_file",
+           "GGUF_METADATA_KEY"]
 
 GGUF_METADATA_KEY = "gguf.metadata"  # safetensors metadata: a GGUF source's typed key/value pairs
 
@@ -412,41 +415,53 @@ def gguf_metadata_json(meta: dict[str, Any], types: dict[str, tuple[int, int | N
     return json.dumps({k: [types[k][0], types[k][1], plain(v)] for k, v in meta.items()})
 
 
-def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = None, rules: list[Rule] | None = None,
-                  mix: str | None = None, imatrix: str | Path | None = None, jobs: int = 1, progress: bool = True,
-                  metadata: dict[str, str] | None = None, options: Any = None, allow_requantize: bool = False,
-                  override_kv: list[str] | None = None, tensor_order: str = "input", keep_split: bool = False,
-                  split_max_tensors: int | None = None, split_max_size: int | None = None,
-                  include_weights: list[str] | None = None, exclude_weights: list[str] | None = None,
-                  prune_layers: list[int] | None = None) -> dict[str, Any]:
-    """Quantize a checkpoint's float tensors into ``out`` (``.gguf``: GGUF, else safetensors).
+@dataclass
+class Prepared:
+    """A planned quantization, before anything is written: the decisions, one ``_produce`` work
+    item per decision, the output entries and the output's metadata. :func:`quantize_file`
+    writes it in one process (or a pool of encoders); :mod:`lowbit.tools.sharding` writes it
+    shard by shard, on any number of workers."""
 
-    ``mix`` is a llama-quantize type (``"Q4_K_M"``, ``"iq4_xs"``, ``"F16"``, ``"COPY"``, or its
-    number) and ``options`` its type flags (:class:`lowbit.tools.mixes.Options`); the GGUF output
-    then gets llama-quantize's metadata (``general.file_type``, ``general.quantization_version``,
-    ``--override-kv`` values, ``quantize.imatrix.*``). ``tensor_order``: ``"input"`` (default)
-    or ``"llama"`` (llama-quantize's order: by layer, then name). ``split_max_tensors`` /
-    ``split_max_size`` (bytes) write llama-gguf-split shards ``out-00001-of-0000N.gguf``;
-    ``keep_split`` writes one shard per input shard. ``include_weights`` / ``exclude_weights``
-    (name substrings) choose the imatrix entries used, as llama-quantize's flags of those names;
-    ``prune_layers`` drops those layers and renumbers the rest (:mod:`lowbit.tools.prune`).
+    inp: str
+    out: Path
+    source: Any  # what _source() opens in a worker: the input path, or (path, pruned layers)
+    decisions: list[Decision]
+    work: list[tuple[Any, ...]]
+    specs: list[tuple[str, str, tuple[int, ...]]]
+    out_gguf: bool
+    gmeta: dict[str, Any]
+    gtypes: dict[str, tuple[int, int | None]]
+    st_meta: dict[str, str] = field(default_factory=dict)  # safetensors: metadata without lowbit's index
+    index: dict[str, Any] = field(default_factory=dict)  # safetensors: lowbit's index entries
+    shards: list[int] | None = None  # GGUF: the shard of each entry (None: one file)
+    order: str = "gguf-split"  # GGUF: the split.* key order
 
-    >>> import os, tempfile, numpy as np
-    >>> from lowbit.formats import gguf as G
-    >>> d = tempfile.mkdtemp(); src = os.path.join(d, "f32.gguf")
-    >>> G.save(src, {"blk.0.ffn_up.weight": np.ones((4, 256), np.float32)}, {"general.architecture": "llama"})
-    >>> r = quantize_file(src, os.path.join(d, "q.gguf"), mix="Q8_0", progress=False)
-    >>> [x["to"]["id"] for x in r["decisions"]], G.read(os.path.join(d, "q.gguf")).metadata["general.file_type"]
-    (['q8_0'], 7)
-    """
+    def st_metadata(self, names: Any = None) -> dict[str, str]:
+        """The safetensors metadata: lowbit's index for ``names`` (default every tensor)."""
+        meta = dict(self.st_meta)
+        index = self.index if names is None else {n: self.index[n] for n in names if n in self.index}
+        meta[st.METADATA_KEY] = json.dumps({"format": 1, "tensors": index}, sort_keys=True)
+        return meta
+
+
+def prepare(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = None, rules: list[Rule] | None = None,
+            mix: str | None = None, imatrix: str | Path | None = None, metadata: dict[str, str] | None = None,
+            options: Any = None, allow_requantize: bool = False, override_kv: list[str] | None = None,
+            tensor_order: str = "input", keep_split: bool = False, split_max_tensors: int | None = None,
+            split_max_size: int | None = None, include_weights: list[str] | None = None,
+            exclude_weights: list[str] | None = None, prune_layers: list[int] | None = None,
+            out_gguf: bool | None = None) -> Prepared:
+    """Plan :func:`quantize_file`'s output (arguments as there) without writing anything: every
+    refusal (rules, types, imatrix, splits) happens here. ``out_gguf`` overrides the container
+    the output suffix picks (a sharded output folder has none)."""
     from lowbit.formats import gguf_split
     from lowbit.tools.gguf_kv import imatrix_kv, llama_quantize_kv, parse_override_kv, SPLIT_KEYS
     from lowbit.tools.mixes import ggml_shape, llama_order
 
-    t0 = time.perf_counter()
     if tensor_order not in ("input", "llama"):
         raise ConfigError(f"quantize: tensor order: expected 'input' or 'llama', got {tensor_order!r}")
-    out_gguf = Path(out).suffix.lower() == ".gguf" or keep_split
+    if out_gguf is None:
+        out_gguf = Path(out).suffix.lower() == ".gguf" or keep_split
     if not out_gguf and (keep_split or split_max_tensors or split_max_size):
         raise ConfigError("quantize: --keep-split / --split-max-*: splitting needs a .gguf output")
     overrides = parse_override_kv(override_kv)
@@ -454,6 +469,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
         raise ConfigError(f"quantize: input and output files are the same: {out}")
     src = lowbit.open_file(inp)
     source: Any = str(inp)
+    out = Path(out)
     try:
         if prune_layers:
             from lowbit.tools.prune import blocks_left, pruned
@@ -475,9 +491,9 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
             decisions = [by[n] for n in llama_order(by)]
         gmeta, gtypes = _typed_gguf_metadata(src)
         specs = [e for d in decisions for e in d.entries]
-        total = sum(d.out_bytes for d in decisions)
         work = [(source, d.name, d.codec.get_config() if d.codec else None, ikey if n_imatrix else None, out_gguf,
                  d.cast) for d in decisions]
+        prep = Prepared(str(inp), out, source, decisions, work, specs, out_gguf, gmeta, gtypes)
         if out_gguf:
             ftype = llama.ftype if llama else _pure_ftype(codec)
             if ftype is not None:
@@ -502,8 +518,9 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                 keep = {n: idx[getattr(src, "old", {}).get(n, n)] for n in src.names()}
             shards = gguf_split.plan_shards(specs, max_tensors=split_max_tensors, max_size=split_max_size, keep=keep)
             if keep_split and shards is None:  # llama-quantize --keep-split on one file: PREFIX-00001-of-00001.gguf
-                out = gguf_split.split_path(str(out)[:-5] if str(out).lower().endswith(".gguf") else out, 0, 1)
-            writer: Any = gguf_split.Writer(out, specs, gmeta, gtypes, shards, order="quantize" if keep_split else "gguf-split")
+                prep.out = gguf_split.split_path(str(out)[:-5] if str(out).lower().endswith(".gguf") else out, 0, 1)
+            prep.specs, prep.gmeta, prep.gtypes, prep.shards = specs, gmeta, gtypes, shards
+            prep.order = "quantize" if keep_split else "gguf-split"
         else:
             meta = st.user_metadata(getattr(src, "metadata", {})) if not isinstance(src, G.GGUFFile) else {}
             if gmeta:
@@ -518,26 +535,99 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                     index[d.name] = old[d.name]
                 elif d.source.startswith("lowbit:") and d.cast is None:  # a GGUF block tensor carried over
                     index[d.name] = {"config": {"id": d.source[7:]}, "shape": list(d.shape), "aux": []}
-            meta[st.METADATA_KEY] = json.dumps({"format": 1, "tensors": index}, sort_keys=True)
-            writer = st.Writer(out, specs, meta, checksums=True)
-        with writer as w, Progress(total, "quantize", enabled=progress) as bar:
-            for d, produced in zip(decisions, _run(work, jobs)):
-                for n, a in produced:
-                    w.write(n, a)
-                bar.update(d.out_bytes, d.name)
+            prep.st_meta, prep.index = meta, index
+        return prep
     finally:
         src.close()
+
+
+def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = None, rules: list[Rule] | None = None,
+                  mix: str | None = None, imatrix: str | Path | None = None, jobs: int | None = 1, progress: bool = True,
+                  metadata: dict[str, str] | None = None, options: Any = None, allow_requantize: bool = False,
+                  override_kv: list[str] | None = None, tensor_order: str = "input", keep_split: bool = False,
+                  split_max_tensors: int | None = None, split_max_size: int | None = None,
+                  include_weights: list[str] | None = None, exclude_weights: list[str] | None = None,
+                  prune_layers: list[int] | None = None, dask: Any = None,
+                  max_shard_size: int | None = None) -> dict[str, Any]:
+    """Quantize a checkpoint's float tensors into ``out`` (``.gguf``: GGUF, else safetensors).
+
+    ``inp`` is a file, a split GGUF (any shard) or a sharded safetensors checkpoint (its folder
+    or ``*.safetensors.index.json``). ``mix`` is a llama-quantize type (``"Q4_K_M"``,
+    ``"iq4_xs"``, ``"F16"``, ``"COPY"``, or its
+    number) and ``options`` its type flags (:class:`lowbit.tools.mixes.Options`); the GGUF output
+    then gets llama-quantize's metadata (``general.file_type``, ``general.quantization_version``,
+    ``--override-kv`` values, ``quantize.imatrix.*``). ``tensor_order``: ``"input"`` (default)
+    or ``"llama"`` (llama-quantize's order: by layer, then name). ``split_max_tensors`` /
+    ``split_max_size`` (bytes) write llama-gguf-split shards ``out-00001-of-0000N.gguf``;
+    ``keep_split`` writes one shard per input shard. ``include_weights`` / ``exclude_weights``
+    (name substrings) choose the imatrix entries used, as llama-quantize's flags of those names;
+    ``prune_layers`` drops those layers and renumbers the rest (:mod:`lowbit.tools.prune`).
+
+    Sharded, resumable output (:mod:`lowbit.tools.sharding`): an output folder (``out`` ending
+    in ``/``, an existing folder, or a name without a suffix) gets safetensors shards of at most
+    ``max_shard_size`` bytes (default 5 GB) and ``model.safetensors.index.json``; with ``dask``
+    (``"local:N"``, a scheduler address or a ``distributed.Client``) the shards, GGUF splits
+    included, are written by Dask workers. There each shard is one task, written atomically and
+    recorded in a manifest, so a rerun of an interrupted job writes only what is missing; ``jobs``
+    is then the number of local worker processes (default: one per CPU, at most one per shard).
+
+    >>> import os, tempfile, numpy as np
+    >>> from lowbit.formats import gguf as G
+    >>> d = tempfile.mkdtemp(); src = os.path.join(d, "f32.gguf")
+    >>> G.save(src, {"blk.0.ffn_up.weight": np.ones((4, 256), np.float32)}, {"general.architecture": "llama"})
+    >>> r = quantize_file(src, os.path.join(d, "q.gguf"), mix="Q8_0", progress=False)
+    >>> [x["to"]["id"] for x in r["decisions"]], G.read(os.path.join(d, "q.gguf")).metadata["general.file_type"]
+    (['q8_0'], 7)
+    """
+    from lowbit.formats import gguf_split
+    from lowbit.tools import sharding
+
+    t0 = time.perf_counter()
+    folder = sharding.is_folder_output(out)
+    if max_shard_size is not None and not folder:
+        raise ConfigError("quantize: --max-shard-size: sharded safetensors need an output folder (OUT_DIR/); "
+                          "GGUF splits take --split-max-size / --split-max-tensors")
+    prep = prepare(inp, out, codec=codec, rules=rules, mix=mix, imatrix=imatrix, metadata=metadata, options=options,
+                   allow_requantize=allow_requantize, override_kv=override_kv, tensor_order=tensor_order,
+                   keep_split=keep_split, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
+                   include_weights=include_weights, exclude_weights=exclude_weights, prune_layers=prune_layers,
+                   out_gguf=False if folder else None)
+    if folder or dask is not None:
+        job = sharding.quantize_job(prep, max_shard_size=max_shard_size, folder=folder)
+        run = sharding.run(job, jobs=jobs, dask=dask, progress=progress)
+        return _report(prep, [job.folder / s.file for s in job.shards], t0, run)
+    stale = _OPEN.pop(prep.source, None)  # opened by an earlier call: the file may have been replaced since
+    if stale is not None:
+        stale.close()
+    if prep.out_gguf:
+        writer: Any = gguf_split.Writer(prep.out, prep.specs, prep.gmeta, prep.gtypes, prep.shards, order=prep.order)
+    else:
+        writer = st.Writer(prep.out, prep.specs, prep.st_metadata(), checksums=True)
+    total = sum(d.out_bytes for d in prep.decisions)
+    with writer as w, Progress(total, "quantize", enabled=progress) as bar:
+        for d, produced in zip(prep.decisions, _run(prep.work, jobs or 1)):
+            for n, a in produced:
+                w.write(n, a)
+            bar.update(d.out_bytes, d.name)
+    return _report(prep, getattr(writer, "paths", [prep.out]), t0)
+
+
+def _report(prep: Prepared, paths: list[Path], t0: float, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    decisions = prep.decisions
     n_in = sum(math.prod(d.shape) for d in decisions)
-    paths = getattr(writer, "paths", [Path(out)])
     out_bytes = sum(Path(p).stat().st_size for p in paths)
-    return {
-        "input": str(inp), "output": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
-        "container": "gguf" if out_gguf else "safetensors",
+    rep = {
+        "input": prep.inp, "output": run["output"] if run is not None else str(paths[0]) if len(paths) == 1
+        else [str(p) for p in paths],
+        "container": "gguf" if prep.out_gguf else "safetensors",
         "tensors": len(decisions), "quantized": sum(d.codec is not None for d in decisions),
         "elements": n_in, "output_bytes": out_bytes, "bits_per_element": out_bytes * 8 / max(n_in, 1),
-        "seconds": time.perf_counter() - t0, "file_type": gmeta.get("general.file_type") if out_gguf else None,
+        "seconds": time.perf_counter() - t0, "file_type": prep.gmeta.get("general.file_type") if prep.out_gguf else None,
         "decisions": [d.as_dict() for d in decisions],
     }
+    if run is not None:
+        rep["sharded"] = run
+    return rep
 
 
 def _pure_ftype(codec: lowbit.Codec | None) -> int | None:
