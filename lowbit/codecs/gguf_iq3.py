@@ -38,7 +38,7 @@ class IQ3XXS(GGUFCodec, codec_id="iq3_xxs"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # lowbit.kernels.gpu._iq3_enc
     ggml_type = 18
     uses_importance = True
     max_abs = 65504.0
@@ -66,7 +66,7 @@ class IQ3S(GGUFCodec, codec_id="iq3_s"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # lowbit.kernels.gpu._iq3_enc
     ggml_type = 21
     uses_importance = True
     max_abs = 65504.0
