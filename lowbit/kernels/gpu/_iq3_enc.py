@@ -174,14 +174,14 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
                     imin = tl.where(lt, i, imin)
         if XXS:
             odd = (nfl & 1) != 0
-            s = tl.where(odd, s ^ (1 << imin), s)
+            s = tl.where(odd, s ^ ((iz + 1) << imin), s)
             flips = tl.where(odd, (flips & (0xFFFF ^ (15 << (4 * g)))) | (imin << (4 * g)), flips)
             sgn = sgn | ((s & 127) << (7 * g))
         else:
             sgn = sgn | (s << (8 * g))
         for i in tl.static_range(8):
             xi, xv, w = _elem(xp, qp, 8 * g + i, sigma2, flips, XXS, HAS_QW)
-            if g == 0 and i == 0:
+            if 8 * g + i == 0:
                 mx = xv
             else:
                 mx = tl.where(mx > xv, mx, xv)  # C: MAX(max, xval[i])
