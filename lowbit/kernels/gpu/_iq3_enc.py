@@ -34,8 +34,11 @@ flagged and :func:`encode` raises :class:`~lowbit.errors.RangeError` where ggml'
 
 On a real GPU the search kernel holds 16 sub-blocks x 32 candidates per program (a few dozen
 ``[16, 32]`` tiles live); its cost is dominated by the neighbour walks, up to 38 steps per
-quadruplet and phase, which a program runs for as long as its longest list. In the interpreter
-the whole chunk is one program.
+quadruplet and phase, which a program runs for as long as its longest list. The element,
+quadruplet and candidate loops are ``range`` loops, not ``tl.static_range``: unrolled, the kernel
+took 130-260 s per variant to compile for sm_90 (Triton 3.9, on 2 loaded cores); as loops it
+takes 3-4 s (no ``fma.rn.f32``, only ``div.rn.f32`` / ``sqrt.rn.f32`` in its PTX). In the
+interpreter the whole chunk is one program.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ CHUNK_SUB = 1 << 22
 
 
 @triton.jit
-def _elem(xp, qp, i: tl.constexpr, sigma2, flips, XXS: tl.constexpr, HAS_QW: tl.constexpr):
+def _elem(xp, qp, i, sigma2, flips, XXS: tl.constexpr, HAS_QW: tl.constexpr):
     """Element ``i`` of each lane's sub-block: (x, xval, weight). xval = |x| as C forms it
     (``x >= 0 ? x : -x``, so -0.0 stays -0.0), negated where IQ3_XXS flipped it (the 4-bit field
     ``i // 8`` of ``flips`` names the flipped position of that group of 8, 15 for none)."""
@@ -123,13 +126,16 @@ def _quad(x0, x1, x2, x3, a0, a1, a2, a3, idv, sc, act, kmap_ptr, nb_ptr):
 
 
 @triton.jit
-def _field(ka, kb, k: tl.constexpr):
+def _field(ka, kb, k):
     """Key of quadruplet ``k`` from the packed pair (keys 0..3 in ``ka``, 4..7 in ``kb``, 12 bits each)."""
-    if k < 4:
-        v = (ka >> (12 * k)) & 0xFFF
-    else:
-        v = (kb >> (12 * (k - 4))) & 0xFFF
-    return v.to(tl.int32)
+    return (tl.where(k < 4, ka, kb) >> (12 * (k & 3))).to(tl.int32) & 0xFFF
+
+
+@triton.jit
+def _put(ka, kb, k, key, do):
+    """``_field(ka, kb, k) = key`` where ``do``: adding the difference replaces the field exactly."""
+    delta = tl.where(do, key - _field(ka, kb, k), 0).to(tl.int64) << (12 * (k & 3))
+    return tl.where(k < 4, ka + delta, ka), tl.where(k < 4, kb, kb + delta)
 
 
 @triton.jit
@@ -154,37 +160,31 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
     sgn = iz
     flips = iz + 0xFFFF
     mx = fz
-    for g in tl.static_range(4):
+    for g in range(4):  # (loops, not unrolled: the kernel compiles in seconds, not minutes)
         s = iz
         nfl = iz
         imin = iz
         mn = fz
-        for i in tl.static_range(8):
+        for i in range(8):
             xi, xv, w = _elem(xp, qp, 8 * g + i, sigma2, flips, False, HAS_QW)
             neg = tl.where(xi >= 0, 0, 1)
             s = s | (neg << i)
             nfl += neg
             if XXS:
-                ax = (w * xi) * xi  # C: weight[8*k+i]*xb[8*k+i]*xb[8*k+i]
-                if i == 0:
-                    mn = ax
-                else:
-                    lt = ax < mn
-                    mn = tl.where(lt, ax, mn)
-                    imin = tl.where(lt, i, imin)
+                ax = (w * xi) * xi  # C: weight[8*k+i]*xb[8*k+i]*xb[8*k+i]; if (ax < min) from i = 1 on
+                lt = (ax < mn) | (i == 0)
+                mn = tl.where(lt, ax, mn)
+                imin = tl.where(lt, i, imin)
         if XXS:
             odd = (nfl & 1) != 0
             s = tl.where(odd, s ^ ((iz + 1) << imin), s)
-            flips = tl.where(odd, (flips & (0xFFFF ^ (15 << (4 * g)))) | (imin << (4 * g)), flips)
+            flips = tl.where(odd, (flips & ((iz + 0xFFFF) ^ ((iz + 15) << (4 * g)))) | (imin << (4 * g)), flips)
             sgn = sgn | ((s & 127) << (7 * g))
         else:
             sgn = sgn | (s << (8 * g))
-        for i in tl.static_range(8):
+        for i in range(8):
             xi, xv, w = _elem(xp, qp, 8 * g + i, sigma2, flips, XXS, HAS_QW)
-            if 8 * g + i == 0:
-                mx = xv
-            else:
-                mx = tl.where(mx > xv, mx, xv)  # C: MAX(max, xval[i])
+            mx = tl.where((8 * g + i != 0) & (mx > xv), mx, xv)  # C: max = xval[0], then MAX(max, xval[i])
     if XXS:
         zero = mx < EPS_XXS
     else:
@@ -204,7 +204,7 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
     KB = tl.zeros([BLOCK, NC], tl.int64)
     ON = tl.zeros([BLOCK, NC], tl.int32)
     BAD = tl.zeros([BLOCK, NC], tl.int32)
-    for k in tl.static_range(8):
+    for k in range(8):
         _, x0, w0 = _elem(xp, qp, 4 * k, sigma2, flips, XXS, HAS_QW)
         _, x1, w1 = _elem(xp, qp, 4 * k + 1, sigma2, flips, XXS, HAS_QW)
         _, x2, w2 = _elem(xp, qp, 4 * k + 2, sigma2, flips, XXS, HAS_QW)
@@ -213,10 +213,7 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
                             tl.math.sqrt_rn(w3), idv, tsv, tact, kmap_ptr, nb_ptr)
         BAD = BAD | bd
         ON = ON | (on << k)
-        if k < 4:
-            KA = KA | (key.to(tl.int64) << (12 * k))
-        else:
-            KB = KB | (key.to(tl.int64) << (12 * (k - 4)))
+        KA, KB = _put(KA, KB, k, key, tact | (tact == 0))
         # C: float q = 2*Laux[i] + 1; sumqx += w*xval[i]*q; sumq2 += w*q*q;
         q = ((key & 7) * 2 + 1).to(tl.float32)
         sqx += (w0 * x0) * q
@@ -236,7 +233,7 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
     scale = tl.math.div_rn(mx, fz + 15.0)  # C: max/(2*kMaxQ-1)
     best = fz
     pick = iz - 1
-    for c in tl.static_range(NCAND):
+    for c in range(NCAND):
         sx = col(sqx, cidx, c)[:, None]
         s2 = col(sq2, cidx, c)[:, None]
         acc = (s2 > 0) & (sx * sx > best * s2)  # C: sumq2 > 0 && sumqx*sumqx > best*sumq2
@@ -254,7 +251,7 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
     # ---- the off-grid quadruplets (IQ3_S: all) re-rounded with the winning scale
     refine = act & (on != 255) & (scale > 0)
     idr = tl.math.div_rn(fz + 1.0, scale)  # C: id = 1/scale
-    for k in tl.static_range(8):
+    for k in range(8):
         _, x0, w0 = _elem(xp, qp, 4 * k, sigma2, flips, XXS, HAS_QW)
         _, x1, w1 = _elem(xp, qp, 4 * k + 1, sigma2, flips, XXS, HAS_QW)
         _, x2, w2 = _elem(xp, qp, 4 * k + 2, sigma2, flips, XXS, HAS_QW)
@@ -266,15 +263,10 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
         key, _, bd = _quad(x0, x1, x2, x3, tl.math.sqrt_rn(w0), tl.math.sqrt_rn(w1), tl.math.sqrt_rn(w2),
                            tl.math.sqrt_rn(w3), idr, scale, do, kmap_ptr, nb_ptr)
         bad = bad | bd
-        old = _field(ka, kb, k)
-        delta = tl.where(do, key - old, 0).to(tl.int64)
-        if k < 4:
-            ka = ka + (delta << (12 * k))
-        else:
-            kb = kb + (delta << (12 * (k - 4)))
+        ka, kb = _put(ka, kb, k, key, do)
     sumqx = fz
     sumq2 = fz
-    for i in tl.static_range(32):
+    for i in range(32):
         _, xv, w = _elem(xp, qp, i, sigma2, flips, XXS, HAS_QW)
         q = (((_field(ka, kb, i // 4) >> (3 * (i % 4))) & 7) * 2 + 1).to(tl.float32)
         sumqx += (w * xv) * q
@@ -292,12 +284,11 @@ def _search_kernel(x_ptr, qw_ptr, ss_ptr, kmap_ptr, nb_ptr, sc_ptr, pk_ptr, n_su
     wa = iz
     wb = iz
     qh = iz
-    for k in tl.static_range(8):
+    for k in range(8):
         gi = tl.load(kmap_ptr + _field(ka, kb, k))  # on the grid by construction
-        if k < 4:
-            wa = wa | ((gi & 255) << (8 * k))
-        else:
-            wb = wb | ((gi & 255) << (8 * (k - 4)))
+        byte = (gi & 255) << (8 * (k & 3))
+        wa = tl.where(k < 4, wa | byte, wa)
+        wb = tl.where(k < 4, wb, wb | byte)
         qh = qh | ((gi >> 8) << k)
     keep = act != 0
     tl.store(sc_ptr + sb, tl.where(keep, scale, 0.0), mask=m)
