@@ -13,6 +13,7 @@ import pytest
 import lowbit
 from lowbit.errors import RangeError
 from lowbit.kernels.cpu._iq3_maps import iq3_maps
+from lowbit.kernels.registry import has_kernel
 from lowbit.tools.ggml_oracle import GGML
 
 
@@ -69,14 +70,10 @@ def _same_as_ggml(ggml: GGML, cid: str, x: np.ndarray, imp: np.ndarray | None) -
     assert bad.size == 0, f"{cid}: rows {bad.tolist()} differ from ggml"
 
 
-@pytest.mark.parametrize("cid", ["iq3_xxs", "iq3_s"])
-def test_corners_match_ggml(ggml: GGML, cid: str) -> None:
-    """All-zero sub-blocks (IQ3_S then writes the next sub-blocks' codes one slot early), sparse and
-    integer rows, subnormals, -0.0, wildly spread values, and imatrices with zeros and extremes."""
-    rng = np.random.default_rng(21)
-    K = 1024
+def _corner_rows(rng: np.random.Generator, K: int, n: int) -> np.ndarray:
+    """``n`` rows of the six corner kinds in turn (see test_corners_match_ggml)."""
     rows = []
-    for r in range(48):
+    for r in range(n):
         kind = r % 6
         if kind == 0:
             x = rng.standard_normal(K)
@@ -92,11 +89,46 @@ def test_corners_match_ggml(ggml: GGML, cid: str) -> None:
         else:
             x = np.clip(rng.standard_normal(K) * np.exp(rng.uniform(-20, 20, K)), -65000, 65000)
         rows.append(x)
-    x = np.asarray(rows, np.float32)
-    for imp in (None, (rng.random(K) ** 3 * 10).astype(np.float32),
-                (10.0 ** rng.uniform(-30, 10, K) * (rng.random(K) < 0.8)).astype(np.float32),
-                np.zeros(K, np.float32), (10.0 ** rng.uniform(10, 25, K)).astype(np.float32)):
+    return np.asarray(rows, np.float32)
+
+
+def _corner_imatrices(rng: np.random.Generator, K: int) -> list[np.ndarray | None]:
+    return [None, (rng.random(K) ** 3 * 10).astype(np.float32),
+            (10.0 ** rng.uniform(-30, 10, K) * (rng.random(K) < 0.8)).astype(np.float32),
+            np.zeros(K, np.float32), (10.0 ** rng.uniform(10, 25, K)).astype(np.float32)]
+
+
+@pytest.mark.parametrize("cid", ["iq3_xxs", "iq3_s"])
+def test_corners_match_ggml(ggml: GGML, cid: str) -> None:
+    """All-zero sub-blocks (IQ3_S then writes the next sub-blocks' codes one slot early), sparse and
+    integer rows, subnormals, -0.0, wildly spread values, and imatrices with zeros and extremes."""
+    rng = np.random.default_rng(21)
+    K = 1024
+    x = _corner_rows(rng, K, 48)
+    for imp in _corner_imatrices(rng, K):
         _same_as_ggml(ggml, cid, x, imp)
+
+
+@pytest.mark.parametrize("cid", ["iq3_xxs", "iq3_s"])
+def test_gpu_corners_match_ggml_and_cpu(ggml: GGML, cid: str) -> None:
+    """The corner rows through the Triton encoder (fewer of them: the interpreter is slow), with
+    every imatrix of test_corners_match_ggml; also a row whose sub-blocks alternate zero and not."""
+    pytest.importorskip("triton")
+    from .harness import gpu_tensor
+
+    rng = np.random.default_rng(22)
+    K = 512
+    x = _corner_rows(rng, K, 12)
+    x[0, :] = rng.standard_normal(K)
+    x[0, np.repeat(np.arange(K // 32) % 2 == 0, 32)] = 0.0
+    codec = lowbit.get_codec(cid)
+    for imp in _corner_imatrices(rng, K):
+        want = ggml.quantize(x, cid, imp)
+        got = codec.encode(gpu_tensor(x), backend="gpu", importance=None if imp is None else gpu_tensor(imp)).data
+        got = got.cpu().numpy()
+        bad = np.nonzero((got != want).any(1))[0]
+        assert bad.size == 0, f"{cid} gpu: rows {bad.tolist()} differ from ggml"
+        assert np.array_equal(got, codec.encode(x, backend="cpu", importance=imp).data)
 
 
 def test_iq3_xxs_negative_scale_flips_signs_like_ggml(ggml: GGML) -> None:
@@ -111,6 +143,11 @@ def test_iq3_xxs_negative_scale_flips_signs_like_ggml(ggml: GGML) -> None:
     want = ggml.quantize(x, "iq3_xxs", imp)
     assert want[0, 66:70].tobytes() == b"\xff" * 4  # all sign indices inverted to 127: the branch ran
     _same_as_ggml(ggml, "iq3_xxs", x, imp)
+    if has_kernel("gguf_iq", "gpu", "encode"):
+        from .harness import gpu_tensor
+
+        got = lowbit.get_codec("iq3_xxs").encode(gpu_tensor(x), backend="gpu", importance=gpu_tensor(imp)).data
+        assert np.array_equal(got.cpu().numpy(), want), "gpu"
 
 
 @pytest.mark.parametrize("cid", ["iq3_xxs", "iq3_s"])
@@ -120,6 +157,11 @@ def test_overflowing_weights_raise(cid: str) -> None:
     x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
     with pytest.raises(RangeError, match="GGML_ASSERT"):
         lowbit.encode(x, cid, importance=np.full(256, 3e38, np.float32))
+    if has_kernel("gguf_iq", "gpu", "encode"):
+        from .harness import gpu_tensor
+
+        with pytest.raises(RangeError, match="row 0: .*GGML_ASSERT"):
+            lowbit.get_codec(cid).encode(gpu_tensor(x), backend="gpu", importance=gpu_tensor(np.full(256, 3e38, np.float32)))
 
 
 def test_rotated_iq3_s_round_trips() -> None:

@@ -5,7 +5,7 @@ four 3-bit levels), one sign per element and a 4-bit sub-block scale under the b
 ``d``. Encoding is ggml's ``quantize_iq3_xxs`` / ``quantize_iq3_s`` byte for byte, with or
 without ``importance=`` (ggml accepts both without an imatrix); the search tables are built
 from the grids the way ggml's ``iq3xs_init_impl`` builds them (see
-:mod:`lowbit.kernels.cpu._iq3_enc` and :mod:`lowbit.kernels.cpu._iq3_maps`). Decoding is
+:mod:`lowbit.kernels.cpu._iq3_enc` and :mod:`lowbit.kernels.cpu._iq3_maps`; the Triton twin is :mod:`lowbit.kernels.gpu._iq3_enc`). Decoding is
 ``dequantize_row_iq3_*`` (:mod:`lowbit.kernels.cpu.gguf_iq`).
 """
 
@@ -38,7 +38,7 @@ class IQ3XXS(GGUFCodec, codec_id="iq3_xxs"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # lowbit.kernels.gpu._iq3_enc
     ggml_type = 18
     uses_importance = True
     max_abs = 65504.0
@@ -66,7 +66,7 @@ class IQ3S(GGUFCodec, codec_id="iq3_s"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # lowbit.kernels.gpu._iq3_enc
     ggml_type = 21
     uses_importance = True
     max_abs = 65504.0
