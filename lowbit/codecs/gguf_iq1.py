@@ -35,7 +35,7 @@ class IQ1S(GGUFCodec, codec_id="iq1_s"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # Triton twin: lowbit.kernels.gpu._iq1_enc
     ggml_type = 19
     uses_importance = True
     requires_importance = True
@@ -67,7 +67,7 @@ class IQ1M(GGUFCodec, codec_id="iq1_m"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # Triton twin: lowbit.kernels.gpu._iq1_enc
     ggml_type = 29
     uses_importance = True
     max_abs = 65504.0

@@ -154,7 +154,12 @@ def decode(codec_id: str, data: Any, out: Any) -> None:
 
 #: the module holding each ported type's Triton encoder (``encode(codec_id, x, qw, out)``, the
 #: same bytes as the CPU twin); the grid i-quants not listed encode on the CPU only
-ENCODERS: dict[str, str] = {"iq3_xxs": "_iq3_enc", "iq3_s": "_iq3_enc"}
+ENCODERS: dict[str, str] = {
+    "iq1_s": "_iq1_enc",
+    "iq1_m": "_iq1_enc",
+    "iq3_xxs": "_iq3_enc",
+    "iq3_s": "_iq3_enc",
+}
 
 
 @kernel("gguf_iq", "gpu", "encode")
