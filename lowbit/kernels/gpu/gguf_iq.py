@@ -154,7 +154,11 @@ def decode(codec_id: str, data: Any, out: Any) -> None:
 
 #: the module holding each ported type's Triton encoder (``encode(codec_id, x, qw, out)``, the
 #: same bytes as the CPU twin); the grid i-quants not listed encode on the CPU only
-ENCODERS: dict[str, str] = {}
+ENCODERS: dict[str, str] = {
+    "iq2_xxs": "_iq2_enc",
+    "iq2_xs": "_iq2_enc",
+    "iq2_s": "_iq2_enc",
+}
 
 
 @kernel("gguf_iq", "gpu", "encode")
