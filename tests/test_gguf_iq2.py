@@ -116,3 +116,66 @@ def test_huge_importance(ggml: GGML, cid: str) -> None:
     assert (lowbit.encode(x, cid, importance=qw).data == ggml.quantize(x, cid, qw)).all()
     with pytest.raises(RangeError, match="ggml aborts"):
         lowbit.encode(x, cid, importance=np.full(512, 1e38, np.float32))
+
+
+def _gpu_rows(seed: int) -> np.ndarray:
+    """Six one-block rows of corner cases: signed zeros among Gaussians, magnitudes around
+    GROUP_MAX_EPS (1e-15) and IQ2_S's 1e-8, a constant magnitude at max_abs, one outlier among
+    near-zero values, heavy tails."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((6, 256), np.float32)
+    x[0] = rng.standard_normal(256)
+    x[0, ::3] = -0.0
+    x[1] = 1e-15 * rng.standard_normal(256)
+    x[2] = 1e-8 * rng.standard_normal(256)
+    x[3] = np.where(rng.random(256) < 0.5, -65504.0, 65504.0)
+    x[4] = 1e-30 * rng.standard_normal(256)
+    x[4, 17] = 3e4
+    x[5] = np.clip(rng.standard_t(1, 256), -6e4, 6e4)
+    return x
+
+
+@pytest.mark.parametrize("cid", ["iq2_xxs", "iq2_xs", "iq2_s"])
+def test_gpu_encoder_corner_cases(ggml: GGML, cid: str) -> None:
+    """The Triton encoder (the interpreter without CUDA) gives ggml's and the Numba encoder's
+    bytes on corner rows, with an imatrix holding zeros (and, for IQ2_S, without one)."""
+    pytest.importorskip("triton")
+    import lowbit
+
+    from .harness import gpu_tensor
+
+    codec = lowbit.get_codec(cid)
+    x = _gpu_rows(5)
+    qw = (np.random.default_rng(6).random(256) ** 3 * 10).astype(np.float32)
+    qw[::5] = 0
+    for imp in ([qw] if codec.requires_importance else [qw, None]):
+        want = ggml.quantize(x, cid, imp)
+        got = codec.encode(gpu_tensor(x), backend="gpu", importance=None if imp is None else gpu_tensor(imp))
+        got = got.data.cpu().numpy()
+        bad = np.flatnonzero((got != want).any(1)).tolist()
+        assert not bad, f"{cid} gpu vs ggml (imatrix: {imp is not None}): rows {bad} differ"
+        assert (got == codec.encode(x, backend="cpu", importance=imp).data).all()
+
+
+@pytest.mark.parametrize("cid", ["iq2_xxs", "iq2_xs", "iq2_s"])
+def test_gpu_huge_importance(ggml: GGML, cid: str) -> None:
+    """test_huge_importance on the Triton encoder: weights of 1e30 give ggml's bytes; near
+    FLT_MAX the error sums overflow where ggml aborts, and the GPU path raises RangeError naming
+    the first such row (row 0 is all zero: its sub-blocks are skipped, nothing overflows)."""
+    pytest.importorskip("triton")
+    import lowbit
+    from lowbit.errors import RangeError
+
+    from .harness import gpu_tensor
+
+    codec = lowbit.get_codec(cid)
+    x = np.random.default_rng(3).standard_normal((2, 256)).astype(np.float32)
+    qw = np.full(256, 1e30, np.float32)
+    got = codec.encode(gpu_tensor(x), backend="gpu", importance=gpu_tensor(qw)).data.cpu().numpy()
+    assert (got == ggml.quantize(x, cid, qw)).all()
+    x[0] = 0
+    qw = np.full(256, 3e38, np.float32)
+    with pytest.raises(RangeError, match="row 1: .*ggml aborts"):
+        codec.encode(x, backend="cpu", importance=qw)
+    with pytest.raises(RangeError, match="row 1: .*ggml aborts"):
+        codec.encode(gpu_tensor(x), backend="gpu", importance=gpu_tensor(qw))

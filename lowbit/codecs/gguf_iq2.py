@@ -41,7 +41,7 @@ class IQ2XXS(GGUFCodec, codec_id="iq2_xxs"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # lowbit.kernels.gpu._iq2_enc
     ggml_type = 16
     uses_importance = True
     requires_importance = True
@@ -64,7 +64,7 @@ class IQ2XS(GGUFCodec, codec_id="iq2_xs"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # lowbit.kernels.gpu._iq2_enc
     ggml_type = 17
     uses_importance = True
     requires_importance = True
@@ -88,7 +88,7 @@ class IQ2S(GGUFCodec, codec_id="iq2_s"):
     """
 
     family = "gguf_iq"
-    gpu_encode = False  # no Triton encoder yet (lowbit.kernels.gpu.gguf_iq.ENCODERS)
+    gpu_encode = True  # lowbit.kernels.gpu._iq2_enc
     ggml_type = 22
     uses_importance = True
     max_abs = 65504.0

@@ -152,11 +152,14 @@ def decode(codec_id: str, data: Any, out: Any) -> None:
                                            GW=_GRID[t][1], BLOCK=blk, **FP)
 
 
-#: the module holding each ported type's Triton encoder (``encode(codec_id, x, qw, out)``, the
-#: same bytes as the CPU twin); the grid i-quants not listed encode on the CPU only
+#: the module holding each type's Triton encoder (``encode(codec_id, x, qw, out)``, the same bytes
+#: as the CPU twin); a grid i-quant not listed would encode on the CPU only (today all seven are here)
 ENCODERS: dict[str, str] = {
     "iq1_s": "_iq1_enc",
     "iq1_m": "_iq1_enc",
+    "iq2_xxs": "_iq2_enc",
+    "iq2_xs": "_iq2_enc",
+    "iq2_s": "_iq2_enc",
     "iq3_xxs": "_iq3_enc",
     "iq3_s": "_iq3_enc",
 }
