@@ -56,9 +56,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+_RAN = {"tests": 0}  # test reports seen by this process (under pytest-xdist the controller sees every worker's)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        _RAN["tests"] += 1
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # pytest exits 5 when nothing was collected; make sure no filter silently emptied the run
-    if session.testscollected == 0 and exitstatus == 0:
+    # pytest exits 5 when nothing was collected; make sure no filter silently emptied the run. Under
+    # pytest-xdist the controller collects nothing itself, so the count is of the tests reported.
+    if getattr(session.config, "workerinput", None) is not None:
+        return  # an xdist worker: the controller decides
+    if session.testscollected == 0 and _RAN["tests"] == 0 and exitstatus == 0:
         session.exitstatus = 5
 
 
