@@ -18,7 +18,7 @@ import pytest
 
 import lowbit
 
-from .harness import assert_same_bits, assert_same_bytes
+from .harness import assert_same_bits, assert_same_bytes, driven
 
 pytestmark = pytest.mark.gpu
 
@@ -50,7 +50,7 @@ def rows_per_slab(codec: lowbit.Codec, K: int) -> int:
 def test_large_tensor_cuda_equals_cpu(cid: str, cfg: dict) -> None:
     import torch
 
-    codec = lowbit.get_codec(cid, **cfg)
+    codec = driven(lowbit.get_codec(cid, **cfg))  # (IQ2_XXS/XS: the uniform imatrix, as ggml needs one)
     rng = np.random.default_rng(0)
     K = codec.block_size * (512 if codec.block_size <= 32 else 64)  # (GGUF super-blocks: 16K columns)
     per = rows_per_slab(codec, K)

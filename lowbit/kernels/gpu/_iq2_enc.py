@@ -39,11 +39,13 @@ overflowing to inf/NaN) is flagged, as is a final scale that is not ``>= 0``, an
 :func:`encode` raises :class:`~lowbit.errors.RangeError` where ggml's ``GGML_ASSERT`` aborts.
 
 On a real GPU the search kernel holds 16 sub-blocks x NC candidates per program (NC = 16 or
-32: tiles of 256 or 512 entries, a few dozen live); its cost is the neighbour walks, which a
-program runs for as long as its longest list (ggml's lists hold up to 150 / 292 / 70 rows for
-IQ2_XXS / XS / S, 18 / 30 / 8 on average), eight multiply-adds per step. The tables (``kmap``
-171 KiB, the lists, the grid as float32) are read through the caches. In the interpreter each
-launch is one program over the whole chunk.
+32: tiles of 256 or 512 entries, 8 warps; compiled for sm_90 it needs 126-128 registers and
+no spills); its cost is the neighbour walks, which a program runs for as long as its longest
+list (ggml's lists hold up to 150 / 292 / 70 rows for IQ2_XXS / XS / S, 18 / 30 / 8 on
+average), eight multiply-adds per step. The tables (``kmap`` 171 KiB, the lists, the grid as
+float32) are read through the caches. The loops over groups and over a group's eight elements
+are real loops, not unrolled: unrolled, the many loads they make slow Triton's coalescing pass
+to minutes per kernel. In the interpreter each launch is one program over the whole chunk.
 """
 
 from __future__ import annotations
@@ -138,19 +140,21 @@ def _qp32(xp, wp, zero_lane, N: tl.constexpr, NMAX: tl.constexpr):
     """ggml ``make_qp_quants(N, NMAX, xval, (uint8_t*)L, weight)``, its scale only (what
     IQ2_XXS keeps). The codes are C's ``uint8_t L[]`` (a negative code wraps: the magnitude
     that IQ2_XXS's parity trick negated), held in a ``[lanes, N]`` integer tile; the sums after
-    the final rounding use C's int ``l``, the passes the stored uint8."""
+    the final rounding use C's int ``l``, the passes the stored uint8. The element loops are
+    real loops, not unrolled (32 unrolled elements per pass and candidate take the compiler
+    minutes)."""
     x0 = tl.load(xp)
     fz = tl.zeros_like(x0)
     idx = tl.arange(0, N)[None, :]
     mx = fz
-    for i in tl.static_range(N):
+    for i in range(N):
         xi = tl.load(xp + i)
         mx = tl.where(mx > xi, mx, xi)  # C: MAX(max, x[i])
     zero = mx < EPS
     iscale = tl.math.div_rn(fz + NMAX, mx)
     scale = tl.math.div_rn(fz + 1.0, iscale)
     best_mse = fz
-    for i in tl.static_range(N):
+    for i in range(N):
         xi = tl.load(xp + i)
         L = ((((iscale * xi) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000) & 0xFF  # C: L[i] = nearest_int(iscale*x[i])
         diff = xi - scale * L.to(tl.float32)
@@ -160,7 +164,7 @@ def _qp32(xp, wp, zero_lane, N: tl.constexpr, NMAX: tl.constexpr):
             iscale_is = tl.math.div_rn((fz + C01) * isv + NMAX, mx)  # C: (0.1f*is + nmax)/max
             scale_is = tl.math.div_rn(fz + 1.0, iscale_is)
             mse = fz
-            for i in tl.static_range(N):
+            for i in range(N):
                 xi = tl.load(xp + i)
                 l = tl.minimum((((iscale_is * xi) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, NMAX)
                 diff = xi - scale_is * l.to(tl.float32)
@@ -171,7 +175,7 @@ def _qp32(xp, wp, zero_lane, N: tl.constexpr, NMAX: tl.constexpr):
     Lt = tl.zeros([x0.shape[0], N], tl.int32)
     sumlx = fz
     suml2 = fz
-    for i in tl.static_range(N):
+    for i in range(N):
         xi = tl.load(xp + i)
         qi = tl.load(wp + i)
         l = tl.minimum((((iscale * xi) + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000, NMAX)
@@ -186,7 +190,7 @@ def _qp32(xp, wp, zero_lane, N: tl.constexpr, NMAX: tl.constexpr):
     while tl.max(tl.where(npass < 5, chg, 0), axis=0) > 0:
         live = npass < 5
         chg = npass * 0
-        for i in tl.static_range(N):
+        for i in range(N):
             xi = tl.load(xp + i)
             qi = tl.load(wp + i)
             Lo = tl.sum(tl.where(idx == i, Lt, 0), axis=1)
@@ -216,7 +220,7 @@ def _snap(xp, ap, idv, sc, live, kmap_ptr, nb_ptr, grid_ptr):
     (``diff = sc*grid - xval``), the first such one (ggml ``iq2_find_best_neighbour``); -1 where
     none is below FLT_MAX. Lists are walked only where ``live``. Returns (row, on the grid)."""
     key = tl.zeros(idv.shape, tl.int32)
-    for i in tl.static_range(8):
+    for i in range(8):
         xv = tl.load(xp + i)[:, None]
         f = (idv * xv - 1.0) * 0.5
         l = (((f + MAGIC).to(tl.int32, bitcast=True) & 0x7FFFFF) - 0x400000)
@@ -233,7 +237,7 @@ def _snap(xp, ap, idv, sc, live, kmap_ptr, nb_ptr, grid_ptr):
         lj = j < cnt
         r = tl.load(nb_ptr + o + 1 + j, mask=lj, other=0)
         d2 = tl.zeros(idv.shape, tl.float32)
-        for i in tl.static_range(8):  # C: float diff = scale*q - xval[i]; d2 += weight[i]*diff*diff;
+        for i in range(8):  # C: float diff = scale*q - xval[i]; d2 += weight[i]*diff*diff;
             diff = sc * tl.load(grid_ptr + r * 8 + i) - tl.load(xp + i)[:, None]
             d2 = d2 + (tl.load(ap + i)[:, None] * diff) * diff
         better = lj & (d2 < best)  # C: if (d2 < best_d2): ordered, NaN never wins
@@ -246,7 +250,7 @@ def _snap(xp, ap, idv, sc, live, kmap_ptr, nb_ptr, grid_ptr):
 def _fit(xp, wp, gi, grid_ptr, sumqx, sumq2):
     """C: for i: w = weight[i]; q = 2*L[i] + 1; sumqx += w*xval[i]*q; sumq2 += w*q*q, over one
     group whose levels are grid row ``gi`` (q = the row's value 1, 3 or 5)."""
-    for i in tl.static_range(8):
+    for i in range(8):
         w = tl.load(wp + i)
         q = tl.load(grid_ptr + gi * 8 + i)
         sumqx += (w * tl.load(xp + i))[:, None] * q
@@ -269,7 +273,7 @@ def _search_kernel(xv_ptr, w_ptr, wa_ptr, sgi_ptr, sc_ptr, gi_ptr, sgo_ptr, bad_
     wp = w_ptr + sb * SB
     ap = wa_ptr + sb * SB
     mx = tl.load(xp)
-    for i in tl.static_range(1, SB):
+    for i in range(1, SB):
         v = tl.load(xp + i)
         mx = tl.where(mx > v, mx, v)  # C: MAX(max, xval[i])
     fz = tl.zeros_like(mx)
@@ -296,7 +300,7 @@ def _search_kernel(xv_ptr, w_ptr, wa_ptr, sgi_ptr, sc_ptr, gi_ptr, sgo_ptr, bad_
     gpack = tl.zeros([BLOCK, NC], tl.int64)  # each candidate's rows, 16 bits per group
     onpack = tl.zeros([BLOCK, NC], tl.int32)  # and which groups were on the grid as rounded
     bad = tl.zeros([BLOCK], tl.int32)
-    for k in tl.static_range(NG):
+    for k in range(NG):
         gk, on = _snap(xp + 8 * k, ap + 8 * k, idc, tsc, vt, kmap_ptr, nb_ptr, grid_ptr)
         bad = bad | tl.max((vt & (gk < 0)).to(tl.int32), axis=1)
         gk = tl.maximum(gk, 0)
@@ -326,7 +330,7 @@ def _search_kernel(xv_ptr, w_ptr, wa_ptr, sgi_ptr, sc_ptr, gi_ptr, sgo_ptr, bad_
     rqx = fz[:, None]
     rq2 = fz[:, None]
     gfin = tl.zeros([BLOCK], tl.int64)
-    for k in tl.static_range(NG):
+    for k in range(NG):
         gk_p = ((gp >> (16 * k)) & 0xFFFF).to(tl.int32)
         if T == IQ2_XXS:
             need = refine
@@ -346,7 +350,7 @@ def _search_kernel(xv_ptr, w_ptr, wa_ptr, sgi_ptr, sc_ptr, gi_ptr, sgo_ptr, bad_
     bad = bad | (valid & ~(scale >= 0)).to(tl.int32)  # GGML_ASSERT(scale >= 0)
     tl.store(sc_ptr + sb, tl.where(valid, scale, 0.0), mask=m)
     tl.store(bad_ptr + sb, bad, mask=m)
-    for k in tl.static_range(NG):
+    for k in range(NG):
         s = tl.load(sgi_ptr + sb * NG + k)
         if T == IQ2_S:
             s = tl.where(neg, ~s & 255, s)
@@ -467,11 +471,12 @@ def encode(codec_id: str, x: torch.Tensor, qw: torch.Tensor | None, out: torch.T
         n_sub = nblk * sb_per
         blk = programs_block(n_sub, 16)
         _search_kernel[(triton.cdiv(n_sub, blk),)](xv, w, wa, sgi, sc, gi, sgo, bad, kmap, nbr, grid, n_sub, T=t,
-                                                   BLOCK=blk, **FP)
+                                                   BLOCK=blk, num_warps=8, **FP)
         if bool(bad[:n_sub].any()):
             first = int(torch.nonzero(bad[:n_sub])[0, 0])
             r = (b0 + first // sb_per) // nb
             raise RangeError(f"{codec_id}: row {r}: the importance weights are too large for float32 error sums "
                              f"(they overflow to inf/NaN and ggml aborts on this input); nothing was encoded")
         blk = programs_block(nblk, 64)
-        _pack_kernel[(triton.cdiv(nblk, blk),)](sc, gi, sgo, out, nblk, b0, nb, RB, T=t, TS=ts, BLOCK=blk, **FP)
+        _pack_kernel[(triton.cdiv(nblk, blk),)](sc, gi, sgo, out, nblk, b0, nb, RB, T=t, TS=ts, BLOCK=blk,
+                                                num_warps=8, **FP)
