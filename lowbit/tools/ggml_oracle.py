@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LLAMA_CPP_PYTHON_VERSION", "GGML_TYPES", "GGML", "OracleUnavailable", "default_cache_dir"]
+__all__ = ["LLAMA_CPP_PYTHON_VERSION", "GGML_TYPES", "GGML", "OracleUnavailable", "default_cache_dir", "sdist_source"]
 
 #: the llama-cpp-python release whose vendored ggml is the oracle (ggml 0.25.3, llama.cpp 0c1e57098)
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -71,11 +71,9 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str]
         raise OracleUnavailable(f"ggml oracle: {what} failed (exit {r.returncode}): {' '.join(cmd)}\n{tail}")
 
 
-def _build(cache: Path) -> Path:
-    """Download the pinned sdist with pip, build ggml-base; return the path of the shared library."""
-    lib = cache / "build" / "bin" / "libggml-base.so"
-    if lib.is_file():
-        return lib
+def sdist_source(cache: Path) -> Path:
+    """Download the pinned sdist with pip (once) and extract its vendored llama.cpp tree (once);
+    return the tree's root (``.../vendor/llama.cpp``). The caller holds the cache lock."""
     cache.mkdir(parents=True, exist_ok=True)
     dl = cache / "sdist"
     name = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
@@ -91,13 +89,22 @@ def _build(cache: Path) -> Path:
         with tarfile.open(dl / name) as tf:
             members = [m for m in tf.getmembers() if "/vendor/llama.cpp/" in m.name and (m.isreg() or m.isdir())]
             tf.extractall(src, members=members, filter="data")
+    return top / "vendor" / "llama.cpp"
+
+
+def _build(cache: Path) -> Path:
+    """Download the pinned sdist with pip, build ggml-base; return the path of the shared library."""
+    lib = cache / "build" / "bin" / "libggml-base.so"
+    if lib.is_file():
+        return lib
+    tree = sdist_source(cache)
     for tool in ("cmake", "cc"):
         if shutil.which(tool) is None:
             raise OracleUnavailable(f"ggml oracle: needs {tool} on PATH to build libggml-base")
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     build = cache / "build"
     shutil.rmtree(build, ignore_errors=True)
-    _run(["cmake", "-S", str(top / "vendor" / "llama.cpp"), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
+    _run(["cmake", "-S", str(tree), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
           "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF", "-DLLAMA_BUILD_TESTS=OFF",
           "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
           "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_CURL=OFF"], "cmake configure")
