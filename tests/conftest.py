@@ -96,7 +96,7 @@ def ggml() -> Any:
 
 @pytest.fixture(scope="session")
 def llama_tools() -> Any:
-    """llama.cpp's llama-quantize, llama-perplexity and llama-gguf-split, built from the same sdist
+    """llama.cpp's llama-quantize, llama-perplexity, llama-gguf-split and llama-imatrix, built from the same sdist
     (cached beside the ggml oracle; ~3 min once on two cores); raises on any failure."""
     from lowbit.tools.llama_tools import LlamaTools
 

@@ -1,6 +1,6 @@
 """llama.cpp's own command-line tools as the judge of lowbit's GGUF files (the tests and benchmarks).
 
-``llama-quantize``, ``llama-perplexity`` and ``llama-gguf-split`` are built from the same pinned
+``llama-quantize``, ``llama-perplexity``, ``llama-gguf-split`` and ``llama-imatrix`` are built from the same pinned
 llama-cpp-python sdist as the ggml oracle (:mod:`lowbit.tools.ggml_oracle`), in the same cache
 directory (``LOWBIT_GGML_CACHE``, default ``.cache/ggml-oracle``), under ``tools-build/``. Nothing
 of it is committed or shipped; the build runs once (a few minutes on two cores) and is reused.
@@ -36,7 +36,7 @@ from .ggml_oracle import OracleUnavailable, _run, default_cache_dir, sdist_sourc
 __all__ = ["LlamaTools", "TOOLS"]
 
 #: the executables built (cmake target = file name)
-TOOLS = ("llama-quantize", "llama-perplexity", "llama-gguf-split")
+TOOLS = ("llama-quantize", "llama-perplexity", "llama-gguf-split", "llama-imatrix")
 
 _CMAKE_OPTIONS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=ON", "-DGGML_OPENMP=OFF",
                   "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON",
@@ -57,8 +57,12 @@ def _build(cache: Path) -> Path:
             raise OracleUnavailable(f"llama.cpp tools: need {tool} on PATH to build {', '.join(TOOLS)}")
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     build = cache / "tools-build"
-    shutil.rmtree(build, ignore_errors=True)
-    _run(["cmake", "-S", str(tree), "-B", str(build), *gen, *_CMAKE_OPTIONS], "cmake configure of the llama.cpp tools")
+    stamp = build / "lowbit-options.txt"  # the options this tree was configured with
+    if not stamp.is_file() or stamp.read_text() != "\n".join(_CMAKE_OPTIONS):
+        shutil.rmtree(build, ignore_errors=True)
+        _run(["cmake", "-S", str(tree), "-B", str(build), *gen, *_CMAKE_OPTIONS], "cmake configure of the llama.cpp tools")
+        stamp.write_text("\n".join(_CMAKE_OPTIONS))
+    # an existing tree builds only what is missing (a tool added to TOOLS later)
     _run(["cmake", "--build", str(build), "--target", *TOOLS, "-j", str(max(os.cpu_count() or 1, 1))],
          "cmake build of the llama.cpp tools")
     missing = [t for t in TOOLS if not (bindir / t).is_file()]
