@@ -4,7 +4,7 @@ two worker processes shared by the module.
 The output of a sharded job is the same bytes whatever runs it (this process, a process pool, the
 cluster), whatever happens to a worker (killed mid-shard) and whatever the run's history (stopped
 after some shards, resumed, a finished shard corrupted). Split GGUF output equals the one-process
-split writer's. Bad inputs are refused before anything is written. The zarr v3 route: a float
+split writer's, with or without Dask, and a split GGUF quantize resumes without Dask too. Bad inputs are refused before anything is written. The zarr v3 route: a float
 array encoded chunk-wise with dask.array through lowbit's zarr codec decodes to the whole-array
 encoding.
 """
@@ -26,7 +26,7 @@ import pytest
 import lowbit
 from lowbit.formats import gguf as G
 from lowbit.tools.convert import convert_file
-from lowbit.tools.quantize import quantize_file
+from lowbit.tools.quantize import prepare, quantize_file, write_direct
 
 distributed = pytest.importorskip("distributed")
 
@@ -171,15 +171,40 @@ def test_split_gguf_on_the_cluster_is_the_one_process_split(client, tmp_path) ->
     with G.read(shards_in[1]) as g:
         assert g.metadata["split.no"] == 1 and g.metadata["split.count"] == 3
     kw = dict(mix="Q8_0", split_max_tensors=5, progress=False)
-    quantize_file(shards_in[0], tmp_path / "one" / "q.gguf", **kw)  # one process, gguf_split.Writer
+    # the reference: this process, gguf_split.Writer (every shard appears at the end)
+    write_direct(prepare(shards_in[0], str(tmp_path / "one" / "q.gguf"), mix="Q8_0", split_max_tensors=5))
+    one = _files(tmp_path / "one")
     r = quantize_file(shards_in[2], tmp_path / "dask" / "q.gguf", dask=client, **kw)
     assert r["sharded"]["written"] == 4
-    one = _files(tmp_path / "one")
-    got = _files(tmp_path / "dask")
-    assert got.pop("q.lowbit-manifest.json")
-    assert got == one and len(one) == 4
+    r = quantize_file(shards_in[1], tmp_path / "pool" / "q.gguf", jobs=2, **kw)  # no --dask: local processes
+    assert r["sharded"]["written"] == 4
+    for route in ("dask", "pool"):
+        got = _files(tmp_path / route)
+        assert got.pop("q.lowbit-manifest.json")
+        assert got == one and len(one) == 4, route
     with lowbit.open_file(tmp_path / "dask" / "q-00004-of-00004.gguf") as g:
         assert len(g.names()) == 18 and g.metadata["general.file_type"] == 7
+
+
+def test_a_split_gguf_quantize_without_dask_resumes(tmp_path) -> None:
+    """``lowbit quantize ... --split-max-tensors N`` in one process: stopped after 2 of 4 shards, the
+    rerun verifies those 2 against the manifest and writes only the other 2; the same bytes as an
+    uninterrupted run."""
+    from lowbit.tools import sharding
+
+    src = _gguf(tmp_path / "f32.gguf")
+    ref, out = tmp_path / "ref" / "q.gguf", tmp_path / "out" / "q.gguf"
+    for p in (ref, out):
+        p.parent.mkdir()
+    r = quantize_file(src, ref, mix="Q4_K_M", split_max_tensors=5, jobs=1, progress=False)
+    assert r["sharded"]["written"] == 4
+    job = sharding.quantize_job(prepare(src, str(out), mix="Q4_K_M", split_max_tensors=5))
+    with pytest.raises(lowbit.LowbitError, match=r"2 of 4 shards are finished"):
+        sharding.run(job, jobs=1, progress=False, hook=partial(fail_from, 2))
+    assert sorted(os.listdir(out.parent)) == ["q-00001-of-00004.gguf", "q-00002-of-00004.gguf", "q.lowbit-manifest.json"]
+    r = quantize_file(src, out, mix="Q4_K_M", split_max_tensors=5, jobs=1, progress=False)
+    assert (r["sharded"]["skipped"], r["sharded"]["written"], r["sharded"]["redone"]) == (2, 2, 0)
+    assert _files(out.parent) == _files(ref.parent)
 
 
 # ---- a killed worker ---------------------------------------------------------------------------------
@@ -378,7 +403,7 @@ def test_the_core_and_the_local_route_never_import_dask(tmp_path) -> None:
     code = f"""
 import sys, numpy as np, lowbit
 import lowbit.tools.cli, lowbit.tools.sharding, lowbit.formats.sharded, lowbit.formats.zarr_dask
-from lowbit.tools.quantize import quantize_file
+from lowbit.tools.quantize import prepare, quantize_file, write_direct
 lowbit.save({str(tmp_path / "f.safetensors")!r}, {{"w": np.ones((4, 256), np.float32)}})
 r = quantize_file({str(tmp_path / "f.safetensors")!r}, {str(tmp_path / "q")!r} + "/", codec=lowbit.get_codec("q8_0"),
                   jobs=1, progress=False)

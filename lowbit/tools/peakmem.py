@@ -13,6 +13,7 @@ so a peak that lasts less than that can be missed; the tensors here live for far
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import tempfile
 import time
@@ -24,12 +25,14 @@ _KEYS = {"VmRSS": "peak_rss_bytes", "RssAnon": "peak_anon_bytes", "RssFile": "pe
 
 
 def run_measured(argv: list[str], *, interval: float = 0.005, **popen: Any) -> dict[str, Any]:
-    """Run ``argv``; return its return code, wall time and the peaks of VmRSS, RssAnon and RssFile
+    """Run ``argv``; return its return code, wall time, CPU time (user + system of the reaped child
+    and the children it waited for: ``cpu_seconds``), the peaks of VmRSS, RssAnon and RssFile
     (bytes), and what it wrote to stderr. ``popen`` goes to :class:`subprocess.Popen` (stdout is
     discarded unless given)."""
     popen.setdefault("stdout", subprocess.DEVNULL)
     peak = dict.fromkeys(_KEYS.values(), 0)
     err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child cannot block on a full pipe
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, stderr=err, **popen)
     status = f"/proc/{p.pid}/status"
@@ -44,7 +47,9 @@ def run_measured(argv: list[str], *, interval: float = 0.005, **popen: Any) -> d
             pass
         time.sleep(interval)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     err.seek(0)
     text = err.read().decode(errors="replace")
     err.close()
-    return {"returncode": p.returncode, "seconds": seconds, "stderr": text, **peak}
+    return {"returncode": p.returncode, "seconds": seconds, "cpu_seconds": cpu, "stderr": text, **peak}

@@ -40,7 +40,7 @@ from lowbit.formats import gguf as G
 from lowbit.formats import safetensors as st
 from lowbit.tools.progress import Progress
 
-__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "prepare", "Prepared", "quantize_file",
+__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "prepare", "Prepared", "quantize_file", "write_direct",
            "GGUF_METADATA_KEY"]
 
 GGUF_METADATA_KEY = "gguf.metadata"  # safetensors metadata: a GGUF source's typed key/value pairs
@@ -565,11 +565,12 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
 
     Sharded, resumable output (:mod:`lowbit.tools.sharding`): an output folder (``out`` ending
     in ``/``, an existing folder, or a name without a suffix) gets safetensors shards of at most
-    ``max_shard_size`` bytes (default 5 GB) and ``model.safetensors.index.json``; with ``dask``
-    (``"local:N"``, a scheduler address or a ``distributed.Client``) the shards, GGUF splits
-    included, are written by Dask workers. There each shard is one task, written atomically and
-    recorded in a manifest, so a rerun of an interrupted job writes only what is missing; ``jobs``
-    is then the number of local worker processes (default: one per CPU, at most one per shard).
+    ``max_shard_size`` bytes (default 5 GB) and ``model.safetensors.index.json``; a split GGUF
+    output is written the same way, and with ``dask`` (``"local:N"``, a scheduler address or a
+    ``distributed.Client``) any output is, by Dask workers. There each shard is one task, written
+    atomically and recorded in a manifest (``OUT.lowbit-manifest.json`` beside GGUF shards), so a
+    rerun of an interrupted job writes only what is missing; ``jobs`` is then the number of local
+    worker processes (default: one per CPU, at most one per shard).
 
     >>> import os, tempfile, numpy as np
     >>> from lowbit.formats import gguf as G
@@ -579,7 +580,6 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     >>> [x["to"]["id"] for x in r["decisions"]], G.read(os.path.join(d, "q.gguf")).metadata["general.file_type"]
     (['q8_0'], 7)
     """
-    from lowbit.formats import gguf_split
     from lowbit.tools import sharding
 
     t0 = time.perf_counter()
@@ -592,10 +592,21 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                    keep_split=keep_split, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
                    include_weights=include_weights, exclude_weights=exclude_weights, prune_layers=prune_layers,
                    out_gguf=False if folder else None)
-    if folder or dask is not None:
+    if folder or dask is not None or (prep.out_gguf and prep.shards is not None):
+        # shards (a folder, a split GGUF) or a cluster: one task per output shard, each written
+        # atomically and recorded in a manifest, so a killed run resumes where it stopped
         job = sharding.quantize_job(prep, max_shard_size=max_shard_size, folder=folder)
         run = sharding.run(job, jobs=jobs, dask=dask, progress=progress)
         return _report(prep, [job.folder / s.file for s in job.shards], t0, run)
+    return _report(prep, write_direct(prep, jobs=jobs or 1, progress=progress), t0)
+
+
+def write_direct(prep: Prepared, *, jobs: int = 1, progress: bool = False) -> list[Path]:
+    """Write a planned quantization in this process (encoding in ``jobs`` processes), as one file
+    or as GGUF shards that appear together at the end (an error leaves none); returns the paths.
+    :func:`quantize_file` takes this route for one output file."""
+    from lowbit.formats import gguf_split
+
     stale = _OPEN.pop(prep.source, None)  # opened by an earlier call: the file may have been replaced since
     if stale is not None:
         stale.close()
@@ -605,11 +616,11 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
         writer = st.Writer(prep.out, prep.specs, prep.st_metadata(), checksums=True)
     total = sum(d.out_bytes for d in prep.decisions)
     with writer as w, Progress(total, "quantize", enabled=progress) as bar:
-        for d, produced in zip(prep.decisions, _run(prep.work, jobs or 1)):
+        for d, produced in zip(prep.decisions, _run(prep.work, jobs)):
             for n, a in produced:
                 w.write(n, a)
             bar.update(d.out_bytes, d.name)
-    return _report(prep, getattr(writer, "paths", [prep.out]), t0)
+    return list(getattr(writer, "paths", [prep.out]))
 
 
 def _report(prep: Prepared, paths: list[Path], t0: float, run: dict[str, Any] | None = None) -> dict[str, Any]:
