@@ -10,10 +10,14 @@ blk.10, ...): the order that once gave 40 wrong tensor types.
 Inputs: ``f32_llama`` is llama-quantize's F32 of that file (llama.cpp's loader order) and
 ``f32_lex`` lowbit's F32 of it (input order kept: layers lexicographic). Every type of llama-quantize's
 list is run through both tools, lowbit with the same command line (``lowbit quantize [flags] IN
-OUT TYPE NTHREADS``): from ``f32_llama`` with the default order, and from ``f32_lex`` with
-``--tensor-order llama``; both outputs must equal llama-quantize's file byte for byte. A type
-llama-quantize refuses on this model (rows of 576 fit no Q1_0 block and it has no fallback; the
-IQ1/IQ2 mixes without an imatrix) must be refused by lowbit too, leaving no file.
+OUT TYPE NTHREADS``) from the lexicographic input with ``--tensor-order llama`` (a few types from
+the llama-ordered input with the default order too); the outputs must equal llama-quantize's file
+byte for byte. A type llama-quantize refuses on this model (rows of 576 fit no Q1_0 block and it
+has no fallback; the IQ1/IQ2 mixes without an imatrix) must be refused by lowbit too, leaving no
+file. The grid i-quant mixes and the runs with llama-imatrix's matrix search codebooks (10-30 s a
+run on the whole model), so they run on an 11-layer SmolLM2 (layers 11-29 pruned by both tools'
+``--prune-layers``, which must agree byte for byte): 11 layers keep the lexicographic order
+different from llama.cpp's (blk.0, blk.1, blk.10, blk.2, ...) and every layer-dependent rule alive.
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ from lowbit.tools.mixes import QUANT_OPTIONS
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT / "lowbit" / "data" / "eval_text.txt"
 
-# the grid i-quant mixes: their encoders search codebooks, 8-26 s per tool on this model (2 threads)
+# the grid i-quant mixes: their encoders search codebooks, 8-26 s per tool on the whole model (2 threads)
 GRID = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"}
+# run from both input orders (the others from the lexicographic one, the order that once went wrong)
+BOTH_ORDERS = {"Q4_K_M", "Q2_K", "Q3_K_S", "Q5_K_M", "IQ4_XS", "Q4_0"}
+PRUNE = ",".join(map(str, range(11, 30)))  # the small model: layers 0-10 of 30
 # what llama-quantize refuses on SmolLM2 without an imatrix (read off its own runs: the test checks it)
 REFUSED_PLAIN = {"Q1_0", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S"}
 # the mixes run again with llama-imatrix's matrix: the ones that need it, and ones whose choices
 # (Q4_0 moves ffn_down to Q4_1) or weighted searches (k-quants, IQ4) depend on it
-WITH_IMATRIX = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q4_0", "Q3_K_M", "Q4_K_M",
-                "Q5_K_S", "Q6_K", "IQ4_XS", "IQ4_NL"]
+WITH_IMATRIX = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q4_0", "Q4_K_M", "IQ4_XS"]
 
 
 def lowbit_cli(*args: str | Path) -> subprocess.CompletedProcess:
@@ -65,10 +71,28 @@ def f32_lex(smollm2_gguf: Path, work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def imatrix(llama_tools, f32_llama: Path, work: Path) -> Path:
-    """llama-imatrix's own matrix (GGUF layout) from 4 chunks of 128 tokens of the eval text."""
-    out = work / "smollm2.imatrix.gguf"
-    llama_tools.run("llama-imatrix", "-m", f32_llama, "-f", TEXT, "-c", "128", "--chunks", "4", "-t", "2",
+def small_llama(llama_tools, smollm2_gguf: Path, work: Path) -> Path:
+    """The 11-layer model, llama-quantize's F32 (--prune-layers 11..29; llama.cpp's order)."""
+    out = work / "small-f32-llama.gguf"
+    llama_tools.run("llama-quantize", "--allow-requantize", "--prune-layers", PRUNE, smollm2_gguf, out, "F32", "2")
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_lex(smollm2_gguf: Path, work: Path) -> Path:
+    """The 11-layer model, lowbit's F32 (input order: blk.0, blk.1, blk.10, blk.2, ...)."""
+    out = work / "small-f32-lex.gguf"
+    r = lowbit_cli("quantize", "--allow-requantize", "--prune-layers", PRUNE, smollm2_gguf, out, "F32", "2")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def imatrix(llama_tools, small_llama: Path, work: Path) -> Path:
+    """llama-imatrix's own matrix (GGUF layout) of the small model from 4 chunks of 128 tokens of
+    the eval text."""
+    out = work / "small.imatrix.gguf"
+    llama_tools.run("llama-imatrix", "-m", small_llama, "-f", TEXT, "-c", "128", "--chunks", "4", "-t", "2",
                     "--no-ppl", "-o", out)
     return out
 
@@ -90,6 +114,20 @@ def test_the_inputs(f32_llama: Path, f32_lex: Path, smollm2_gguf: Path, work: Pa
     r = lowbit_cli("quantize", "--allow-requantize", "--tensor-order", "llama", smollm2_gguf, out, "F32", "2")
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == f32_llama.read_bytes()
+    out.unlink()
+
+
+def test_the_small_inputs(small_llama: Path, small_lex: Path, smollm2_gguf: Path, work: Path) -> None:
+    """Both tools prune the same 19 layers the same way: lowbit's pruned F32 in llama.cpp's order
+    is llama-quantize's byte for byte; the lexicographic one holds layers 0-10 in string order."""
+    names = _names(small_lex)
+    layers = [int(n.split(".")[1]) for n in names if n.startswith("blk.")]
+    assert list(dict.fromkeys(layers)) == sorted(range(11), key=str)
+    out = work / "lowbit-small-llama.gguf"
+    r = lowbit_cli("quantize", "--allow-requantize", "--prune-layers", PRUNE, "--tensor-order", "llama", smollm2_gguf,
+                   out, "F32", "2")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == small_llama.read_bytes()
     out.unlink()
 
 
@@ -120,21 +158,40 @@ def _judge(llama_tools, src_llama: Path, src_lex: Path, work: Path, mix: str, fl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mix", list(QUANT_OPTIONS))
+@pytest.mark.parametrize("mix", [m for m in QUANT_OPTIONS if m not in GRID])
 def test_every_type_equals_llama_quantize(llama_tools, f32_llama: Path, f32_lex: Path, work: Path,
                                            mix: str) -> None:
-    # the grid i-quants take 8-26 s per run: once, from the lexicographic input (the harder order)
-    orders = ("lex",) if mix in GRID else ("llama", "lex")
+    """The whole model, every type but the grid i-quant mixes."""
+    orders = ("llama", "lex") if mix in BOTH_ORDERS else ("lex",)
     refused = _judge(llama_tools, f32_llama, f32_lex, work, mix, [], orders)
     assert (refused is not None) == (mix in REFUSED_PLAIN), refused
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mix", sorted(GRID))
+def test_every_grid_iquant_mix_equals_llama_quantize(llama_tools, small_llama: Path, small_lex: Path, work: Path,
+                                                     mix: str) -> None:
+    """The small model, the grid i-quant mixes without an imatrix (IQ1_*/IQ2_* refused by both)."""
+    refused = _judge(llama_tools, small_llama, small_lex, work, mix, [], ("lex",))
+    assert (refused is not None) == (mix in REFUSED_PLAIN), refused
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mix", WITH_IMATRIX)
-def test_with_llama_imatrix_equals_llama_quantize(llama_tools, f32_llama: Path, f32_lex: Path, imatrix: Path,
+def test_with_llama_imatrix_equals_llama_quantize(llama_tools, small_llama: Path, small_lex: Path, imatrix: Path,
                                                   work: Path, mix: str) -> None:
-    orders = ("lex",) if mix in GRID else ("llama", "lex")
-    refused = _judge(llama_tools, f32_llama, f32_lex, work, mix, ["--imatrix", str(imatrix)], orders)
+    """The small model with llama-imatrix's matrix of it."""
+    refused = _judge(llama_tools, small_llama, small_lex, work, mix, ["--imatrix", str(imatrix)], ("lex",))
+    assert refused is None, refused
+
+
+@pytest.mark.parametrize("mix", ["Q4_K_M", "IQ4_XS"])
+def test_max_buffer_size_slabs_equal_llama_quantize(llama_tools, small_llama: Path, small_lex: Path, imatrix: Path,
+                                                   work: Path, mix: str) -> None:
+    """``--max-buffer-size 1`` (1 MiB: every big tensor in slabs of a few hundred rows) in both
+    tools, with the imatrix: still llama-quantize's bytes."""
+    refused = _judge(llama_tools, small_llama, small_lex, work, mix,
+                     ["--max-buffer-size", "1", "--imatrix", str(imatrix)], ("lex",))
     assert refused is None, refused
 
 

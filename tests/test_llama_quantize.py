@@ -636,3 +636,27 @@ def test_iq_mixes_with_an_imatrix_give_ggml_bytes(ggml: GGML, tmp_path: Path, mi
     r = cli("quantize", str(src), str(no), mix)
     if needs:
         assert r.returncode == 2 and "requires an importance matrix" in r.stderr and not no.exists(), r.stderr
+
+
+@pytest.mark.parametrize("cid", ["q4_k", "iq4_xs", "q8_0"])
+def test_max_buffer_slabs_give_the_whole_tensor_bytes(cid: str) -> None:
+    """--max-buffer-size: a tensor encoded a few rows at a time (slabs that do not divide an
+    expert's rows, never spanning two experts, a float16 source converted slab by slab) has the
+    bytes of the whole-tensor encode, per-expert importance included; the slab count follows
+    llama-quantize's rule (source + code + float32 row)."""
+    from lowbit.tools.quantize import _encode_slabs, _slab_rows
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 8, 256)).astype(np.float16)  # 3 experts of 8 rows
+    w = rng.random((3, 256)).astype(np.float32) + 0.1
+    codec = lowbit.get_codec(cid)
+    whole = np.stack([np.asarray(codec.encode(x[e].astype(np.float32), backend="cpu", importance=w[e]).data)
+                      for e in range(3)])
+    per_row = 256 * 2 + np.asarray(whole).shape[-1] + 256 * 4
+    assert _slab_rows(x, codec, 5 * per_row + 1) == 5 and _slab_rows(x, codec, 24 * per_row) is None
+    assert _slab_rows(x, codec, 1) == 1  # at least one row
+    for slab in (1, 5, 7, 8, 23):
+        got = _encode_slabs(x, codec, w, slab)
+        assert got.shape == whole.shape and got.tobytes() == whole.tobytes(), slab
+    one = np.asarray(codec.encode(x.reshape(24, 256).astype(np.float32), backend="cpu").data)
+    assert _encode_slabs(x, codec, None, 5).reshape(24, -1).tobytes() == one.tobytes()

@@ -249,6 +249,17 @@ def _codec_arg(cid: str, params: list[str]) -> Any:
     return lowbit.get_codec(cid, **parse_params(params))
 
 
+def _buffer_size(mib: int | None) -> int:
+    """``--max-buffer-size MiB`` in bytes (llama-quantize's default when not given)."""
+    from lowbit.tools.quantize import MAX_BUFFER_SIZE
+
+    if mib is None:
+        return MAX_BUFFER_SIZE
+    if mib <= 0:
+        raise ConfigError(f"quantize: invalid --max-buffer-size {mib!r} (a positive number of MiB)")
+    return mib << 20
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -288,7 +299,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                         split_max_size=parse_size(args.split_max_size) if args.split_max_size else None,
                         include_weights=args.include_weights, exclude_weights=args.exclude_weights,
                         prune_layers=parse_prune(args.prune_layers) if args.prune_layers else None,
-                        dask=args.dask, max_shard_size=_shard_size(args.max_shard_size))
+                        dask=args.dask, max_shard_size=_shard_size(args.max_shard_size),
+                        max_buffer_size=_buffer_size(args.max_buffer_size))
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -501,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an output folder (OUT_DIR/): safetensors shards of at most SIZE (e.g. 2GB; default 5GB) "
                          "with model.safetensors.index.json")
     qz.add_argument("--dry-run", action="store_true", help="print the per-tensor plan and sizes, write nothing")
+    qz.add_argument("--max-buffer-size", type=int, metavar="MiB",
+                    help="at most this many MiB of one tensor's rows read and encoded at once (default 8192, "
+                         "as llama-quantize); lower it for very large tensors on a machine with little RAM")
     qz.add_argument("--json", action="store_true")
     qz.set_defaults(fn=cmd_quantize)
 

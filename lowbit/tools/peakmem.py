@@ -13,6 +13,7 @@ so a peak that lasts less than that can be missed; the tensors here live for far
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import tempfile
@@ -24,10 +25,25 @@ __all__ = ["run_measured"]
 _KEYS = {"VmRSS": "peak_rss_bytes", "RssAnon": "peak_anon_bytes", "RssFile": "peak_file_bytes"}
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/PID/task/TID/children)."""
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        out.append(q)
+        try:
+            for task in os.listdir(f"/proc/{q}/task"):
+                with open(f"/proc/{q}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def run_measured(argv: list[str], *, interval: float = 0.005, **popen: Any) -> dict[str, Any]:
     """Run ``argv``; return its return code, wall time, CPU time (user + system of the reaped child
     and the children it waited for: ``cpu_seconds``), the peaks of VmRSS, RssAnon and RssFile
-    (bytes), and what it wrote to stderr. ``popen`` goes to :class:`subprocess.Popen` (stdout is
+    (bytes) summed over the command's process tree (a pool's workers count), and what it wrote to stderr. ``popen`` goes to :class:`subprocess.Popen` (stdout is
     discarded unless given)."""
     popen.setdefault("stdout", subprocess.DEVNULL)
     peak = dict.fromkeys(_KEYS.values(), 0)
@@ -35,16 +51,19 @@ def run_measured(argv: list[str], *, interval: float = 0.005, **popen: Any) -> d
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, stderr=err, **popen)
-    status = f"/proc/{p.pid}/status"
     while p.poll() is None:
-        try:
-            with open(status) as f:
-                for line in f:
-                    key = _KEYS.get(line.split(":", 1)[0])
-                    if key:
-                        peak[key] = max(peak[key], int(line.split()[1]) * 1024)
-        except (OSError, ValueError, IndexError):  # the process ended between poll() and open()
-            pass
+        now = dict.fromkeys(_KEYS.values(), 0)
+        for pid in _tree(p.pid):  # the command and every process under it (a worker pool's too), summed
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        key = _KEYS.get(line.split(":", 1)[0])
+                        if key:
+                            now[key] += int(line.split()[1]) * 1024
+            except (OSError, ValueError, IndexError):  # the process ended between the listing and open()
+                pass
+        for key, v in now.items():
+            peak[key] = max(peak[key], v)
         time.sleep(interval)
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -43,6 +43,7 @@ from lowbit.tools.progress import Progress
 __all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "prepare", "Prepared", "quantize_file", "write_direct",
            "GGUF_METADATA_KEY"]
 
+MAX_BUFFER_SIZE = 8 << 30  # llama-quantize's default --max-buffer-size (LLAMA_QUANT_MAX_BUF_SIZE: 8 GiB)
 GGUF_METADATA_KEY = "gguf.metadata"  # safetensors metadata: a GGUF source's typed key/value pairs
 
 
@@ -311,8 +312,10 @@ def _source(path: str | tuple[str, tuple[int, ...]]) -> Any:
 
 
 def _produce(path: str | tuple[str, tuple[int, ...]], name: str, config: dict[str, Any] | None, imatrix: ImatrixKey | None,
-             out_gguf: bool, cast: str | None = None) -> list[tuple[str, np.ndarray]]:
-    """The bytes of one tensor's output entries."""
+             out_gguf: bool, cast: str | None = None, max_buffer: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """The bytes of one tensor's output entries. ``max_buffer`` (bytes; llama-quantize's
+    ``--max-buffer-size``): a GGUF type's rows are read, converted and encoded in slabs whose input
+    rows, float rows and codes take at most that much (at least one row), as llama-quantize does."""
     src = _source(path)
     if cast is not None:
         t = src.get(name, copy=False)
@@ -329,9 +332,13 @@ def _produce(path: str | tuple[str, tuple[int, ...]], name: str, config: dict[st
         names = [name] + sorted(n for n in src.keys() if n.startswith(name + st.AUX_SEP))
         return [(n, np.array(src.raw(n))) for n in names]
     t = src.get(name, copy=False)
-    x = lowbit.decode(t) if isinstance(t, QTensor) else np.asarray(t, dtype=np.float32)
     codec = lowbit.get_codec(config)
     iname = getattr(src, "old", {}).get(name, name)  # imatrix entries keep the names from before pruning
+    slab = _slab_rows(t, codec, max_buffer) if out_gguf and max_buffer else None
+    if slab is not None:
+        w = _importance(imatrix, iname, tuple(t.shape)) if imatrix and "importance" in codec.encode_kwargs else None
+        return [(name, _encode_slabs(t, codec, w, slab))]
+    x = lowbit.decode(t) if isinstance(t, QTensor) else np.asarray(t, dtype=np.float32)
     w = _importance(imatrix, iname, x.shape) if imatrix and "importance" in codec.encode_kwargs else None
     if w is not None and w.ndim == 2:  # one row of weights per expert: encode the experts apart
         parts = [codec.encode(x[e], backend="cpu", importance=w[e]) for e in range(x.shape[0])]
@@ -342,6 +349,44 @@ def _produce(path: str | tuple[str, tuple[int, ...]], name: str, config: dict[st
     if out_gguf:
         return [(name, np.asarray(q.data))]
     return [(n, np.asarray(a)) for n, _, _, a in st.layout_entries(name, q)]
+
+
+def _slab_rows(t: Any, codec: lowbit.Codec, max_buffer: int) -> int | None:
+    """Rows per slab under ``max_buffer`` bytes (llama-quantize's count: source row + code row +
+    a float32 row unless the source is float32), or None when the tensor fits in one slab or is
+    not a plain float tensor into a GGUF type (those are encoded whole)."""
+    if isinstance(t, QTensor) or codec.codec_id not in G._CODEC_TYPES or len(t.shape) < 2:
+        return None
+    n = int(t.shape[-1])
+    rows = math.prod(t.shape[:-1])
+    _, block, size = G.BLOCK[G._TYPE_ID[codec.codec_id]]
+    dst = n // block * size
+    src_row = n * np.dtype(t.dtype).itemsize
+    per_row = src_row + dst + (0 if np.dtype(t.dtype) == np.float32 else n * 4)
+    slab = max(1, min(rows, max_buffer // per_row))
+    return None if slab >= rows else slab
+
+
+def _encode_slabs(t: Any, codec: lowbit.Codec, w: np.ndarray | None, slab: int) -> np.ndarray:
+    """``t``'s codes, ``slab`` rows at a time (rows of a GGUF type are independent, so the bytes
+    are those of one whole-tensor encode); per-expert importance rows apply to their expert's rows."""
+    shape = tuple(t.shape)
+    n = shape[-1]
+    rows = math.prod(shape[:-1])
+    x = np.asarray(t).reshape(rows, n)  # a view of the mapped file: nothing is read yet
+    per = rows // shape[0] if w is not None and w.ndim == 2 else rows  # rows of one expert
+    out: np.ndarray | None = None
+    r0 = 0
+    while r0 < rows:
+        r1 = min(rows, r0 + slab, (r0 // per + 1) * per)  # a slab never spans two experts
+        kw = {} if w is None else {"importance": w[r0 // per] if w.ndim == 2 else w}
+        part = np.asarray(codec.encode(np.asarray(x[r0:r1], dtype=np.float32), backend="cpu", **kw).data)
+        if out is None:
+            out = np.empty((rows, part.shape[-1]), np.uint8)
+        out[r0:r1] = part
+        r0 = r1
+    assert out is not None
+    return out.reshape(shape[:-1] + (out.shape[-1],))
 
 
 def _np_float(name: str) -> Any:
@@ -450,7 +495,7 @@ def prepare(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = No
             tensor_order: str = "input", keep_split: bool = False, split_max_tensors: int | None = None,
             split_max_size: int | None = None, include_weights: list[str] | None = None,
             exclude_weights: list[str] | None = None, prune_layers: list[int] | None = None,
-            out_gguf: bool | None = None) -> Prepared:
+            out_gguf: bool | None = None, max_buffer_size: int | None = None) -> Prepared:
     """Plan :func:`quantize_file`'s output (arguments as there) without writing anything: every
     refusal (rules, types, imatrix, splits) happens here. ``out_gguf`` overrides the container
     the output suffix picks (a sharded output folder has none)."""
@@ -492,7 +537,7 @@ def prepare(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = No
         gmeta, gtypes = _typed_gguf_metadata(src)
         specs = [e for d in decisions for e in d.entries]
         work = [(source, d.name, d.codec.get_config() if d.codec else None, ikey if n_imatrix else None, out_gguf,
-                 d.cast) for d in decisions]
+                 d.cast, max_buffer_size) for d in decisions]
         prep = Prepared(str(inp), out, source, decisions, work, specs, out_gguf, gmeta, gtypes)
         if out_gguf:
             ftype = llama.ftype if llama else _pure_ftype(codec)
@@ -548,7 +593,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                   split_max_tensors: int | None = None, split_max_size: int | None = None,
                   include_weights: list[str] | None = None, exclude_weights: list[str] | None = None,
                   prune_layers: list[int] | None = None, dask: Any = None,
-                  max_shard_size: int | None = None) -> dict[str, Any]:
+                  max_shard_size: int | None = None, max_buffer_size: int | None = MAX_BUFFER_SIZE) -> dict[str, Any]:
     """Quantize a checkpoint's float tensors into ``out`` (``.gguf``: GGUF, else safetensors).
 
     ``inp`` is a file, a split GGUF (any shard) or a sharded safetensors checkpoint (its folder
@@ -562,6 +607,8 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
     ``keep_split`` writes one shard per input shard. ``include_weights`` / ``exclude_weights``
     (name substrings) choose the imatrix entries used, as llama-quantize's flags of those names;
     ``prune_layers`` drops those layers and renumbers the rest (:mod:`lowbit.tools.prune`).
+    ``max_buffer_size`` (bytes; default 8 GiB as llama-quantize's ``--max-buffer-size``) bounds
+    the rows of one tensor read, converted and encoded at once (the bytes do not depend on it).
 
     Sharded, resumable output (:mod:`lowbit.tools.sharding`): an output folder (``out`` ending
     in ``/``, an existing folder, or a name without a suffix) gets safetensors shards of at most
@@ -591,7 +638,7 @@ def quantize_file(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | Non
                    allow_requantize=allow_requantize, override_kv=override_kv, tensor_order=tensor_order,
                    keep_split=keep_split, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
                    include_weights=include_weights, exclude_weights=exclude_weights, prune_layers=prune_layers,
-                   out_gguf=False if folder else None)
+                   out_gguf=False if folder else None, max_buffer_size=max_buffer_size)
     if folder or dask is not None or (prep.out_gguf and prep.shards is not None):
         # shards (a folder, a split GGUF) or a cluster: one task per output shard, each written
         # atomically and recorded in a manifest, so a killed run resumes where it stopped
