@@ -207,6 +207,9 @@ class HFSource:
     def __str__(self) -> str:
         return self.folder
 
+    def __fspath__(self) -> str:  # where a file path is expected (stat, input signatures): the folder
+        return self.folder
+
 
 _ST_FLOATS = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 

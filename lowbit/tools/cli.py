@@ -263,7 +263,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     rules = [parse_rule(r) for r in args.rule]
     options = _llama_options(args)
     if args.dry_run:
-        with lowbit.open_file(inp) as src:
+        from lowbit.tools.quantize import open_input
+
+        with open_input(inp, not out or Path(out).suffix.lower() == ".gguf") as src:
             if args.prune_layers:
                 from lowbit.tools.prune import pruned
 
