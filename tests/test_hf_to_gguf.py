@@ -249,3 +249,42 @@ def test_bad_folders_are_refused_and_leave_nothing(tmp_path: Path, case, config,
         ["convert", str(folder), str(out), "--to", "float16"]
     assert main(args) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [case], "an output file was left behind"
+
+
+# ---- the other architectures, on tiny random models (same judge) -------------------------------------------
+
+TINY = {
+    "LlamaForCausalLM": dict(attention_bias=True, tie_word_embeddings=False),  # biases permuted too; an lm_head
+    "MistralForCausalLM": dict(tie_word_embeddings=False, sliding_window=None),
+    "Qwen3ForCausalLM": dict(tie_word_embeddings=True),
+}
+# Qwen2ForCausalLM (the same code path as Qwen3's, less the q/k norms) is not judged here: for
+# model_type qwen2 transformers loads its Qwen2Tokenizer (Qwen's own pre-tokenizer regex) whatever
+# tokenizer.json says, and convert_hf_to_gguf.py then refuses SmolLM2's vocabulary as unrecognised.
+
+
+@pytest.mark.slow  # one convert_hf_to_gguf.py run per architecture (~8 s each on two busy cores)
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_tiny_models_of_each_architecture_are_convert_hf_to_gguf_s(converter: Path, smollm2_folder: Path,
+                                                                   tmp_path: Path, arch: str) -> None:
+    """A randomly initialised two-layer model of each supported architecture (4 query heads, 2 KV
+    heads, head_dim 16), saved by transformers in float32 with SmolLM2's tokenizer: lowbit's
+    ``--to float32`` file is the converter's, byte for byte (names from gguf-py's map for
+    llama/qwen3, q/k permuted for Llama and Mistral only, Qwen3's q/k norms, biases, output.weight
+    where the head is not tied)."""
+    cls = getattr(transformers, arch)
+    cfg = cls.config_class(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                           **TINY[arch])
+    torch.manual_seed(0)
+    folder = tmp_path / f"tiny-{arch}"
+    cls(cfg).to(torch.float32).save_pretrained(folder)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (folder / f).write_bytes((smollm2_folder / f).read_bytes())
+    judge = _convert_hf_to_gguf(converter, folder, "f32", tmp_path / "judge.gguf")
+    ours = tmp_path / "ours.gguf"
+    assert main(["convert", "--json", str(folder), str(ours), "--to", "float32"]) == 0
+    assert_same_gguf(ours, judge, keys=("tokenizer.ggml.pre", "general.architecture"))
+    g = G.read(ours)
+    assert ("output.weight" in g.names()) == (not TINY[arch]["tie_word_embeddings"])
+    g.close()
