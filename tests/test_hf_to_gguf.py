@@ -59,11 +59,28 @@ def converter() -> Path:
     return script
 
 
-def _convert_hf_to_gguf(script: Path, folder: Path, outtype: str, out: Path) -> Path:
-    r = subprocess.run([sys.executable, str(script), str(folder), "--outtype", outtype, "--outfile", str(out)],
-                       capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=""))
+# convert_hf_to_gguf.py run as __main__ once per job, all jobs in one process (torch, transformers and
+# the converter's modules are imported once: a few seconds less per job)
+_DRIVER = """
+import json, os, runpy, sys
+script, jobs = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, os.path.dirname(script))  # as `python convert_hf_to_gguf.py` has it (its conversion package)
+for folder, outtype, out in jobs:
+    sys.argv = [script, folder, "--outtype", outtype, "--outfile", out]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
+"""
+
+
+def _convert_hf_to_gguf(script: Path, jobs: list[tuple[Path, str, Path]]) -> None:
+    r = subprocess.run([sys.executable, "-c", _DRIVER, str(script), json.dumps([[str(a), b, str(c)] for a, b, c in jobs])],
+                       capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONPATH=""))
     assert r.returncode == 0, f"convert_hf_to_gguf.py failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
-    return out
+    for _, _, out in jobs:
+        assert out.is_file(), f"convert_hf_to_gguf.py wrote no {out}"
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +88,49 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("hf2gguf")
 
 
-@pytest.fixture(scope="module")
-def judge_f32(converter: Path, smollm2_folder_f32: Path, work: Path) -> Path:
-    return _convert_hf_to_gguf(converter, smollm2_folder_f32, "f32", work / "judge-f32.gguf")
+# tiny random models of the other architectures (see test_tiny_models_...)
+TINY = {
+    "LlamaForCausalLM": dict(attention_bias=True, tie_word_embeddings=False),  # biases permuted too; an lm_head
+    "MistralForCausalLM": dict(tie_word_embeddings=False, sliding_window=None),
+    "Qwen3ForCausalLM": dict(tie_word_embeddings=True),
+}
+# Qwen2ForCausalLM (the same code path as Qwen3's, less the q/k norms) is not judged here: for
+# model_type qwen2 transformers loads its Qwen2Tokenizer (Qwen's own pre-tokenizer regex) whatever
+# tokenizer.json says, and convert_hf_to_gguf.py then refuses SmolLM2's vocabulary as unrecognised.
+
+
+def _tiny_model(folder: Path, arch: str, tokenizer_from: Path) -> Path:
+    cls = getattr(transformers, arch)
+    cfg = cls.config_class(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                           **TINY[arch])
+    torch.manual_seed(0)
+    cls(cfg).to(torch.float32).save_pretrained(folder)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (folder / f).write_bytes((tokenizer_from / f).read_bytes())
+    return folder
 
 
 @pytest.fixture(scope="module")
-def judge_bf16(converter: Path, smollm2_folder: Path, work: Path) -> Path:
-    return _convert_hf_to_gguf(converter, smollm2_folder, "bf16", work / "judge-bf16.gguf")
+def judged(converter: Path, smollm2_folder_f32: Path, smollm2_folder: Path, work: Path) -> dict[str, tuple[Path, Path]]:
+    """{case: (the HF folder, convert_hf_to_gguf.py's GGUF of it)}: SmolLM2 float32 as --outtype f32,
+    SmolLM2 bfloat16 as --outtype bf16, each tiny model as --outtype f32."""
+    cases = {"f32": (smollm2_folder_f32, "f32"), "bf16": (smollm2_folder, "bf16")}
+    for arch in TINY:
+        cases[arch] = (_tiny_model(work / f"tiny-{arch}", arch, smollm2_folder), "f32")
+    jobs = [(folder, outtype, work / f"judge-{case}.gguf") for case, (folder, outtype) in cases.items()]
+    _convert_hf_to_gguf(converter, jobs)
+    return {case: (folder, out) for case, (folder, _, out) in zip(cases, jobs)}
+
+
+@pytest.fixture(scope="module")
+def judge_f32(judged) -> Path:
+    return judged["f32"][1]
+
+
+@pytest.fixture(scope="module")
+def judge_bf16(judged) -> Path:
+    return judged["bf16"][1]
 
 
 @pytest.fixture(scope="module")
@@ -253,36 +305,15 @@ def test_bad_folders_are_refused_and_leave_nothing(tmp_path: Path, case, config,
 
 # ---- the other architectures, on tiny random models (same judge) -------------------------------------------
 
-TINY = {
-    "LlamaForCausalLM": dict(attention_bias=True, tie_word_embeddings=False),  # biases permuted too; an lm_head
-    "MistralForCausalLM": dict(tie_word_embeddings=False, sliding_window=None),
-    "Qwen3ForCausalLM": dict(tie_word_embeddings=True),
-}
-# Qwen2ForCausalLM (the same code path as Qwen3's, less the q/k norms) is not judged here: for
-# model_type qwen2 transformers loads its Qwen2Tokenizer (Qwen's own pre-tokenizer regex) whatever
-# tokenizer.json says, and convert_hf_to_gguf.py then refuses SmolLM2's vocabulary as unrecognised.
-
-
-@pytest.mark.slow  # one convert_hf_to_gguf.py run per architecture (~8 s each on two busy cores)
 @pytest.mark.parametrize("arch", sorted(TINY))
-def test_tiny_models_of_each_architecture_are_convert_hf_to_gguf_s(converter: Path, smollm2_folder: Path,
-                                                                   tmp_path: Path, arch: str) -> None:
+def test_tiny_models_of_each_architecture_are_convert_hf_to_gguf_s(judged, work: Path, arch: str) -> None:
     """A randomly initialised two-layer model of each supported architecture (4 query heads, 2 KV
     heads, head_dim 16), saved by transformers in float32 with SmolLM2's tokenizer: lowbit's
     ``--to float32`` file is the converter's, byte for byte (names from gguf-py's map for
     llama/qwen3, q/k permuted for Llama and Mistral only, Qwen3's q/k norms, biases, output.weight
     where the head is not tied)."""
-    cls = getattr(transformers, arch)
-    cfg = cls.config_class(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-                           **TINY[arch])
-    torch.manual_seed(0)
-    folder = tmp_path / f"tiny-{arch}"
-    cls(cfg).to(torch.float32).save_pretrained(folder)
-    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        (folder / f).write_bytes((smollm2_folder / f).read_bytes())
-    judge = _convert_hf_to_gguf(converter, folder, "f32", tmp_path / "judge.gguf")
-    ours = tmp_path / "ours.gguf"
+    folder, judge = judged[arch]
+    ours = work / f"lowbit-{arch}.gguf"
     assert main(["convert", "--json", str(folder), str(ours), "--to", "float32"]) == 0
     assert_same_gguf(ours, judge, keys=("tokenizer.ggml.pre", "general.architecture"))
     g = G.read(ours)
