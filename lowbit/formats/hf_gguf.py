@@ -201,8 +201,10 @@ class HFSource:
     folder: str
     outtype: str = "f32"
 
-    def open(self) -> HFCheckpoint:
-        return open_folder(self.folder, outtype=self.outtype)
+    def open(self, *, tokenizer: bool = True) -> HFCheckpoint:
+        """The folder as :func:`open_folder` reads it (``tokenizer=False``: tensors and hyperparameters
+        only, what a worker that converts tensors needs)."""
+        return open_folder(self.folder, outtype=self.outtype, tokenizer=tokenizer)
 
     def __str__(self) -> str:
         return self.folder

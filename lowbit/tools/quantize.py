@@ -299,21 +299,22 @@ _IMATRIX: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, np.ndarra
 
 
 def _source(path: Any) -> Any:
-    """The open input (``(path, layers)``: with those layers pruned), once per process."""
+    """The open input (``(path, layers)``: with those layers pruned), once per process, for reading
+    tensors (a Hugging Face folder without its tokenizer: the metadata is prepare's)."""
     if path not in _OPEN:
         if isinstance(path, tuple):
             from lowbit.tools.prune import pruned
 
-            _OPEN[path] = pruned(_open(path[0]), list(path[1]))
+            _OPEN[path] = pruned(_open(path[0], metadata=False), list(path[1]))
         else:
-            _OPEN[path] = _open(path)
+            _OPEN[path] = _open(path, metadata=False)
     return _OPEN[path]
 
 
-def _open(path: Any) -> Any:
+def _open(path: Any, *, metadata: bool = True) -> Any:
     from lowbit.formats.hf_gguf import HFSource
 
-    return path.open() if isinstance(path, HFSource) else lowbit.open_file(path)
+    return path.open(tokenizer=metadata) if isinstance(path, HFSource) else lowbit.open_file(path)
 
 
 def input_source(inp: str | Path, out_gguf: bool) -> Any:
