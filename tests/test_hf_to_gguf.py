@@ -26,7 +26,7 @@ transformers = pytest.importorskip("transformers")
 import lowbit  # noqa: E402
 from lowbit.errors import ConfigError, FormatError, LowbitError  # noqa: E402
 from lowbit.formats import gguf as G  # noqa: E402
-from lowbit.formats.hf_gguf import open_folder, unpermute_rotary  # noqa: E402
+from lowbit.formats.hf_gguf import unpermute_rotary  # noqa: E402
 from lowbit.tools.cli import main  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402

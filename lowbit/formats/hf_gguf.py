@@ -177,9 +177,18 @@ class HFCheckpoint(G.GGUFFile):
     _plan: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]  # GGUF name -> (HF name, conversion)
 
     def raw(self, name: str) -> np.ndarray:
+        """The tensor's bytes as the GGUF holds them. The pages of the tensor read before this one
+        are dropped from the process's map (the page cache keeps them), so reading a whole model
+        holds about one tensor's pages at a time."""
+        from .sharded import release_pages
+
         t = self.tensor(name)
         hf, convert = self._plan[name]
+        prev = self.__dict__.pop("_last", None)
+        if prev is not None:
+            release_pages(self._st, prev)
         a = np.ascontiguousarray(convert(np.asarray(self._st.get(hf, copy=False))))
+        self.__dict__["_last"] = hf  # the result may be a view of the map: released on the next read
         if a.nbytes != t.nbytes:  # pragma: no cover - the plan and the conversion disagree
             raise FormatError(f"{self.path}: tensor {hf!r}: converted to {a.nbytes} bytes, planned {t.nbytes}")
         return a.reshape(-1).view(np.uint8)
