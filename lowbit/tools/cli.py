@@ -6,7 +6,9 @@
     lowbit inspect FILE [--json]
     lowbit quantize IN OUT --codec ID [--param K=V ...] [--rule REGEX=SPEC ...] [--jobs N] [--dry-run]
     lowbit quantize [llama-quantize flags] IN [OUT] TYPE [NTHREADS]
+    lowbit quantize [llama-quantize flags] HF_DIR OUT.gguf TYPE [NTHREADS]
     lowbit convert IN OUT [--to LAYOUT]
+    lowbit convert HF_DIR OUT.gguf [--to float32|float16|bfloat16|gguf]
     lowbit quantize|convert IN_DIR OUT_DIR/ ... [--max-shard-size SIZE] [--dask local:N|ADDRESS] [--jobs N]
     lowbit compare A [B] [--codecs ID[:K=V,..];...] [--plot PNG] [--json]
 
@@ -274,7 +276,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     rules = [parse_rule(r) for r in args.rule]
     options = _llama_options(args)
     if args.dry_run:
-        with lowbit.open_file(inp) as src:
+        from lowbit.tools.quantize import open_input
+
+        with open_input(inp, not out or Path(out).suffix.lower() == ".gguf") as src:
             if args.prune_layers:
                 from lowbit.tools.prune import pruned
 
@@ -474,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "llama-quantize's form works as it is: IN [OUT] TYPE [NTHREADS] with TYPE one of "
                                     "its types (Q4_K_M, IQ4_XS, Q8_0, F16, COPY, ..., any case, or the number) and "
                                     "its flags; per-tensor types, fallbacks and metadata follow llama-quantize. "
+                                    "IN may be a Hugging Face model folder (config.json, safetensors, tokenizer; "
+                                    "Llama, Mistral, Qwen2/3): with a .gguf output it is read as llama.cpp's "
+                                    "convert_hf_to_gguf.py --outtype f32 file, streamed, and the GGUF loads in llama.cpp. "
                                     "Rules REGEX=SPEC (SPEC: keep, or codec_id[:param=value,...]) pick per-tensor "
                                     "lowbit codecs, first match wins; 1-D tensors are kept unless a rule names them.")
     qz.add_argument("positional", nargs="+", metavar="IN_OUT_TYPE_NTHREADS",
@@ -522,14 +529,19 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("convert", help="between layouts and containers, carrying codes over exactly",
                         description="Convert a file (safetensors or GGUF) to another layout: 'lowbit' safetensors "
                                     "or 'gguf' (codes copied byte for byte where the target can hold them, and the "
-                                    "report says when not), or plain float32/bfloat16/float16 (everything decoded).")
+                                    "report says when not), or plain float32/bfloat16/float16 (everything decoded). "
+                                    "A Hugging Face model folder (config.json, safetensors, tokenizer; Llama, Mistral, "
+                                    "Qwen2/3) with a .gguf output becomes the file llama.cpp's convert_hf_to_gguf.py "
+                                    "writes: --to float32/float16/bfloat16 is its --outtype f32/f16/bf16, --to gguf "
+                                    "(the default) keeps each weight's stored float type.")
     cv.add_argument("input")
     cv.add_argument("output")
     from lowbit.tools.convert import LAYOUTS
 
     cv.add_argument("--to", default=None, choices=LAYOUTS,
                     help="target layout (default: gguf for a .gguf output, else lowbit); float32/float16/bfloat16 "
-                         "with a .gguf output is llama-quantize's F32/F16/BF16")
+                         "with a .gguf output is llama-quantize's F32/F16/BF16 (from a Hugging Face folder: "
+                         "convert_hf_to_gguf.py --outtype f32/f16/bf16)")
     mf = cv.add_argument_group("quantizing a model folder (INPUT and OUTPUT are folders; --to compressed-tensors)")
     mf.add_argument("--scheme", help="compressed-tensors preset: W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, "
                                      "NVFP4A16, ... (scales as llm-compressor's min-max observer computes them)")

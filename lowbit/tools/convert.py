@@ -178,6 +178,14 @@ def convert_file(inp: str | Path, out: str | Path, *, to: str | None = None, pro
             raise ConfigError(f"convert: {inp}: a wild-layout checkpoint converts in one process (no --dask, no "
                               "sharded output)")
         return wild.convert_file(inp, out, to=to)
+    if gguf_out and to in _FLOATS + ("gguf",) and Path(inp).is_dir():
+        from lowbit.formats.hf_gguf import is_model_folder
+
+        if is_model_folder(inp):
+            if dask is not None or split_max_size or split_max_tensors:
+                raise ConfigError("convert: a Hugging Face folder converts to one GGUF file in one process (for "
+                                  "split output use `lowbit quantize HF_DIR out.gguf F16 --split-max-size ...`)")
+            return _hf_gguf(inp, out, to, progress)
     if gguf_out and to in _FLOATS:
         return _gguf_floats(inp, out, to, progress, dask=dask, jobs=jobs, split_max_tensors=split_max_tensors,
                             split_max_size=split_max_size)
@@ -294,6 +302,28 @@ def _gguf_floats(inp: str | Path, out: str | Path, to: str, progress: bool, **sh
                      else ("decoded" if q else "cast")})
     return {"input": str(inp), "output": r["output"], "to": to, "tensors": acts, "output_bytes": r["output_bytes"],
             "seconds": r["seconds"], **({"sharded": r["sharded"]} if "sharded" in r else {})}
+
+
+def _hf_gguf(inp: str | Path, out: str | Path, to: str, progress: bool) -> dict[str, Any]:
+    """``convert HF_DIR out.gguf --to float32|float16|bfloat16|gguf``: the GGUF llama.cpp's
+    ``convert_hf_to_gguf.py --outtype f32|f16|bf16`` writes (``--to gguf``: each weight keeps the
+    float type it is stored in), streamed one tensor at a time (:mod:`lowbit.formats.hf_gguf`)."""
+    from lowbit.formats.hf_gguf import open_folder
+
+    t0 = time.perf_counter()
+    outtype = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "gguf": "source"}[to]
+    acts = []
+    with open_folder(inp, outtype=outtype) as src:
+        specs = [(t.name, t.type_name, t.shape) for t in src.tensors]
+        total = sum(t.nbytes for t in src.tensors)
+        with G.Writer(out, specs, src.metadata, src.metadata_types) as w, \
+                Progress(total, "convert", enabled=progress) as bar:
+            for t in src.tensors:
+                w.write(t.name, src.raw(t.name))
+                bar.update(t.nbytes, t.name)
+                acts.append({"name": t.name, "action": f"converted to {t.type_name}", "from": src.hf_name(t.name)})
+    return {"input": str(inp), "output": str(out), "to": to, "tensors": acts, "output_bytes": Path(out).stat().st_size,
+            "seconds": time.perf_counter() - t0}
 
 
 def _model_folder(inp: str | Path, out: str | Path, *, to: str, scheme: str | None, group_size: int | None,

@@ -40,8 +40,8 @@ from lowbit.formats import gguf as G
 from lowbit.formats import safetensors as st
 from lowbit.tools.progress import Progress
 
-__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "prepare", "Prepared", "quantize_file", "write_direct",
-           "GGUF_METADATA_KEY"]
+__all__ = ["Rule", "parse_rule", "parse_params", "Decision", "LlamaJob", "plan", "prepare", "Prepared", "quantize_file",
+           "write_direct", "GGUF_METADATA_KEY", "input_source", "open_input"]
 
 MAX_BUFFER_SIZE = 8 << 30  # llama-quantize's default --max-buffer-size (LLAMA_QUANT_MAX_BUF_SIZE: 8 GiB)
 GGUF_METADATA_KEY = "gguf.metadata"  # safetensors metadata: a GGUF source's typed key/value pairs
@@ -299,16 +299,50 @@ _OPEN: dict[str, Any] = {}
 _IMATRIX: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, np.ndarray]] = {}
 
 
-def _source(path: str | tuple[str, tuple[int, ...]]) -> Any:
-    """The open input (``(path, layers)``: with those layers pruned), once per process."""
+def _source(path: Any) -> Any:
+    """The open input (``(path, layers)``: with those layers pruned), once per process, for reading
+    tensors (a Hugging Face folder without its tokenizer: the metadata is prepare's)."""
     if path not in _OPEN:
         if isinstance(path, tuple):
             from lowbit.tools.prune import pruned
 
-            _OPEN[path] = pruned(lowbit.open_file(path[0]), list(path[1]))
+            _OPEN[path] = pruned(_open(path[0], metadata=False), list(path[1]))
         else:
-            _OPEN[path] = lowbit.open_file(path)
+            _OPEN[path] = _open(path, metadata=False)
     return _OPEN[path]
+
+
+def _open(path: Any, *, metadata: bool = True) -> Any:
+    from lowbit.formats.hf_gguf import HFSource
+
+    return path.open(tokenizer=metadata) if isinstance(path, HFSource) else lowbit.open_file(path)
+
+
+def input_source(inp: str | Path, out_gguf: bool) -> Any:
+    """What the input is read as: a Hugging Face model folder (``config.json`` + safetensors +
+    tokenizer) with a GGUF output is read as the GGUF llama.cpp's converter writes from it
+    (:mod:`lowbit.formats.hf_gguf`, float32 weights: quantizing it equals llama-quantize of
+    ``convert_hf_to_gguf.py --outtype f32``); anything else is the path itself.
+
+    A folder without ``config.json`` goes into a GGUF only when it carries GGUF metadata (a
+    GGUF converted to lowbit's safetensors and back); otherwise it is refused."""
+    from lowbit.formats import hf_gguf
+
+    if not out_gguf or not Path(inp).is_dir():
+        return str(inp)
+    if hf_gguf.is_model_folder(inp):
+        return hf_gguf.HFSource(str(inp))
+    with lowbit.open_file(inp) as src:
+        carried = isinstance(src, G.GGUFFile) or GGUF_METADATA_KEY in getattr(src, "metadata", {})
+    if not carried:
+        raise FormatError(f"{inp}: not a Hugging Face model folder (no config.json), and its safetensors carry no "
+                          "GGUF metadata: llama.cpp could not load a GGUF made from it")
+    return str(inp)
+
+
+def open_input(inp: str | Path, out_gguf: bool) -> Any:
+    """The open input as :func:`prepare` reads it (see :func:`input_source`)."""
+    return _open(input_source(inp, out_gguf))
 
 
 def _produce(path: str | tuple[str, tuple[int, ...]], name: str, config: dict[str, Any] | None, imatrix: ImatrixKey | None,
@@ -512,8 +546,8 @@ def prepare(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = No
     overrides = parse_override_kv(override_kv)
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"quantize: input and output files are the same: {out}")
-    src = lowbit.open_file(inp)
-    source: Any = str(inp)
+    source: Any = input_source(inp, out_gguf)
+    src = _open(source)
     out = Path(out)
     try:
         if prune_layers:
@@ -521,7 +555,7 @@ def prepare(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = No
 
             n_blocks = blocks_left(src.names(), list(prune_layers))
             src = pruned(src, list(prune_layers))
-            source = (str(inp), tuple(prune_layers))
+            source = (source, tuple(prune_layers))
         llama = LlamaJob.from_mix(mix, options, allow_requantize) if mix else None
         ikey = (str(imatrix), tuple(include_weights or ()), tuple(exclude_weights or ())) if imatrix else None
         n_imatrix = len(imatrix_entries(ikey)) if ikey else 0
