@@ -61,54 +61,73 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("judge")
 
 
-@pytest.fixture(scope="module")
-def f32_llama(llama_tools, smollm2_gguf: Path, work: Path) -> Path:
-    out = work / "smollm2-f32-llama.gguf"
-    llama_tools.run("llama-quantize", "--allow-requantize", smollm2_gguf, out, "F32", "2")
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the inputs are made once per test session: the directory every pytest-xdist worker's
+    temporary directory lies in (this run's, never an earlier run's: lowbit makes some of them)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if base.name.startswith("popen-gw") else base) / "judge-inputs"
+
+
+def _once(inputs: Path, name: str, make) -> Path:
+    """``inputs/name``, made by ``make(path)`` by the first worker to ask (the others wait)."""
+    from lowbit.tools.cachelock import cache_lock
+
+    out = inputs / name
+    with cache_lock(inputs, name):
+        if not out.exists():
+            part = out.with_name("part-" + out.name)  # the suffix stays: the tools pick a format by it
+            make(part)
+            part.replace(out)
     return out
 
 
-@pytest.fixture(scope="module")
-def f32_lex(smollm2_gguf: Path, work: Path) -> Path:
-    out = work / "smollm2-f32-lex.gguf"
-    r = lowbit_cli("quantize", "--allow-requantize", smollm2_gguf, out, "F32", "2")
-    assert r.returncode == 0, r.stderr
-    return out
+def _lowbit_make(*args: str | Path):
+    def make(out: Path) -> None:
+        r = lowbit_cli("quantize", "--allow-requantize", *args[:-1], out, args[-1], "2")
+        assert r.returncode == 0, r.stderr
+    return make
 
 
 @pytest.fixture(scope="module")
-def small_llama(llama_tools, smollm2_gguf: Path, work: Path) -> Path:
+def f32_llama(llama_tools, smollm2_gguf: Path, inputs: Path) -> Path:
+    """The whole model, llama-quantize's F32 (llama.cpp's order)."""
+    return _once(inputs, "smollm2-f32-llama.gguf", lambda out: llama_tools.run(
+        "llama-quantize", "--allow-requantize", smollm2_gguf, out, "F32", "2"))
+
+
+@pytest.fixture(scope="module")
+def f32_lex(smollm2_gguf: Path, inputs: Path) -> Path:
+    """The whole model, lowbit's F32 (input order kept: layers lexicographic)."""
+    return _once(inputs, "smollm2-f32-lex.gguf", _lowbit_make(smollm2_gguf, "F32"))
+
+
+@pytest.fixture(scope="module")
+def small_llama(llama_tools, smollm2_gguf: Path, inputs: Path) -> Path:
     """The 11-layer model, llama-quantize's F32 (--prune-layers 11..29; llama.cpp's order)."""
-    out = work / "small-f32-llama.gguf"
-    llama_tools.run("llama-quantize", "--allow-requantize", "--prune-layers", PRUNE_11, smollm2_gguf, out, "F32", "2")
-    return out
+    return _once(inputs, "small-f32-llama.gguf", lambda out: llama_tools.run(
+        "llama-quantize", "--allow-requantize", "--prune-layers", PRUNE_11, smollm2_gguf, out, "F32", "2"))
 
 
 @pytest.fixture(scope="module")
-def small_lex(smollm2_gguf: Path, work: Path) -> Path:
+def small_lex(smollm2_gguf: Path, inputs: Path) -> Path:
     """The 11-layer model, lowbit's F32 (input order: blk.0, blk.1, blk.10, blk.2, ...)."""
-    out = work / "small-f32-lex.gguf"
-    r = lowbit_cli("quantize", "--allow-requantize", "--prune-layers", PRUNE_11, smollm2_gguf, out, "F32", "2")
-    assert r.returncode == 0, r.stderr
-    return out
+    return _once(inputs, "small-f32-lex.gguf", _lowbit_make("--prune-layers", PRUNE_11, smollm2_gguf, "F32"))
 
 
 @pytest.fixture(scope="module")
-def tiny(llama_tools, smollm2_gguf: Path, work: Path) -> Path:
+def tiny(llama_tools, smollm2_gguf: Path, inputs: Path) -> Path:
     """The 4-layer model, llama-quantize's F32 (--prune-layers 4..29; llama.cpp's order)."""
-    out = work / "tiny-f32-llama.gguf"
-    llama_tools.run("llama-quantize", "--allow-requantize", "--prune-layers", PRUNE_4, smollm2_gguf, out, "F32", "2")
-    return out
+    return _once(inputs, "tiny-f32-llama.gguf", lambda out: llama_tools.run(
+        "llama-quantize", "--allow-requantize", "--prune-layers", PRUNE_4, smollm2_gguf, out, "F32", "2"))
 
 
 @pytest.fixture(scope="module")
-def imatrix(llama_tools, tiny: Path, work: Path) -> Path:
+def imatrix(llama_tools, tiny: Path, inputs: Path) -> Path:
     """llama-imatrix's own matrix (GGUF layout) of the 4-layer model from 4 chunks of 128 tokens
     of the eval text."""
-    out = work / "tiny.imatrix.gguf"
-    llama_tools.run("llama-imatrix", "-m", tiny, "-f", TEXT, "-c", "128", "--chunks", "4", "-t", "2",
-                    "--no-ppl", "-o", out)
-    return out
+    return _once(inputs, "tiny.imatrix.gguf", lambda out: llama_tools.run(
+        "llama-imatrix", "-m", tiny, "-f", TEXT, "-c", "128", "--chunks", "4", "-t", "2", "--no-ppl", "-o", out))
 
 
 def _names(path: Path) -> list[str]:

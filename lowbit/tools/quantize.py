@@ -529,7 +529,7 @@ def prepare(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = No
             tensor_order: str = "input", keep_split: bool = False, split_max_tensors: int | None = None,
             split_max_size: int | None = None, include_weights: list[str] | None = None,
             exclude_weights: list[str] | None = None, prune_layers: list[int] | None = None,
-            out_gguf: bool | None = None, max_buffer_size: int | None = None) -> Prepared:
+            out_gguf: bool | None = None, max_buffer_size: int | None = MAX_BUFFER_SIZE) -> Prepared:
     """Plan :func:`quantize_file`'s output (arguments as there) without writing anything: every
     refusal (rules, types, imatrix, splits) happens here. ``out_gguf`` overrides the container
     the output suffix picks (a sharded output folder has none)."""
@@ -570,6 +570,7 @@ def prepare(inp: str | Path, out: str | Path, *, codec: lowbit.Codec | None = No
             decisions = [by[n] for n in llama_order(by)]
         gmeta, gtypes = _typed_gguf_metadata(src)
         specs = [e for d in decisions for e in d.entries]
+        # (the last item, the memory bound, never changes the bytes: sharding.Unit.free_args)
         work = [(source, d.name, d.codec.get_config() if d.codec else None, ikey if n_imatrix else None, out_gguf,
                  d.cast, max_buffer_size) for d in decisions]
         prep = Prepared(str(inp), out, source, decisions, work, specs, out_gguf, gmeta, gtypes)

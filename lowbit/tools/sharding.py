@@ -82,6 +82,9 @@ class Unit:
     fn: Callable[..., list[tuple[str, Any]]]
     args: tuple[Any, ...]
     nbytes: int
+    # how many trailing args leave the bytes unchanged (a memory bound): outside the job id, so a
+    # resumed run may change them
+    free_args: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class Job:
         doc = {
             "label": self.label, "gguf": self.gguf, "input": self.signature, "index": self.index_file,
             "units": [[u.name, [list(e) for e in u.entries], f"{u.fn.__module__}.{u.fn.__qualname__}",
-                       [clean(a) for a in u.args]] for u in self.units],
+                       [clean(a) for a in u.args[:len(u.args) - u.free_args]]] for u in self.units],
             "shards": [[s.file, list(s.units), s.metadata, s.metadata_types] for s in self.shards],
         }
         blob = json.dumps(doc, sort_keys=True, default=_plain).encode()
@@ -254,7 +257,7 @@ def quantize_job(prep: Any, *, max_shard_size: int | None = None, folder: bool =
     units, k = [], 0
     for d, w in zip(prep.decisions, prep.work):
         n = len(d.entries)
-        units.append(Unit(d.name, tuple(prep.specs[k:k + n]), _produce, tuple(w), d.out_bytes))
+        units.append(Unit(d.name, tuple(prep.specs[k:k + n]), _produce, tuple(w), d.out_bytes, free_args=1))
         k += n
     out = Path(prep.out)
     if prep.out_gguf:
