@@ -43,8 +43,8 @@ def _tree(pid: int) -> list[int]:
 def run_measured(argv: list[str], *, interval: float = 0.005, **popen: Any) -> dict[str, Any]:
     """Run ``argv``; return its return code, wall time, CPU time (user + system of the reaped child
     and the children it waited for: ``cpu_seconds``), the peaks of VmRSS, RssAnon and RssFile
-    (bytes) summed over the command's process tree (a pool's workers count), and what it wrote to stderr. ``popen`` goes to :class:`subprocess.Popen` (stdout is
-    discarded unless given)."""
+    (bytes) summed over the command's process tree (a pool's workers count), and what it wrote
+    to stderr. ``popen`` goes to :class:`subprocess.Popen` (stdout is discarded unless given)."""
     popen.setdefault("stdout", subprocess.DEVNULL)
     peak = dict.fromkeys(_KEYS.values(), 0)
     err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child cannot block on a full pipe

@@ -368,12 +368,12 @@ def _produce(path: str | tuple[str, tuple[int, ...]], name: str, config: dict[st
     t = src.get(name, copy=False)
     codec = lowbit.get_codec(config)
     iname = getattr(src, "old", {}).get(name, name)  # imatrix entries keep the names from before pruning
+    # (a QTensor's shape is its decoded shape: the importance fits either way)
+    w = _importance(imatrix, iname, tuple(t.shape)) if imatrix and "importance" in codec.encode_kwargs else None
     slab = _slab_rows(t, codec, max_buffer) if out_gguf and max_buffer else None
     if slab is not None:
-        w = _importance(imatrix, iname, tuple(t.shape)) if imatrix and "importance" in codec.encode_kwargs else None
         return [(name, _encode_slabs(t, codec, w, slab))]
     x = lowbit.decode(t) if isinstance(t, QTensor) else np.asarray(t, dtype=np.float32)
-    w = _importance(imatrix, iname, x.shape) if imatrix and "importance" in codec.encode_kwargs else None
     if w is not None and w.ndim == 2:  # one row of weights per expert: encode the experts apart
         parts = [codec.encode(x[e], backend="cpu", importance=w[e]) for e in range(x.shape[0])]
         data = np.stack([np.asarray(p.data) for p in parts])
